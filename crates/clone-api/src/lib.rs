@@ -1,0 +1,1 @@
+//! Typed API of `clone.kubevirt.io`.

@@ -1,0 +1,1 @@
+//! The KubeVirt/CDI stand-in.
