@@ -1,1 +1,67 @@
-//! Typed API of `clone.kubevirt.io`.
+//! Typed access to KubeVirt's VM clone API (`clone.kubevirt.io`) as vmclone implements it.
+//!
+//! - [`v1beta1`] (stored) and [`v1alpha1`] (served) hold the `VirtualMachineClone` resource. Both
+//!   versions share one schema, generated from these types with every validation rule as a CEL
+//!   rule ([`crd`]).
+//! - [`names`] spells the group, kinds, condition types, reasons, event reasons and annotations.
+//! - [`validation`] spells the validation messages (the CRD and `clone-core` use the same words).
+//! - [`kubevirt`] has typed, lossless views of the KubeVirt and CDI objects a clone drives:
+//!   `VirtualMachine`, `VirtualMachineSnapshot`, `VirtualMachineSnapshotContent`,
+//!   `VirtualMachineRestore`, `KubeVirt` and `DataVolume`.
+//!
+//! The crate does no IO; it only needs `kube`'s derive.
+//!
+//! # Example
+//!
+//! ```
+//! use clone_api::v1beta1::{CloneSource, CloneTarget, VirtualMachineClone, VirtualMachineCloneSpec};
+//!
+//! let clone = VirtualMachineClone::new(
+//!     "testclone",
+//!     VirtualMachineCloneSpec {
+//!         source: CloneSource {
+//!             api_group: Some("kubevirt.io".into()),
+//!             kind: "VirtualMachine".into(),
+//!             name: "vm-cirros".into(),
+//!             namespace: None,
+//!         },
+//!         target: Some(CloneTarget {
+//!             api_group: Some("kubevirt.io".into()),
+//!             kind: Some("VirtualMachine".into()),
+//!             name: Some("vm-clone-target".into()),
+//!         }),
+//!         label_filters: Some(vec!["*".into(), "!somekey/*".into()]),
+//!         new_smbios_serial: Some("new-serial".into()),
+//!         ..Default::default()
+//!     },
+//! );
+//! let json = serde_json::to_value(&clone).unwrap();
+//! assert_eq!(json["apiVersion"], "clone.kubevirt.io/v1beta1");
+//! assert_eq!(json["spec"]["newSMBiosSerial"], "new-serial");
+//!
+//! // The CRD with both versions, as `cargo xtask gen-crds` writes it.
+//! let crd = clone_api::crd();
+//! assert_eq!(crd.spec.versions.len(), 2);
+//! ```
+
+mod clone;
+pub mod kubevirt;
+pub mod names;
+pub mod schema;
+pub mod v1alpha1;
+pub mod v1beta1;
+pub mod validation;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// The `VirtualMachineClone` CRD with both versions (`v1alpha1` served, `v1beta1` served and
+/// stored), as installed in a cluster.
+pub fn crd() -> CustomResourceDefinition {
+    let versions = vec![v1alpha1::VirtualMachineClone::crd(), v1beta1::VirtualMachineClone::crd()];
+    // Both CRDs come from the same macro, so they differ only in version: merging cannot fail.
+    match kube::core::crd::merge_crds(versions, names::STORAGE_VERSION) {
+        Ok(crd) => crd,
+        Err(_) => v1beta1::VirtualMachineClone::crd(),
+    }
+}

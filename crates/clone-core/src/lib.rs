@@ -1,1 +1,11 @@
-//! The pure clone engine.
+//! The pure clone engine of vmclone.
+//!
+//! Data in, data out: no Kubernetes client, no async runtime, no clock and no randomness. The
+//! controller reads the world, hands it to [`decide`], and executes the one step that comes back.
+//!
+//! - [`filter`]: label/annotation filters (parse, validate, evaluate).
+//! - [`identity`]: the JSON patches that give a clone its own identity.
+//! - [`patch`]: KubeVirt-compatible patch application.
+//! - [`names`]: target names, serials, UUIDs, MAC normalisation.
+//! - [`validate`]: the spec rules CEL cannot express.
+//! - [`decide`]: the lifecycle decision.

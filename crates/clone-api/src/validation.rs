@@ -1,0 +1,138 @@
+//! The validation messages of the API, spelled once.
+//!
+//! The CRD's CEL rules (see [`crate::schema`]) and `clone-core`'s own validation (which the
+//! controller runs for what CEL cannot express) both build their messages from here, so a user
+//! sees the same words whichever side refuses the input. Where upstream KubeVirt had a message,
+//! its wording is kept.
+
+/// JSON paths of the four filter lists, as they appear in messages.
+pub mod field {
+    /// `spec.labelFilters`
+    pub const LABEL_FILTERS: &str = "spec.labelFilters";
+    /// `spec.annotationFilters`
+    pub const ANNOTATION_FILTERS: &str = "spec.annotationFilters";
+    /// `spec.template.labelFilters`
+    pub const TEMPLATE_LABEL_FILTERS: &str = "spec.template.labelFilters";
+    /// `spec.template.annotationFilters`
+    pub const TEMPLATE_ANNOTATION_FILTERS: &str = "spec.template.annotationFilters";
+}
+
+/// Message for a filter that is exactly `!`.
+pub const NEGATION_ALONE: &str = "a negation character is not a valid filter";
+/// Why a filter with `!` after its first character is invalid.
+pub const NEGATION_POSITION: &str = "cannot contain a negation character (!); FilterRules: NegationChar can be only used at the beginning of the filter";
+/// Why a filter with `*` before its last character is invalid.
+pub const WILDCARD_POSITION: &str = "cannot contain a wildcard character (*); FilterRules: WildcardChar can be only at the end of the filter";
+/// Why a filter with a character that cannot appear in a key is invalid.
+pub const KEY_CHARACTERS: &str =
+    "only letters, digits, '-', '_', '.' and '/' can appear in a label or annotation key";
+
+/// `<field> filter must not be empty`
+pub fn filter_empty(field: &str) -> String {
+    format!("{field} filter must not be empty")
+}
+
+/// `<field> filter <f> is invalid: <why>`
+pub fn filter_invalid(field: &str, filter: &str, why: &str) -> String {
+    format!("{field} filter {filter} is invalid: {why}")
+}
+
+/// Source kind other than `VirtualMachine` or `VirtualMachineSnapshot`.
+pub const SOURCE_KIND_UNSUPPORTED: &str = "Source kind is not supported";
+/// Source `apiGroup` missing or empty.
+pub const SOURCE_API_GROUP_EMPTY: &str = "Source's APIGroup cannot be empty";
+/// Source `apiGroup` not matching its kind.
+pub const SOURCE_API_GROUP_MISMATCH: &str = "Source's APIGroup must be kubevirt.io for VirtualMachine and snapshot.kubevirt.io for VirtualMachineSnapshot";
+/// Source `name` empty.
+pub const SOURCE_NAME_EMPTY: &str = "Source's name cannot be empty";
+/// Target kind other than `VirtualMachine`.
+pub const TARGET_KIND_UNSUPPORTED: &str = "Target kind is not supported";
+/// Target `apiGroup` other than `kubevirt.io`.
+pub const TARGET_API_GROUP_INVALID: &str = "Target's APIGroup must be kubevirt.io";
+/// Target and source are VMs with the same name.
+pub const TARGET_EQUALS_SOURCE: &str =
+    "Target name cannot be equal to source name when both are VirtualMachines";
+/// Target name is not a DNS-1123 subdomain.
+pub const TARGET_NAME_INVALID: &str = "Target name must consist of lowercase letters, digits, '-' and '.', start and end with a letter or digit, and be at most 63 characters";
+/// Cross-namespace source without a strategy that can cross namespaces.
+pub const SOURCE_NAMESPACE_NEEDS_DATAVOLUME: &str = "source.namespace requires strategy DataVolume or Auto: KubeVirt snapshots and restores cannot cross namespaces";
+/// DataVolume strategy with a snapshot source.
+pub const DATAVOLUME_NEEDS_VM_SOURCE: &str =
+    "strategy DataVolume requires a VirtualMachine source";
+
+/// `malformed MAC address (<mac>).`
+pub fn malformed_mac(mac: &str) -> String {
+    format!("malformed MAC address ({mac}).")
+}
+
+/// `newSMBiosSerial` with a character KubeVirt's restore admission splits on.
+pub const SERIAL_SEPARATORS: &str = "newSMBiosSerial must not contain ',' or ':'";
+
+/// `patch is not valid JSON (<patch>)`
+pub fn patch_not_json(patch: &str) -> String {
+    format!("patch is not valid JSON ({patch})")
+}
+
+/// `patch <i> must be a JSON Patch operation with op and path`
+pub fn patch_not_operation(index: usize) -> String {
+    format!("patch {index} must be a JSON Patch operation with op and path")
+}
+
+/// Prefix of the message for a patch path outside the allowed prefixes.
+pub const PATCH_PATH_PREFIX: &str =
+    "patching is valid only for elements under /spec/, /metadata/labels/ and /metadata/annotations/";
+
+/// `patching is valid only for elements under ...: <patch>`
+pub fn patch_path_invalid(patch: &str) -> String {
+    format!("{PATCH_PATH_PREFIX}: {patch}")
+}
+
+/// Why KubeVirt's restore admission refuses a patch.
+pub const PATCH_NAIVE_CHECK: &str =
+    "is rejected by KubeVirt's restore admission (values must not contain ',' or ':')";
+
+/// `patch <i> is rejected by KubeVirt's restore admission (...): <patch>`
+pub fn patch_rejected_by_kubevirt(index: usize, patch: &str) -> String {
+    format!("patch {index} {PATCH_NAIVE_CHECK}: {patch}")
+}
+
+/// Any change of `spec` after creation.
+pub const SPEC_IMMUTABLE: &str = "spec is immutable";
+
+/// The path prefixes KubeVirt's restore admission allows in a patch.
+pub const PATCH_PATH_PREFIXES: [&str; 3] = ["/spec/", "/metadata/labels/", "/metadata/annotations/"];
+
+/// The JSON Patch operations.
+pub const PATCH_OPS: [&str; 6] = ["add", "remove", "replace", "move", "copy", "test"];
+
+/// Regular expression (RE2 and Rust `regex` compatible) of KubeVirt's naive patch check: split on
+/// `,`, every piece has exactly one `:`.
+pub const NAIVE_PATCH_REGEX: &str = "^[^,:]*:[^,:]*(,[^,:]*:[^,:]*)*$";
+
+/// Regular expression of a MAC address as the API accepts it (or empty).
+pub const MAC_REGEX: &str =
+    "^([0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{2}(-[0-9A-Fa-f]{2}){5})?$";
+
+/// Regular expression of a DNS-1123 subdomain.
+pub const DNS1123_SUBDOMAIN_REGEX: &str =
+    "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// Characters a filter body may contain (besides the leading `!` and trailing `*`).
+pub fn is_key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/')
+}
+
+/// Longest filter string accepted (a label key is at most 253 + 1 + 63 characters, plus `!` and `*`).
+pub const MAX_FILTER_LENGTH: usize = 320;
+/// Most filters in one list.
+pub const MAX_FILTERS: usize = 128;
+/// Most entries in `newMacAddresses`.
+pub const MAX_MAC_ADDRESSES: usize = 64;
+/// Longest interface name (a key of `newMacAddresses`).
+pub const MAX_INTERFACE_NAME_LENGTH: usize = 253;
+/// Longest `newSMBiosSerial`.
+pub const MAX_SERIAL_LENGTH: usize = 256;
+/// Most entries in `patches`.
+pub const MAX_PATCHES: usize = 32;
+/// Longest patch string.
+pub const MAX_PATCH_LENGTH: usize = 2048;

@@ -1,0 +1,381 @@
+//! Child processes that die with the test process, and folders that are removed after it.
+//!
+//! Rust runs no destructors for statics at exit and the workspace forbids `unsafe` (so no
+//! `prctl(PR_SET_PDEATHSIG)`), yet the shared control plane lives in a static. The trick used
+//! here needs neither: every server is started by a small `sh` supervisor whose standard input
+//! is a pipe from this process. The kernel closes that pipe when this process ends, however it
+//! ends (normal exit, panic, `kill -9`); the supervisor then reads end-of-file and stops the
+//! server (`SIGTERM`, then `SIGKILL` after a grace period). A [`FolderReaper`] uses the same pipe
+//! to remove the control plane's temporary folder once its servers are gone.
+//!
+//! [`sweep_stale_folders`] removes folders whose owner died without its reaper getting to run,
+//! and [`free_ports`] picks loopback ports, so a killed run never blocks the next one.
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+/// Runs `"$@"` until stdin reaches end-of-file (the parent is gone or asked for a stop), then
+/// stops it: `SIGTERM`, and `SIGKILL` if it is still there after 10 s. Exits with the server's
+/// status when the server exits on its own. `$1` is a file that receives the server's pid.
+///
+/// The server gets `/dev/null` as stdin; the pipe is kept on fd 3 only for the watcher, which
+/// must be started with an explicit redirection (an asynchronous list gets `/dev/null` as stdin
+/// otherwise). Ctrl-C in a terminal reaches the whole process group: the supervisor ignores it
+/// so that it still stops and reaps its server.
+const SUPERVISOR: &str = r#"pidfile=$1; shift
+trap '' INT
+exec 3<&0 </dev/null
+"$@" 3<&- &
+server=$!
+echo "$server" > "$pidfile"
+{
+  cat >/dev/null
+  kill -TERM "$server" 2>/dev/null
+  i=0
+  while [ "$i" -lt 100 ] && kill -0 "$server" 2>/dev/null; do sleep 0.1; i=$((i+1)); done
+  kill -KILL "$server" 2>/dev/null
+} <&3 &
+watcher=$!
+exec 3<&-
+wait "$server"
+status=$?
+kill "$watcher" 2>/dev/null
+exit "$status"
+"#;
+
+/// Waits for end-of-file on stdin, then for the servers whose pid files are in `$1/pids` to be
+/// gone (at most about 15 s each), then removes `$1`.
+const REAPER: &str = r#"dir=$1
+trap '' INT
+cat >/dev/null
+for f in "$dir"/pids/*; do
+  [ -f "$f" ] || continue
+  p=$(cat "$f")
+  i=0
+  while [ "$i" -lt 150 ] && kill -0 "$p" 2>/dev/null; do sleep 0.1; i=$((i+1)); done
+done
+rm -rf "$dir"
+"#;
+
+/// A server process started through the supervisor, which can be stopped and started again
+/// with the same command line (for restart tests).
+#[derive(Debug)]
+pub(crate) struct Supervised {
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<OsString>,
+    log: PathBuf,
+    pid_file: PathBuf,
+    running: Option<Child>,
+}
+
+impl Supervised {
+    /// Describes a server; `dir` gets its log (`logs/<name>.log`) and pid file (`pids/<name>`).
+    pub(crate) fn new(name: &'static str, dir: &Path, program: &Path, args: Vec<OsString>) -> Self {
+        Self {
+            name,
+            program: program.to_owned(),
+            args,
+            log: dir.join("logs").join(format!("{name}.log")),
+            pid_file: dir.join("pids").join(name),
+            running: None,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Starts the server, appending its output to its log.
+    pub(crate) fn start(&mut self) -> Result<()> {
+        self.stop();
+        for dir in [self.log.parent(), self.pid_file.parent()].into_iter().flatten() {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        let log_err = log.try_clone().context("duplicating the log file handle")?;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(SUPERVISOR)
+            .arg("sh")
+            .arg(&self.pid_file)
+            .arg(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::piped())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .with_context(|| format!("starting {} ({})", self.name, self.program.display()))?;
+        self.running = Some(child);
+        Ok(())
+    }
+
+    /// `Some(status)` when the server has exited by itself.
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+        self.running.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// An error saying the server is not running, with the end of its log.
+    pub(crate) fn exited_error(&mut self) -> Option<anyhow::Error> {
+        let status = self.exited()?;
+        Some(anyhow::anyhow!(
+            "{} exited ({status}); end of {}:\n{}",
+            self.name,
+            self.log.display(),
+            self.log_tail(40)
+        ))
+    }
+
+    /// The last `lines` lines of the server's log.
+    pub(crate) fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log, lines)
+    }
+
+    /// Asks the server to stop without waiting (closes the supervisor's stdin).
+    pub(crate) fn request_stop(&mut self) {
+        if let Some(child) = self.running.as_mut() {
+            drop(child.stdin.take());
+        }
+    }
+
+    /// Stops the server and waits until it is gone.
+    pub(crate) fn stop(&mut self) {
+        self.request_stop();
+        let Some(mut child) = self.running.take() else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        // The supervisor should have killed it by now; make sure.
+        if let Ok(pid) = fs::read_to_string(&self.pid_file) {
+            let _ = Command::new("kill")
+                .args(["-KILL", pid.trim()])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Removes a folder after this process is gone and the servers recorded in it have stopped.
+#[derive(Debug)]
+pub(crate) struct FolderReaper {
+    child: Child,
+}
+
+impl FolderReaper {
+    pub(crate) fn watch(dir: &Path) -> Result<Self> {
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(REAPER)
+            .arg("sh")
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the temp-folder reaper (sh)")?;
+        Ok(Self { child })
+    }
+}
+
+impl Drop for FolderReaper {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// The prefix of every control plane's temporary folder: `vmclone-testenv-<owner pid>-…`.
+pub(crate) const FOLDER_PREFIX: &str = "vmclone-testenv-";
+
+/// Removes `vmclone-testenv-<pid>-*` folders in `parent` whose owner process no longer exists.
+///
+/// Only where `/proc` shows which processes are alive; elsewhere nothing is removed.
+pub(crate) fn sweep_stale_folders(parent: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(FOLDER_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            tracing::debug!(folder = %entry.path().display(), pid, "removing a stale control-plane folder");
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// `count` distinct free TCP ports on 127.0.0.1.
+///
+/// The ports are free when this returns; another process may take one before the server binds
+/// it, which the caller handles by starting over with new ports.
+pub(crate) fn free_ports(count: usize) -> Result<Vec<u16>> {
+    // Hold every listener until all are chosen, so the kernel cannot hand out one port twice.
+    let listeners = (0..count)
+        .map(|_| TcpListener::bind(("127.0.0.1", 0)))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("binding a free port on 127.0.0.1")?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
+/// The last `lines` lines of a file (at most its last 64 KiB).
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
+    let Ok(mut file) = File::open(path) else {
+        return format!("({} cannot be read)", path.display());
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    let mut bytes = Vec::new();
+    let _ = file.read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn alive(pid: &str) -> bool {
+        Command::new("kill")
+            .args(["-0", pid])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    #[test]
+    fn a_stopped_server_is_gone_and_can_start_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Supervised::new(
+            "sleeper",
+            dir.path(),
+            Path::new("sh"),
+            vec!["-c".into(), "echo started; exec sleep 300".into()],
+        );
+        for round in 1..=2 {
+            server.start().unwrap();
+            wait_until("the pid file is written", || {
+                fs::read_to_string(dir.path().join("pids/sleeper"))
+                    .is_ok_and(|p| p.ends_with('\n'))
+            });
+            let pid = fs::read_to_string(dir.path().join("pids/sleeper")).unwrap();
+            let pid = pid.trim().to_owned();
+            assert!(alive(&pid), "round {round}: server {pid} is not running");
+            assert!(server.exited().is_none());
+            server.stop();
+            assert!(!alive(&pid), "round {round}: server {pid} survived stop()");
+        }
+        assert_eq!(server.log_tail(10), "started\nstarted");
+    }
+
+    #[test]
+    fn a_server_that_exits_is_reported_with_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Supervised::new(
+            "crasher",
+            dir.path(),
+            Path::new("sh"),
+            vec!["-c".into(), "echo bind: address already in use; exit 3".into()],
+        );
+        server.start().unwrap();
+        wait_until("the server exits", || server.exited().is_some());
+        let err = server.exited_error().unwrap().to_string();
+        assert!(err.contains("crasher exited"), "{err}");
+        assert!(err.contains("address already in use"), "{err}");
+    }
+
+    #[test]
+    fn the_reaper_removes_the_folder_when_its_pipe_closes() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("env");
+        fs::create_dir_all(dir.join("pids")).unwrap();
+        let reaper = FolderReaper::watch(&dir).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(dir.exists(), "removed before the pipe closed");
+        drop(reaper);
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn stale_folders_of_dead_owners_are_swept_and_live_ones_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        let live = parent
+            .path()
+            .join(format!("{FOLDER_PREFIX}{}-abc", std::process::id()));
+        // Pids are below 2^22 on Linux.
+        let dead = parent.path().join(format!("{FOLDER_PREFIX}4999999-abc"));
+        let unrelated = parent.path().join("something-else");
+        for d in [&live, &dead, &unrelated] {
+            fs::create_dir_all(d).unwrap();
+        }
+        sweep_stale_folders(parent.path());
+        assert!(live.exists());
+        assert!(unrelated.exists());
+        assert_eq!(dead.exists(), !Path::new("/proc/self").exists());
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let ports = free_ports(4).unwrap();
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), 4, "{ports:?}");
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        fs::write(&path, "1\n2\n3\n4\n").unwrap();
+        assert_eq!(tail(&path, 2), "3\n4");
+        assert!(tail(&dir.path().join("missing"), 2).contains("cannot be read"));
+    }
+}
