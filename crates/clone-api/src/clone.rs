@@ -306,8 +306,8 @@ macro_rules! clone_spec {
         #[serde(rename_all = "camelCase")]
         #[x_kube(
             validation = kube::core::Rule::new("self == oldSelf").message(crate::validation::SPEC_IMMUTABLE),
-            validation = kube::core::Rule::new("!has(self.target) || !has(self.target.name) || self.source.kind != 'VirtualMachine' || has(self.source.namespace) || self.target.name != self.source.name").message(crate::validation::TARGET_EQUALS_SOURCE),
-            validation = kube::core::Rule::new("!has(self.source.namespace) || (has(self.strategy) && self.strategy != 'Snapshot')").message(crate::validation::SOURCE_NAMESPACE_NEEDS_DATAVOLUME),
+            validation = kube::core::Rule::new("!has(self.target) || !has(self.target.name) || self.source.kind != 'VirtualMachine' || has(self.source.__namespace__) || self.target.name != self.source.name").message(crate::validation::TARGET_EQUALS_SOURCE),
+            validation = kube::core::Rule::new("!has(self.source.__namespace__) || (has(self.strategy) && self.strategy != 'Snapshot')").message(crate::validation::SOURCE_NAMESPACE_NEEDS_DATAVOLUME),
             validation = kube::core::Rule::new("!has(self.strategy) || self.strategy != 'DataVolume' || self.source.kind == 'VirtualMachine'").message(crate::validation::DATAVOLUME_NEEDS_VM_SOURCE),
             validation = crate::clone::naive_patch_rule(),
         )]

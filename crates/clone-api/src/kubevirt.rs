@@ -5,8 +5,8 @@
 //! through [`VirtualMachine`] keeps fields this crate has never heard of). Their CRDs are KubeVirt's
 //! and CDI's own, so no schema is generated here.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::api::core::v1::TypedLocalObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

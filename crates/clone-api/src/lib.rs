@@ -58,7 +58,10 @@ use kube::CustomResourceExt;
 /// The `VirtualMachineClone` CRD with both versions (`v1alpha1` served, `v1beta1` served and
 /// stored), as installed in a cluster.
 pub fn crd() -> CustomResourceDefinition {
-    let versions = vec![v1alpha1::VirtualMachineClone::crd(), v1beta1::VirtualMachineClone::crd()];
+    let versions = vec![
+        v1alpha1::VirtualMachineClone::crd(),
+        v1beta1::VirtualMachineClone::crd(),
+    ];
     // Both CRDs come from the same macro, so they differ only in version: merging cannot fail.
     match kube::core::crd::merge_crds(versions, names::STORAGE_VERSION) {
         Ok(crd) => crd,

@@ -43,7 +43,10 @@ pub fn filter_rules(field: &str) -> Vec<Value> {
             &format!("self == '!' || !{negation_misplaced}"),
             invalid(v::NEGATION_POSITION),
         ),
-        rule_expr(&format!("!{wildcard_misplaced}"), invalid(v::WILDCARD_POSITION)),
+        rule_expr(
+            &format!("!{wildcard_misplaced}"),
+            invalid(v::WILDCARD_POSITION),
+        ),
         rule_expr(
             &format!(
                 "self == '' || self == '!' || {negation_misplaced} || {wildcard_misplaced} || \
@@ -125,7 +128,11 @@ pub fn patch_rules() -> Vec<Value> {
     vec![
         rule_expr(
             object,
-            format!("{} + self + {}", cel_str("patch is not valid JSON ("), cel_str(")")),
+            format!(
+                "{} + self + {}",
+                cel_str("patch is not valid JSON ("),
+                cel_str(")")
+            ),
         ),
         rule(
             &format!("!{object} || ({operation})"),
@@ -155,7 +162,11 @@ pub fn patches(_: &mut SchemaGenerator) -> Schema {
 /// The spec-level rule: with the `Snapshot` strategy (KubeVirt applies the patches) every patch
 /// must survive KubeVirt's naive `,`/`:` check. The message names the first offending patch.
 pub fn naive_patch_rule() -> (String, String) {
-    let ok = format!("p.matches('{}')", v::NAIVE_PATCH_REGEX);
+    // Strings that are not JSON objects already fail the item rules; do not report them twice.
+    let ok = format!(
+        "(!p.matches('(?s)^\\\\s*[{{].*[}}]\\\\s*$') || p.matches('{}'))",
+        v::NAIVE_PATCH_REGEX
+    );
     let rule = format!(
         "!has(self.patches) || (has(self.strategy) && self.strategy == 'DataVolume') || \
          self.patches.all(p, {ok})"

@@ -57,8 +57,7 @@ pub const TARGET_NAME_INVALID: &str = "Target name must consist of lowercase let
 /// Cross-namespace source without a strategy that can cross namespaces.
 pub const SOURCE_NAMESPACE_NEEDS_DATAVOLUME: &str = "source.namespace requires strategy DataVolume or Auto: KubeVirt snapshots and restores cannot cross namespaces";
 /// DataVolume strategy with a snapshot source.
-pub const DATAVOLUME_NEEDS_VM_SOURCE: &str =
-    "strategy DataVolume requires a VirtualMachine source";
+pub const DATAVOLUME_NEEDS_VM_SOURCE: &str = "strategy DataVolume requires a VirtualMachine source";
 
 /// `malformed MAC address (<mac>).`
 pub fn malformed_mac(mac: &str) -> String {
@@ -79,8 +78,7 @@ pub fn patch_not_operation(index: usize) -> String {
 }
 
 /// Prefix of the message for a patch path outside the allowed prefixes.
-pub const PATCH_PATH_PREFIX: &str =
-    "patching is valid only for elements under /spec/, /metadata/labels/ and /metadata/annotations/";
+pub const PATCH_PATH_PREFIX: &str = "patching is valid only for elements under /spec/, /metadata/labels/ and /metadata/annotations/";
 
 /// `patching is valid only for elements under ...: <patch>`
 pub fn patch_path_invalid(patch: &str) -> String {
@@ -100,7 +98,8 @@ pub fn patch_rejected_by_kubevirt(index: usize, patch: &str) -> String {
 pub const SPEC_IMMUTABLE: &str = "spec is immutable";
 
 /// The path prefixes KubeVirt's restore admission allows in a patch.
-pub const PATCH_PATH_PREFIXES: [&str; 3] = ["/spec/", "/metadata/labels/", "/metadata/annotations/"];
+pub const PATCH_PATH_PREFIXES: [&str; 3] =
+    ["/spec/", "/metadata/labels/", "/metadata/annotations/"];
 
 /// The JSON Patch operations.
 pub const PATCH_OPS: [&str; 6] = ["add", "remove", "replace", "move", "copy", "test"];

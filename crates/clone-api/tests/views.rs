@@ -1,0 +1,103 @@
+//! The KubeVirt/CDI views are lossless: unknown fields survive a read-modify-write.
+
+use clone_api::kubevirt::{
+    KubeVirt, VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot,
+};
+use serde_json::json;
+
+fn vm_json() -> serde_json::Value {
+    json!({
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": "vm-cirros", "namespace": "default", "labels": {"a": "b"}},
+        "spec": {
+            "runStrategy": "Halted",
+            "instancetype": {"name": "u1.small"},
+            "template": {
+                "metadata": {"labels": {"kubevirt.io/vm": "vm-cirros"}},
+                "spec": {
+                    "domain": {
+                        "cpu": {"cores": 2},
+                        "devices": {
+                            "interfaces": [{"name": "default", "masquerade": {}, "macAddress": "02:00:00:00:00:01"}],
+                            "disks": [{"name": "root", "disk": {"bus": "virtio"}}],
+                            "tpm": {"persistent": true}
+                        },
+                        "firmware": {"serial": "s1", "uuid": "u1", "bootloader": {"efi": {"secureBoot": false}}}
+                    },
+                    "networks": [{"name": "default", "pod": {}}],
+                    "volumes": [
+                        {"name": "root", "dataVolume": {"name": "root-dv"}},
+                        {"name": "data", "persistentVolumeClaim": {"claimName": "data-pvc", "readOnly": true}},
+                        {"name": "cloudinit", "cloudInitNoCloud": {"userData": "#cloud-config"}}
+                    ]
+                }
+            }
+        },
+        "status": {"printableStatus": "Stopped", "volumeSnapshotStatuses": [{"name": "root", "enabled": true}], "futureField": 1}
+    })
+}
+
+#[test]
+fn a_vm_survives_a_round_trip_unchanged() {
+    let original = vm_json();
+    let vm: VirtualMachine = serde_json::from_value(original.clone()).expect("parses");
+    assert_eq!(serde_json::to_value(&vm).expect("serialises"), original);
+}
+
+#[test]
+fn vm_accessors() {
+    let vm: VirtualMachine = serde_json::from_value(vm_json()).expect("parses");
+    let claims: Vec<_> = vm
+        .spec
+        .volumes()
+        .iter()
+        .filter_map(|v| v.claim_name())
+        .collect();
+    assert_eq!(claims, vec!["root-dv", "data-pvc"]);
+    assert_eq!(vm.spec.interfaces()[0].name, "default");
+    assert!(
+        vm.spec.needs_backend_storage(),
+        "persistent TPM needs backend storage"
+    );
+}
+
+#[test]
+fn snapshot_and_restore_failures_are_read() {
+    let snap: VirtualMachineSnapshot = serde_json::from_value(json!({
+        "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
+        "metadata": {"name": "s"},
+        "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "vm"}},
+        "status": {"phase": "Failed", "readyToUse": false, "conditions": [
+            {"type": "Failure", "status": "True", "reason": "snapshot deadline exceeded", "lastProbeTime": null}
+        ]}
+    })).expect("parses");
+    let status = snap.status.expect("status");
+    assert!(!status.is_ready());
+    assert_eq!(
+        status.failure().as_deref(),
+        Some("snapshot deadline exceeded")
+    );
+
+    let restore: VirtualMachineRestore = serde_json::from_value(json!({
+        "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineRestore",
+        "metadata": {"name": "r"},
+        "spec": {"target": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "t"}, "virtualMachineSnapshotName": "s"},
+        "status": {"complete": true, "restores": [{"volumeName": "root", "persistentVolumeClaim": "restore-x-root"}]}
+    })).expect("parses");
+    let status = restore.status.expect("status");
+    assert!(status.is_complete());
+    assert_eq!(status.claims().collect::<Vec<_>>(), vec!["restore-x-root"]);
+    assert_eq!(status.failure(), None);
+}
+
+#[test]
+fn feature_gates() {
+    let kv: KubeVirt = serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt"},
+        "spec": {"configuration": {"developerConfiguration": {"featureGates": ["Snapshot"], "disabledFeatureGates": ["Other"]}}}
+    })).expect("parses");
+    assert!(kv.spec.enables("Snapshot"));
+    assert!(kv.spec.disables("Other"));
+    assert!(!kv.spec.enables("Other"));
+}
