@@ -1,6 +1,8 @@
 //! The generated CRD: names, versions, columns, and a snapshot of the whole document so that any
 //! change to the API shows up in review.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use clone_api::{names, v1alpha1, v1beta1};
 
 #[test]

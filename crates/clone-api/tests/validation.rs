@@ -2,6 +2,8 @@
 //! generated CRD schema. The same table (`testdata/validation-cases.yaml`) runs against the real
 //! API server in the testenv tests.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use kube::core::cel::{ErrorKind, ValidationErrors, Validator};
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -1,5 +1,7 @@
 //! The KubeVirt/CDI views are lossless: unknown fields survive a read-modify-write.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use clone_api::kubevirt::{
     KubeVirt, VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot,
 };
