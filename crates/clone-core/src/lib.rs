@@ -1,7 +1,7 @@
 //! The pure clone engine of vmclone.
 //!
 //! Data in, data out: no Kubernetes client, no async runtime, no clock and no randomness. The
-//! controller reads the world, hands it to [`decide`], and executes the one step that comes back.
+//! controller reads the world, hands it to [`decide()`](crate::decide::decide), and executes the one step that comes back.
 //!
 //! - [`filter`]: label/annotation filters (parse, validate, evaluate).
 //! - [`identity`]: the JSON patches that give a clone its own identity.
@@ -9,3 +9,14 @@
 //! - [`names`]: target names, serials, UUIDs, MAC normalisation.
 //! - [`validate`]: the spec rules CEL cannot express.
 //! - [`decide`]: the lifecycle decision.
+//! - [`status`]: conditions and status comparison.
+
+pub use decide::{Action, Decision, Observed, decide};
+
+pub mod decide;
+pub mod filter;
+pub mod identity;
+pub mod names;
+pub mod patch;
+pub mod status;
+pub mod validate;

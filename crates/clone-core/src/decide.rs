@@ -1,0 +1,866 @@
+//! The lifecycle decision: from what the controller observed in one pass to the one step it
+//! executes next, the complete new status and the events to publish.
+//!
+//! The state machine is controller.md's Snapshot strategy: preconditions → target name and guard →
+//! snapshot (temporary, or the source snapshot) → content → restore → target VM → cleanup once
+//! every restored PVC is bound. Each pass re-derives everything from the observation, so the
+//! controller can crash and restart anywhere. Events belong to transitions (a phase change, a new
+//! precondition, a failure), so a pass that changes nothing publishes nothing.
+
+use std::collections::BTreeMap;
+
+use clone_api::kubevirt::{
+    KubeVirtSpec, VirtualMachine, VirtualMachineRestore, VirtualMachineRestoreSpec,
+    VirtualMachineSnapshot, VirtualMachineSnapshotContent, VirtualMachineSnapshotSpec,
+    VirtualMachineSpec,
+};
+use clone_api::names::{self, EventReason};
+use clone_api::v1beta1::{
+    ClonePhase, CloneStrategy, VirtualMachineClone, VirtualMachineCloneStatus,
+};
+use k8s_openapi::api::core::v1::TypedLocalObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use serde_json::Value;
+
+use crate::identity::{IdentityInput, identity_patches};
+use crate::status::Situation;
+use crate::validate::validate_spec;
+
+/// How the `Snapshot` feature gate is read from the `KubeVirt` CR.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GateMode {
+    /// On only when `featureGates` lists it (as the seed documents).
+    #[default]
+    Listed,
+    /// On unless `disabledFeatureGates` lists it (KubeVirt releases where the gate is beta).
+    DefaultOn,
+}
+
+/// The state of KubeVirt's `Snapshot` feature gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureGate {
+    /// Snapshots (and so clones) are allowed.
+    Enabled,
+    /// The gate is off.
+    Disabled,
+    /// There is no `KubeVirt` CR to read it from.
+    KubeVirtNotFound,
+}
+
+/// Reads the `Snapshot` gate from the `KubeVirt` CR (`None`: no CR exists).
+pub fn snapshot_gate(kubevirt: Option<&KubeVirtSpec>, mode: GateMode) -> FeatureGate {
+    let Some(kv) = kubevirt else {
+        return FeatureGate::KubeVirtNotFound;
+    };
+    let on = match mode {
+        GateMode::Listed => kv.enables(names::SNAPSHOT_FEATURE_GATE),
+        GateMode::DefaultOn => !kv.disables(names::SNAPSHOT_FEATURE_GATE),
+    };
+    if on {
+        FeatureGate::Enabled
+    } else {
+        FeatureGate::Disabled
+    }
+}
+
+/// Another clone that names the same target VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rival {
+    /// Its name.
+    pub name: String,
+    /// Its UID (breaks ties between clones created in the same second).
+    pub uid: String,
+    /// When it was created.
+    pub creation_timestamp: Option<Time>,
+    /// Its phase.
+    pub phase: ClonePhase,
+}
+
+/// Which child the controller failed to create in this pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Child {
+    /// The temporary snapshot.
+    Snapshot,
+    /// The restore.
+    Restore,
+}
+
+/// The API server refused to create a child object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateRejection {
+    /// Which child.
+    pub child: Child,
+    /// The HTTP status code.
+    pub code: u16,
+    /// The server's message.
+    pub message: String,
+}
+
+impl CreateRejection {
+    /// Whether only a spec edit could change the answer: a validation or admission refusal
+    /// (400/422). Another restore in progress for the same target is transient.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self.code, 400 | 422) && !self.message.contains("in progress")
+    }
+}
+
+/// Everything the controller read in one pass.
+#[derive(Debug, Clone)]
+pub struct Observed<'a> {
+    /// The clone.
+    pub clone: &'a VirtualMachineClone,
+    /// The time of this pass (for condition transition times).
+    pub now: Time,
+    /// The `Snapshot` feature gate.
+    pub feature_gate: FeatureGate,
+    /// The source VM (VM source).
+    pub source_vm: Option<&'a VirtualMachine>,
+    /// The source snapshot (snapshot source).
+    pub source_snapshot: Option<&'a VirtualMachineSnapshot>,
+    /// The temporary snapshot `tmp-snapshot-<uid>` (VM source).
+    pub temp_snapshot: Option<&'a VirtualMachineSnapshot>,
+    /// The content of the snapshot in use.
+    pub content: Option<&'a VirtualMachineSnapshotContent>,
+    /// The restore `tmp-restore-<uid>`.
+    pub restore: Option<&'a VirtualMachineRestore>,
+    /// The VM named like the target.
+    pub target: Option<&'a VirtualMachine>,
+    /// Phase of each PVC named in the restore's `status.restores` (absent: not found).
+    pub claim_phases: BTreeMap<String, String>,
+    /// Other clones in the namespace that name the same target.
+    pub rivals: Vec<Rival>,
+    /// A creation the API server refused earlier in this pass.
+    pub rejection: Option<CreateRejection>,
+}
+
+/// What to read for a clone before deciding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookups {
+    /// The target VM's name.
+    pub target_name: String,
+    /// The temporary snapshot (VM source) or the source snapshot.
+    pub snapshot_name: String,
+    /// The temporary restore.
+    pub restore_name: String,
+    /// The source VM (VM source).
+    pub source_vm: Option<String>,
+    /// The source snapshot (snapshot source).
+    pub source_snapshot: Option<String>,
+}
+
+/// The names a clone needs looked up.
+pub fn lookups(clone: &VirtualMachineClone) -> Lookups {
+    let uid = clone.metadata.uid.as_deref().unwrap_or_default();
+    let source = &clone.spec.source;
+    let vm_source = source.kind != names::VIRTUAL_MACHINE_SNAPSHOT_KIND;
+    Lookups {
+        target_name: target_name(clone),
+        snapshot_name: if vm_source {
+            crate::names::temp_snapshot_name(uid)
+        } else {
+            source.name.clone()
+        },
+        restore_name: crate::names::temp_restore_name(uid),
+        source_vm: vm_source.then(|| source.name.clone()),
+        source_snapshot: (!vm_source).then(|| source.name.clone()),
+    }
+}
+
+/// The target name: the spec's, the one recorded in status, or one derived from the UID.
+pub fn target_name(clone: &VirtualMachineClone) -> String {
+    if let Some(name) = clone.spec.target.as_ref().and_then(|t| t.name.clone()) {
+        return name;
+    }
+    if let Some(name) = clone.status.as_ref().and_then(|s| s.target_name.clone()) {
+        return name;
+    }
+    crate::names::target_name(
+        &clone.spec.source.name,
+        clone.metadata.uid.as_deref().unwrap_or_default(),
+    )
+}
+
+/// The name of a snapshot's content.
+pub fn content_name(snapshot: &VirtualMachineSnapshot) -> String {
+    snapshot
+        .status
+        .as_ref()
+        .and_then(|s| s.virtual_machine_snapshot_content_name.clone())
+        .unwrap_or_else(|| {
+            crate::names::snapshot_content_name(
+                snapshot.metadata.uid.as_deref().unwrap_or_default(),
+            )
+        })
+}
+
+/// The one thing the controller does next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Nothing to do; wait for a change.
+    Nothing,
+    /// Create this snapshot (`AlreadyExists` counts as success).
+    CreateSnapshot(Box<VirtualMachineSnapshot>),
+    /// Create this restore (`AlreadyExists` counts as success).
+    CreateRestore(Box<VirtualMachineRestore>),
+    /// Delete the temporary objects (`NotFound` counts as success).
+    Cleanup {
+        /// The restore to delete.
+        restore: Option<String>,
+        /// The temporary snapshot to delete (never a source snapshot).
+        snapshot: Option<String>,
+    },
+    /// Delete the clone (its target VM was deleted after success).
+    DeleteClone,
+}
+
+/// An event to publish (type `Warning` when [`EventReason::is_warning`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloneEvent {
+    /// The reason.
+    pub reason: EventReason,
+    /// The note.
+    pub message: String,
+}
+
+/// The outcome of one pass: execute `action`, then write `status`, then publish `events`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The next step.
+    pub action: Action,
+    /// The complete new status.
+    pub status: VirtualMachineCloneStatus,
+    /// Events for the transitions this pass makes.
+    pub events: Vec<CloneEvent>,
+}
+
+/// Decides the next step for a clone.
+pub fn decide(observed: &Observed<'_>) -> Decision {
+    let old = observed.clone.status.clone().unwrap_or_default();
+    let mut pass = Pass {
+        o: observed,
+        names: lookups(observed.clone),
+        status: old.clone(),
+        events: Vec::new(),
+        action: Action::Nothing,
+    };
+    // A clone being deleted is left to the garbage collector; a failed clone is final.
+    if observed.clone.metadata.deletion_timestamp.is_some() || old.phase == ClonePhase::Failed {
+        return Decision {
+            action: Action::Nothing,
+            status: old,
+            events: Vec::new(),
+        };
+    }
+    let situation = pass.run();
+    pass.finish(&old, situation)
+}
+
+struct Pass<'o, 'a> {
+    o: &'o Observed<'a>,
+    names: Lookups,
+    status: VirtualMachineCloneStatus,
+    events: Vec<CloneEvent>,
+    action: Action,
+}
+
+impl<'a> Pass<'_, 'a> {
+    fn clone_name(&self) -> &str {
+        self.o.clone.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    fn namespace(&self) -> &str {
+        self.o
+            .clone
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or_default()
+    }
+
+    fn uid(&self) -> &str {
+        self.o.clone.metadata.uid.as_deref().unwrap_or_default()
+    }
+
+    fn vm_source(&self) -> bool {
+        self.names.source_vm.is_some()
+    }
+
+    fn event(&mut self, reason: EventReason, message: String) {
+        self.events.push(CloneEvent { reason, message });
+    }
+
+    fn working(&self, message: String) -> Situation {
+        Situation::Working {
+            phase: self.status.phase,
+            message,
+        }
+    }
+
+    fn fail(&mut self, reason: EventReason, message: String) -> Situation {
+        self.status.phase = ClonePhase::Failed;
+        self.action = Action::Nothing;
+        Situation::Failed { reason, message }
+    }
+
+    fn run(&mut self) -> Situation {
+        self.status.target_name = Some(self.names.target_name.clone());
+        if self.status.phase == ClonePhase::Succeeded {
+            return self.after_success();
+        }
+        if let Err(errors) = validate_spec(&self.o.clone.spec) {
+            return self.fail(EventReason::InvalidSpec, errors.join("; "));
+        }
+        let strategy = self.o.clone.spec.strategy.unwrap_or_default();
+        if strategy == CloneStrategy::DataVolume {
+            return self.fail(
+                EventReason::InvalidSpec,
+                "strategy DataVolume is not supported by this version of the controller; use Snapshot or Auto".into(),
+            );
+        }
+        self.status.strategy = Some(CloneStrategy::Snapshot);
+
+        let before_snapshot_ready = matches!(
+            self.status.phase,
+            ClonePhase::Unset | ClonePhase::SnapshotInProgress | ClonePhase::Unknown
+        );
+        if before_snapshot_ready && let Some(situation) = self.preconditions() {
+            return situation;
+        }
+        if let Some(situation) = self.target_guard() {
+            return situation;
+        }
+        if before_snapshot_ready && let Some(situation) = self.snapshot_stage() {
+            return situation;
+        }
+        if self.status.phase == ClonePhase::RestoreInProgress
+            && let Some(situation) = self.restore_stage()
+        {
+            return situation;
+        }
+        if self.status.phase == ClonePhase::CreatingTargetVM {
+            match self.o.target {
+                Some(vm) => {
+                    self.status.phase = ClonePhase::Succeeded;
+                    self.status.creation_time = vm
+                        .metadata
+                        .creation_timestamp
+                        .clone()
+                        .or_else(|| Some(self.o.now.clone()));
+                    let message = format!(
+                        "created target VM {} for clone {}",
+                        self.names.target_name,
+                        self.clone_name()
+                    );
+                    self.event(EventReason::TargetVMCreated, message);
+                }
+                None => {
+                    return self.working(format!(
+                        "waiting for restore {} to create target VM {}",
+                        self.names.restore_name, self.names.target_name
+                    ));
+                }
+            }
+        }
+        self.after_success()
+    }
+
+    /// The checks that hold a clone until its snapshot is ready.
+    fn preconditions(&mut self) -> Option<Situation> {
+        let pending = |reason, message| Some(Situation::Pending { reason, message });
+        match self.o.feature_gate {
+            FeatureGate::Enabled => {}
+            FeatureGate::Disabled => {
+                return pending(
+                    EventReason::FeatureGateDisabled,
+                    "snapshot feature gate is not enabled".into(),
+                );
+            }
+            FeatureGate::KubeVirtNotFound => {
+                return pending(
+                    EventReason::KubeVirtNotFound,
+                    "no KubeVirt CR found: cannot read the Snapshot feature gate".into(),
+                );
+            }
+        }
+        let ns = self.namespace().to_owned();
+        let source = &self.o.clone.spec.source;
+        if self.vm_source() {
+            let Some(vm) = self.o.source_vm else {
+                return pending(
+                    EventReason::SourceDoesNotExist,
+                    format!("Source doesnt exist: {} {ns}/{}", source.kind, source.name),
+                );
+            };
+            if vm_needs_backend_storage(vm) {
+                let message = format!(
+                    "Clone of source with backendstorage is not supported: VM {ns}/{}",
+                    source.name
+                );
+                return Some(self.fail(EventReason::SourceVMWithBackendStorageInvalid, message));
+            }
+            let problems = volume_snapshot_problems(vm);
+            if !problems.is_empty() {
+                return pending(EventReason::VMVolumeSnapshotsInvalid, problems.join("; "));
+            }
+        } else if self.o.source_snapshot.is_none() {
+            return pending(
+                EventReason::SourceDoesNotExist,
+                format!("Source doesnt exist: {} {ns}/{}", source.kind, source.name),
+            );
+        }
+        None
+    }
+
+    /// Never touch a VM this clone did not create; the earliest clone claiming a target wins.
+    fn target_guard(&mut self) -> Option<Situation> {
+        let ns = self.namespace().to_owned();
+        let target = self.names.target_name.clone();
+        if let Some(vm) = self.o.target {
+            if !self.created_by_us(vm) {
+                let message = format!("target VirtualMachine {ns}/{target} already exists");
+                return Some(self.fail(EventReason::TargetExists, message));
+            }
+            return None;
+        }
+        // Once our restore exists, KubeVirt's restore admission and the check above settle races.
+        if self.o.restore.is_some() {
+            return None;
+        }
+        let me = (
+            self.o.clone.metadata.creation_timestamp.clone(),
+            self.uid().to_owned(),
+        );
+        let o = self.o;
+        let winner = o
+            .rivals
+            .iter()
+            .filter(|r| !r.phase.is_terminal() && r.uid != me.1)
+            .filter(|r| (r.creation_timestamp.clone(), r.uid.clone()) < me)
+            .min_by(|a, b| (&a.creation_timestamp, &a.uid).cmp(&(&b.creation_timestamp, &b.uid)));
+        if let Some(rival) = winner {
+            let message = format!(
+                "target VirtualMachine {ns}/{target} is the target of clone {}",
+                rival.name
+            );
+            return Some(self.fail(EventReason::TargetExists, message));
+        }
+        None
+    }
+
+    fn created_by_us(&self, vm: &VirtualMachine) -> bool {
+        let prefix = format!("{}-", self.names.restore_name);
+        vm.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(names::LAST_RESTORE_UID_ANNOTATION))
+            .is_some_and(|v| v.starts_with(&prefix))
+    }
+
+    fn snapshot_in_use(&self) -> Option<&'a VirtualMachineSnapshot> {
+        if self.vm_source() {
+            self.o.temp_snapshot
+        } else {
+            self.o.source_snapshot
+        }
+    }
+
+    /// Take the snapshot (VM source) and wait until it and its content are ready.
+    fn snapshot_stage(&mut self) -> Option<Situation> {
+        let name = self.names.snapshot_name.clone();
+        let Some(snapshot) = self.snapshot_in_use() else {
+            // Only a VM source gets here (a missing source snapshot is a precondition).
+            if self.status.snapshot_name.is_some() {
+                return Some(self.fail(
+                    EventReason::SnapshotDeleted,
+                    format!("snapshot {name} does not exist anymore"),
+                ));
+            }
+            if let Some(rejection) = self.rejection(Child::Snapshot) {
+                return Some(rejection);
+            }
+            self.action = Action::CreateSnapshot(Box::new(self.build_snapshot()));
+            self.status.phase = ClonePhase::SnapshotInProgress;
+            self.status.snapshot_name = Some(name.clone());
+            let message = format!("created snapshot {name} for clone {}", self.clone_name());
+            self.event(EventReason::SnapshotCreated, message);
+            return Some(self.working(format!("waiting for snapshot {name} to be ready")));
+        };
+        if self.vm_source() {
+            self.status.snapshot_name = Some(name.clone());
+        }
+        self.status.phase = ClonePhase::SnapshotInProgress;
+        let status = snapshot.status.clone().unwrap_or_default();
+        if let Some(failure) = status.failure() {
+            return Some(self.fail(
+                EventReason::SnapshotFailed,
+                format!("snapshot {name} failed: {failure}"),
+            ));
+        }
+        if !status.is_ready() {
+            return Some(self.working(format!("waiting for snapshot {name} to be ready")));
+        }
+        if let Err(situation) = self.checked_content(snapshot) {
+            return Some(situation);
+        }
+        self.status.phase = ClonePhase::RestoreInProgress;
+        let message = format!(
+            "snapshot {name} for clone {} is ready to use",
+            self.clone_name()
+        );
+        self.event(EventReason::SnapshotReady, message);
+        None
+    }
+
+    /// The content of a ready snapshot, checked; or what to report instead.
+    fn checked_content(&mut self, snapshot: &VirtualMachineSnapshot) -> Result<Value, Situation> {
+        let expected = content_name(snapshot);
+        let Some(content) = self
+            .o
+            .content
+            .filter(|c| c.metadata.name.as_deref() == Some(expected.as_str()))
+        else {
+            return Err(self.working(format!("waiting for snapshot content {expected}")));
+        };
+        let ns = self.namespace().to_owned();
+        match check_content(content, &ns) {
+            Ok(vm) => Ok(vm),
+            Err(message) => Err(self.fail(EventReason::SnapshotContentInvalid, message)),
+        }
+    }
+
+    fn rejection(&mut self, child: Child) -> Option<Situation> {
+        let rejection = self
+            .o
+            .rejection
+            .as_ref()
+            .filter(|r| r.child == child)?
+            .clone();
+        let (reason, kind, what) = match child {
+            Child::Snapshot => (
+                EventReason::SnapshotFailed,
+                "snapshot",
+                self.names.snapshot_name.clone(),
+            ),
+            Child::Restore => (
+                EventReason::RestoreCreationFailed,
+                "restore",
+                self.names.restore_name.clone(),
+            ),
+        };
+        let message = format!(
+            "failed creating {kind} {what} for clone {}: {}",
+            self.clone_name(),
+            rejection.message
+        );
+        if rejection.is_permanent() {
+            return Some(self.fail(reason, message));
+        }
+        self.event(reason, message.clone());
+        Some(self.working(message))
+    }
+
+    /// Create the restore and wait until it completes.
+    fn restore_stage(&mut self) -> Option<Situation> {
+        let name = self.names.restore_name.clone();
+        let Some(restore) = self.o.restore else {
+            if self.o.target.is_some() {
+                // The restore did its work and is gone (deleted after a crash mid-cleanup).
+                self.status.phase = ClonePhase::CreatingTargetVM;
+                return None;
+            }
+            let Some(snapshot) = self.snapshot_in_use() else {
+                let message = format!(
+                    "snapshot {} does not exist anymore",
+                    self.names.snapshot_name
+                );
+                return Some(self.fail(EventReason::SnapshotDeleted, message));
+            };
+            let vm = match self.checked_content(snapshot) {
+                Ok(vm) => vm,
+                Err(situation) => return Some(situation),
+            };
+            if let Some(situation) = self.rejection(Child::Restore) {
+                return Some(situation);
+            }
+            let input = IdentityInput {
+                spec: &self.o.clone.spec,
+                namespace: self.namespace(),
+                target_name: &self.names.target_name,
+                clone_uid: self.uid(),
+            };
+            let identity = identity_patches(&input, &vm);
+            for interface in &identity.unknown_interfaces {
+                let message = format!(
+                    "newMacAddresses names interface {interface}, which source VM {} does not have",
+                    self.o.clone.spec.source.name
+                );
+                self.event(EventReason::UnknownInterface, message);
+            }
+            let patches = with_run_strategy(identity.patches, &vm, &self.o.clone.spec);
+            self.action = Action::CreateRestore(Box::new(self.build_restore(patches)));
+            self.status.restore_name = Some(name.clone());
+            let message = format!("created restore {name} for clone {}", self.clone_name());
+            self.event(EventReason::RestoreCreated, message);
+            return Some(self.working(format!("waiting for restore {name} to complete")));
+        };
+        self.status.restore_name = Some(name.clone());
+        let status = restore.status.clone().unwrap_or_default();
+        if let Some(failure) = status.failure() {
+            return Some(self.fail(
+                EventReason::RestoreFailed,
+                format!("restore {name} failed: {failure}"),
+            ));
+        }
+        if !status.is_complete() {
+            return Some(self.working(format!("waiting for restore {name} to complete")));
+        }
+        self.status.phase = ClonePhase::CreatingTargetVM;
+        let message = format!(
+            "restore {name} for clone {} is ready to use",
+            self.clone_name()
+        );
+        self.event(EventReason::RestoreReady, message);
+        None
+    }
+
+    /// After success: delete the clone when its target is gone, else clean up once every
+    /// restored PVC is bound.
+    fn after_success(&mut self) -> Situation {
+        let ns = self.namespace().to_owned();
+        let target = self.names.target_name.clone();
+        let created = format!("target VM {ns}/{target} created");
+        if self.o.target.is_none() {
+            self.action = Action::DeleteClone;
+            return Situation::Succeeded {
+                message: format!("{created}; it was deleted since, so the clone is deleted too"),
+            };
+        }
+        if self.status.restore_name.is_none() && self.status.snapshot_name.is_none() {
+            return Situation::Succeeded { message: created };
+        }
+        if let Some(restore) = self.o.restore {
+            let status = restore.status.clone().unwrap_or_default();
+            let waiting: Vec<&str> = status
+                .claims()
+                .filter(|c| self.o.claim_phases.get(*c).map(String::as_str) != Some("Bound"))
+                .collect();
+            if !waiting.is_empty() {
+                return Situation::Succeeded {
+                    message: format!(
+                        "{created}; waiting for PVCs {} to be bound before removing the temporary snapshot and restore",
+                        waiting.join(", ")
+                    ),
+                };
+            }
+        }
+        let snapshot = (self.vm_source() && self.o.temp_snapshot.is_some())
+            .then(|| self.names.snapshot_name.clone());
+        let restore = self.o.restore.map(|_| self.names.restore_name.clone());
+        if restore.is_some() || snapshot.is_some() {
+            self.action = Action::Cleanup { restore, snapshot };
+        }
+        self.status.restore_name = None;
+        self.status.snapshot_name = None;
+        let message = format!("all PVC for clone {} are bound", self.clone_name());
+        self.event(EventReason::PVCBound, message);
+        Situation::Succeeded { message: created }
+    }
+
+    fn owner_reference(&self) -> Vec<OwnerReference> {
+        vec![OwnerReference {
+            api_version: format!("{}/{}", names::GROUP, names::STORAGE_VERSION),
+            kind: names::KIND.to_owned(),
+            name: self.clone_name().to_owned(),
+            uid: self.uid().to_owned(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]
+    }
+
+    fn child_meta(&self, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(self.namespace().to_owned()),
+            owner_references: Some(self.owner_reference()),
+            ..Default::default()
+        }
+    }
+
+    fn build_snapshot(&self) -> VirtualMachineSnapshot {
+        VirtualMachineSnapshot {
+            metadata: self.child_meta(&self.names.snapshot_name),
+            spec: VirtualMachineSnapshotSpec {
+                source: TypedLocalObjectReference {
+                    api_group: Some(names::KUBEVIRT_GROUP.to_owned()),
+                    kind: names::VIRTUAL_MACHINE_KIND.to_owned(),
+                    name: self.o.clone.spec.source.name.clone(),
+                },
+                ..Default::default()
+            },
+            status: None,
+        }
+    }
+
+    fn build_restore(&self, patches: Vec<String>) -> VirtualMachineRestore {
+        VirtualMachineRestore {
+            metadata: self.child_meta(&self.names.restore_name),
+            spec: VirtualMachineRestoreSpec {
+                target: TypedLocalObjectReference {
+                    api_group: Some(names::KUBEVIRT_GROUP.to_owned()),
+                    kind: names::VIRTUAL_MACHINE_KIND.to_owned(),
+                    name: self.names.target_name.clone(),
+                },
+                virtual_machine_snapshot_name: self.names.snapshot_name.clone(),
+                volume_restore_policy: self
+                    .o
+                    .clone
+                    .spec
+                    .volume_name_policy
+                    .map(|p| p.as_str().to_owned()),
+                patches: (!patches.is_empty()).then_some(patches),
+                extra: Default::default(),
+            },
+            status: None,
+        }
+    }
+
+    /// Turns the situation into the complete status and the events of this pass.
+    fn finish(mut self, old: &VirtualMachineCloneStatus, situation: Situation) -> Decision {
+        let old_ready_reason = old
+            .condition(names::condition::READY)
+            .and_then(|c| c.reason.clone());
+        match &situation {
+            Situation::Pending { reason, message } | Situation::Failed { reason, message } => {
+                // Once per transition: a precondition reports when it starts holding the clone,
+                // a failure when the clone fails.
+                let new = old_ready_reason.as_deref() != Some(reason.as_str())
+                    || old.phase != self.status.phase;
+                if new {
+                    self.event(*reason, message.clone());
+                }
+            }
+            Situation::Working { .. } | Situation::Succeeded { .. } => {}
+        }
+        self.status.conditions = situation.conditions(
+            &old.conditions,
+            self.o.clone.metadata.generation,
+            &self.o.now,
+        );
+        Decision {
+            action: self.action,
+            status: self.status,
+            events: self.events,
+        }
+    }
+}
+
+/// Whether a VM needs backend storage a clone cannot copy: persistent TPM or EFI, or
+/// changed-block tracking that is not disabled.
+pub fn vm_needs_backend_storage(vm: &VirtualMachine) -> bool {
+    let cbt = vm
+        .status
+        .as_ref()
+        .and_then(|s| s.changed_block_tracking.as_ref())
+        .is_some_and(|cbt| {
+            let state = cbt.get("state").and_then(Value::as_str).unwrap_or_default();
+            !matches!(state, "" | "Disabled")
+        });
+    vm.spec.needs_backend_storage() || cbt
+}
+
+/// Why a VM's claim volumes cannot be snapshotted (empty: they all can).
+pub fn volume_snapshot_problems(vm: &VirtualMachine) -> Vec<String> {
+    let statuses = vm
+        .status
+        .as_ref()
+        .and_then(|s| s.volume_snapshot_statuses.as_deref())
+        .unwrap_or_default();
+    vm.spec
+        .volumes()
+        .iter()
+        .filter(|v| v.is_claim())
+        .filter_map(|v| match statuses.iter().find(|s| s.name == v.name) {
+            Some(s) if s.enabled => None,
+            Some(_) => Some(format!(
+                "Virtual Machine volume {} does not support snapshots",
+                v.name
+            )),
+            None => Some(format!(
+                "Virtual Machine volume {} snapshot support unknown",
+                v.name
+            )),
+        })
+        .collect()
+}
+
+/// Checks a snapshot content and returns the VM manifest it holds.
+pub fn check_content(
+    content: &VirtualMachineSnapshotContent,
+    namespace: &str,
+) -> Result<Value, String> {
+    let name = content.metadata.name.as_deref().unwrap_or_default();
+    let Some(snapshot_name) = content.spec.virtual_machine_snapshot_name.as_deref() else {
+        return Err(format!("cannot get snapshot name from content {name}"));
+    };
+    let Some(vm) = content.spec.source.virtual_machine.clone() else {
+        return Err(format!("content {name} holds no VirtualMachine"));
+    };
+    let spec_json = vm
+        .get("spec")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()));
+    let spec: VirtualMachineSpec = serde_json::from_value(spec_json)
+        .map_err(|e| format!("cannot read the VirtualMachine in content {name}: {e}"))?;
+    if spec.template.is_none() {
+        return Ok(vm);
+    }
+    if spec.needs_backend_storage() {
+        return Err(format!(
+            "Clone of source with backendstorage is not supported: snapshot {namespace}/{snapshot_name}"
+        ));
+    }
+    let backups = content.spec.volume_backups.as_deref().unwrap_or_default();
+    let missing: Vec<String> = spec
+        .volumes()
+        .iter()
+        .filter(|v| v.is_claim() && !backups.iter().any(|b| b.volume_name == v.name))
+        .map(|v| {
+            format!(
+                "volume {} is not backed up in snapshot {snapshot_name}",
+                v.name
+            )
+        })
+        .collect();
+    if missing.is_empty() {
+        Ok(vm)
+    } else {
+        Err(missing.join("; "))
+    }
+}
+
+/// Inserts the `targetRunStrategy` patches before the user's patches (which stay last).
+fn with_run_strategy(
+    patches: Vec<String>,
+    vm: &Value,
+    spec: &clone_api::v1beta1::VirtualMachineCloneSpec,
+) -> Vec<String> {
+    let Some(strategy) = spec.target_run_strategy else {
+        return patches;
+    };
+    let user = spec.patches.as_deref().unwrap_or_default().len();
+    let split = patches.len().saturating_sub(user);
+    let mut ops = Vec::new();
+    // KubeVirt's restore turns `running` into `running: false`; a VM cannot have both fields.
+    if vm.pointer("/spec/running").is_some() {
+        ops.push(r#"{"op":"remove","path":"/spec/running"}"#.to_owned());
+    }
+    ops.push(format!(
+        r#"{{"op":"add","path":"/spec/runStrategy","value":"{}"}}"#,
+        strategy.as_str()
+    ));
+    let mut out = patches;
+    let tail = out.split_off(split);
+    out.extend(ops);
+    out.extend(tail);
+    out
+}

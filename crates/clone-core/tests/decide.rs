@@ -1,0 +1,1086 @@
+//! `decide`, one row per transition and per failure of controller.md.
+//!
+//! Each test builds the world the controller would observe (`World`), decides once, and asserts
+//! the action, the phase, both conditions (reason and message) and the events. Upstream's
+//! controller unit tests (research §7.1) that apply are covered; their numbers are noted.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use clone_api::kubevirt::{
+    VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot, VirtualMachineSnapshotContent,
+};
+use clone_api::names::EventReason::{self, *};
+use clone_api::v1beta1::{ClonePhase, VirtualMachineClone, VirtualMachineCloneStatus};
+use clone_core::decide::{Child, CreateRejection, FeatureGate, GateMode, Rival, snapshot_gate};
+use clone_core::status::status_changed;
+use clone_core::{Action, Decision, Observed, decide};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::{Value, json};
+
+const UID: &str = "clone-uid";
+const SNAP: &str = "tmp-snapshot-clone-uid";
+const RESTORE: &str = "tmp-restore-clone-uid";
+
+fn time(s: &str) -> Time {
+    Time(s.parse().unwrap())
+}
+
+fn clone_with(spec: Value) -> VirtualMachineClone {
+    serde_json::from_value(json!({
+        "apiVersion": "clone.kubevirt.io/v1beta1",
+        "kind": "VirtualMachineClone",
+        "metadata": {"name": "testclone", "namespace": "ns", "uid": UID, "generation": 1,
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn vm_spec() -> Value {
+    json!({
+        "source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "vm-cirros"},
+        "target": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "vm-clone-target"},
+    })
+}
+
+fn snapshot_source_spec() -> Value {
+    json!({
+        "source": {"apiGroup": "snapshot.kubevirt.io", "kind": "VirtualMachineSnapshot", "name": "golden"},
+        "target": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "vm-clone-target"},
+    })
+}
+
+fn source_vm(volume_status: Value) -> VirtualMachine {
+    serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "vm-cirros", "namespace": "ns", "labels": {"app": "cirros"}},
+        "spec": {"runStrategy": "Halted", "template": {"spec": {
+            "domain": {"devices": {"interfaces": [{"name": "default", "masquerade": {}, "macAddress": "02:00:00:00:00:01"}]}},
+            "volumes": [
+                {"name": "root", "dataVolume": {"name": "root-dv"}},
+                {"name": "cloudinit", "cloudInitNoCloud": {"userData": "x"}}
+            ]}}},
+        "status": {"volumeSnapshotStatuses": volume_status},
+    }))
+    .unwrap()
+}
+
+fn snapshottable_vm() -> VirtualMachine {
+    source_vm(json!([{"name": "root", "enabled": true}, {"name": "cloudinit", "enabled": false}]))
+}
+
+fn snapshot(name: &str, status: Value) -> VirtualMachineSnapshot {
+    serde_json::from_value(json!({
+        "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
+        "metadata": {"name": name, "namespace": "ns", "uid": "snapshot-UID"},
+        "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "vm-cirros"}},
+        "status": status,
+    }))
+    .unwrap()
+}
+
+fn ready_snapshot(name: &str) -> VirtualMachineSnapshot {
+    snapshot(name, json!({"readyToUse": true, "phase": "Succeeded"}))
+}
+
+fn content(
+    snapshot_name: Option<&str>,
+    vm: Value,
+    backups: Value,
+) -> VirtualMachineSnapshotContent {
+    let mut spec = json!({"source": {"virtualMachine": vm}, "volumeBackups": backups});
+    if let Some(n) = snapshot_name {
+        spec["virtualMachineSnapshotName"] = json!(n);
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshotContent",
+        "metadata": {"name": "vmsnapshot-content-snapshot-UID", "namespace": "ns"},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn good_content(snapshot_name: &str) -> VirtualMachineSnapshotContent {
+    let vm = serde_json::to_value(snapshottable_vm()).unwrap();
+    content(
+        Some(snapshot_name),
+        vm,
+        json!([{"volumeName": "root", "volumeSnapshotName": "vs"}]),
+    )
+}
+
+fn restore(status: Value) -> VirtualMachineRestore {
+    serde_json::from_value(json!({
+        "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineRestore",
+        "metadata": {"name": RESTORE, "namespace": "ns"},
+        "spec": {"target": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "vm-clone-target"},
+                 "virtualMachineSnapshotName": SNAP},
+        "status": status,
+    }))
+    .unwrap()
+}
+
+fn complete_restore() -> VirtualMachineRestore {
+    restore(
+        json!({"complete": true, "restores": [{"volumeName": "root", "persistentVolumeClaim": "restore-root"}]}),
+    )
+}
+
+fn target_vm(last_restore_uid: Option<&str>) -> VirtualMachine {
+    let mut meta = json!({"name": "vm-clone-target", "namespace": "ns", "creationTimestamp": "2026-01-01T00:05:00Z"});
+    if let Some(v) = last_restore_uid {
+        meta["annotations"] = json!({"restore.kubevirt.io/lastRestoreUID": v});
+    }
+    serde_json::from_value(json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": meta, "spec": {}}))
+        .unwrap()
+}
+
+fn our_target() -> VirtualMachine {
+    target_vm(Some("tmp-restore-clone-uid-8d7c"))
+}
+
+/// The world the controller observed, owned so tests can build it piecewise.
+struct World {
+    clone: VirtualMachineClone,
+    gate: FeatureGate,
+    source_vm: Option<VirtualMachine>,
+    source_snapshot: Option<VirtualMachineSnapshot>,
+    temp_snapshot: Option<VirtualMachineSnapshot>,
+    content: Option<VirtualMachineSnapshotContent>,
+    restore: Option<VirtualMachineRestore>,
+    target: Option<VirtualMachine>,
+    claims: BTreeMap<String, String>,
+    rivals: Vec<Rival>,
+    rejection: Option<CreateRejection>,
+}
+
+impl World {
+    fn vm_source() -> Self {
+        World {
+            clone: clone_with(vm_spec()),
+            gate: FeatureGate::Enabled,
+            source_vm: Some(snapshottable_vm()),
+            source_snapshot: None,
+            temp_snapshot: None,
+            content: None,
+            restore: None,
+            target: None,
+            claims: BTreeMap::new(),
+            rivals: vec![],
+            rejection: None,
+        }
+    }
+
+    fn snapshot_source() -> Self {
+        World {
+            clone: clone_with(snapshot_source_spec()),
+            source_vm: None,
+            source_snapshot: Some(ready_snapshot("golden")),
+            ..Self::vm_source()
+        }
+    }
+
+    fn phase(mut self, phase: ClonePhase, snapshot: Option<&str>, restore: Option<&str>) -> Self {
+        self.clone.status = Some(VirtualMachineCloneStatus {
+            phase,
+            snapshot_name: snapshot.map(str::to_owned),
+            restore_name: restore.map(str::to_owned),
+            target_name: Some("vm-clone-target".into()),
+            ..Default::default()
+        });
+        self
+    }
+
+    fn decide(&self) -> Decision {
+        decide(&Observed {
+            clone: &self.clone,
+            now: time("2026-01-01T00:10:00Z"),
+            feature_gate: self.gate,
+            source_vm: self.source_vm.as_ref(),
+            source_snapshot: self.source_snapshot.as_ref(),
+            temp_snapshot: self.temp_snapshot.as_ref(),
+            content: self.content.as_ref(),
+            restore: self.restore.as_ref(),
+            target: self.target.as_ref(),
+            claim_phases: self.claims.clone(),
+            rivals: self.rivals.clone(),
+            rejection: self.rejection.clone(),
+        })
+    }
+
+    /// Decide, then decide again on the written status: the second pass must publish nothing new
+    /// for the same situation (events once per transition).
+    fn decide_twice(&mut self) -> (Decision, Decision) {
+        let first = self.decide();
+        self.clone.status = Some(first.status.clone());
+        let second = self.decide();
+        (first, second)
+    }
+}
+
+fn reasons(d: &Decision) -> Vec<EventReason> {
+    d.events.iter().map(|e| e.reason).collect()
+}
+
+fn condition(d: &Decision, type_: &str) -> (String, String, String) {
+    let c = d
+        .status
+        .condition(type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"));
+    (
+        c.status.clone(),
+        c.reason.clone().unwrap_or_default(),
+        c.message.clone().unwrap_or_default(),
+    )
+}
+
+fn assert_pending(d: &Decision, reason: EventReason, message: &str) {
+    assert_eq!(d.action, Action::Nothing);
+    assert_eq!(d.status.phase, ClonePhase::Unset);
+    assert_eq!(
+        condition(d, "Progressing"),
+        ("False".into(), "Pending".into(), message.into())
+    );
+    assert_eq!(
+        condition(d, "Ready"),
+        ("False".into(), reason.as_str().into(), message.into())
+    );
+    assert_eq!(reasons(d), vec![reason]);
+    assert_eq!(d.events[0].message, message);
+}
+
+fn assert_failed(d: &Decision, reason: EventReason, message: &str) {
+    assert_eq!(d.action, Action::Nothing);
+    assert_eq!(d.status.phase, ClonePhase::Failed);
+    assert_eq!(
+        condition(d, "Progressing"),
+        ("False".into(), "Failed".into(), message.into())
+    );
+    assert_eq!(
+        condition(d, "Ready"),
+        ("False".into(), reason.as_str().into(), message.into())
+    );
+    assert!(reasons(d).contains(&reason), "events: {:?}", d.events);
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.reason == reason && e.message == message)
+    );
+}
+
+fn assert_working(d: &Decision, phase: ClonePhase, message: &str) {
+    assert_eq!(d.status.phase, phase);
+    let reason = phase.as_str().to_owned();
+    assert_eq!(
+        condition(d, "Progressing"),
+        ("True".into(), reason.clone(), message.into())
+    );
+    assert_eq!(
+        condition(d, "Ready"),
+        ("False".into(), reason, message.into())
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Preconditions
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn feature_gate_off_holds_the_clone_and_warns_once() {
+    let mut w = World::vm_source();
+    w.gate = FeatureGate::Disabled;
+    let (first, second) = w.decide_twice();
+    assert_pending(
+        &first,
+        FeatureGateDisabled,
+        "snapshot feature gate is not enabled",
+    );
+    assert!(
+        second.events.is_empty(),
+        "warned twice: {:?}",
+        second.events
+    );
+    assert!(!status_changed(&first.status, &second.status));
+}
+
+#[test]
+fn no_kubevirt_cr_holds_the_clone() {
+    let mut w = World::vm_source();
+    w.gate = FeatureGate::KubeVirtNotFound;
+    assert_pending(
+        &w.decide(),
+        KubeVirtNotFound,
+        "no KubeVirt CR found: cannot read the Snapshot feature gate",
+    );
+}
+
+#[test]
+fn feature_gate_modes() {
+    let kv = |gates: Value| -> clone_api::kubevirt::KubeVirtSpec {
+        serde_json::from_value(json!({"configuration": {"developerConfiguration": gates}})).unwrap()
+    };
+    let listed = kv(json!({"featureGates": ["Snapshot"]}));
+    let unlisted = kv(json!({}));
+    let disabled = kv(json!({"disabledFeatureGates": ["Snapshot"]}));
+    assert_eq!(
+        snapshot_gate(Some(&listed), GateMode::Listed),
+        FeatureGate::Enabled
+    );
+    assert_eq!(
+        snapshot_gate(Some(&unlisted), GateMode::Listed),
+        FeatureGate::Disabled
+    );
+    assert_eq!(
+        snapshot_gate(Some(&unlisted), GateMode::DefaultOn),
+        FeatureGate::Enabled
+    );
+    assert_eq!(
+        snapshot_gate(Some(&disabled), GateMode::DefaultOn),
+        FeatureGate::Disabled
+    );
+    assert_eq!(
+        snapshot_gate(None, GateMode::Listed),
+        FeatureGate::KubeVirtNotFound
+    );
+}
+
+/// Upstream §7.1 #1.
+#[test]
+fn missing_source_vm_holds_the_clone_and_records_the_target() {
+    let mut w = World::vm_source();
+    w.source_vm = None;
+    let (first, second) = w.decide_twice();
+    assert_pending(
+        &first,
+        SourceDoesNotExist,
+        "Source doesnt exist: VirtualMachine ns/vm-cirros",
+    );
+    assert_eq!(first.status.target_name.as_deref(), Some("vm-clone-target"));
+    assert!(second.events.is_empty());
+}
+
+/// Upstream §7.1 #22.
+#[test]
+fn missing_source_snapshot_holds_the_clone() {
+    let mut w = World::snapshot_source();
+    w.source_snapshot = None;
+    assert_pending(
+        &w.decide(),
+        SourceDoesNotExist,
+        "Source doesnt exist: VirtualMachineSnapshot ns/golden",
+    );
+}
+
+/// Upstream §7.1 #2.
+#[test]
+fn source_with_backend_storage_fails() {
+    for (path, value) in [
+        (
+            "/spec/template/spec/domain/devices/tpm",
+            json!({"persistent": true}),
+        ),
+        (
+            "/spec/template/spec/domain/firmware",
+            json!({"bootloader": {"efi": {"persistent": true}}}),
+        ),
+        ("/status/changedBlockTracking", json!({"state": "Enabled"})),
+    ] {
+        let mut w = World::vm_source();
+        let mut vm = serde_json::to_value(snapshottable_vm()).unwrap();
+        let (parent, key) = path.rsplit_once('/').unwrap();
+        vm.pointer_mut(parent).unwrap()[key] = value;
+        w.source_vm = Some(serde_json::from_value(vm).unwrap());
+        assert_failed(
+            &w.decide(),
+            SourceVMWithBackendStorageInvalid,
+            "Clone of source with backendstorage is not supported: VM ns/vm-cirros",
+        );
+    }
+}
+
+/// Upstream §7.1 #3 and #4; a containerDisk or cloud-init volume never matters.
+#[test]
+fn volumes_without_snapshot_support_hold_the_clone() {
+    let mut w = World::vm_source();
+    w.source_vm = Some(source_vm(json!([])));
+    assert_pending(
+        &w.decide(),
+        VMVolumeSnapshotsInvalid,
+        "Virtual Machine volume root snapshot support unknown",
+    );
+    w.source_vm = Some(source_vm(json!([{"name": "root", "enabled": false}])));
+    w.clone.status = None;
+    assert_pending(
+        &w.decide(),
+        VMVolumeSnapshotsInvalid,
+        "Virtual Machine volume root does not support snapshots",
+    );
+}
+
+#[test]
+fn a_precondition_that_clears_lets_the_clone_start() {
+    let mut w = World::vm_source();
+    w.source_vm = None;
+    let pending = w.decide();
+    w.clone.status = Some(pending.status);
+    w.source_vm = Some(snapshottable_vm());
+    let d = w.decide();
+    assert!(matches!(d.action, Action::CreateSnapshot(_)));
+    assert_eq!(reasons(&d), vec![SnapshotCreated]);
+}
+
+#[test]
+fn an_invalid_spec_beyond_cel_fails() {
+    let mut spec = vm_spec();
+    // Passes CEL's approximation (looks like an object with op and path), is not JSON.
+    spec["patches"] = json!([r#"{"op":"add","path":"/spec/x","value":"a"}}"#]);
+    let mut w = World::vm_source();
+    w.clone = clone_with(spec);
+    let d = w.decide();
+    assert_eq!(d.status.phase, ClonePhase::Failed);
+    assert_eq!(condition(&d, "Ready").1, "InvalidSpec");
+    assert!(
+        condition(&d, "Ready").2.contains("patch is not valid JSON"),
+        "{:?}",
+        condition(&d, "Ready")
+    );
+}
+
+#[test]
+fn the_datavolume_strategy_is_refused_clearly_until_it_exists() {
+    let mut spec = vm_spec();
+    spec["strategy"] = json!("DataVolume");
+    let mut w = World::vm_source();
+    w.clone = clone_with(spec);
+    let d = w.decide();
+    assert_eq!(d.status.phase, ClonePhase::Failed);
+    assert!(
+        condition(&d, "Ready")
+            .2
+            .contains("strategy DataVolume is not supported")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Target name and guard
+// ---------------------------------------------------------------------------------------------
+
+/// Upstream §7.1 #41 and §7.3: the name comes from the clone's UID, not from randomness.
+#[test]
+fn a_target_name_is_generated_and_recorded_at_once() {
+    let mut spec = vm_spec();
+    spec.as_object_mut().unwrap().remove("target");
+    let mut w = World::vm_source();
+    w.clone = clone_with(spec);
+    let d = w.decide();
+    let name = d.status.target_name.clone().unwrap();
+    assert!(
+        name.starts_with("clone-vm-cirros-") && name.len() == "clone-vm-cirros-".len() + 5,
+        "{name}"
+    );
+    assert_eq!(w.decide().status.target_name, Some(name));
+}
+
+#[test]
+fn an_existing_vm_with_the_target_name_fails_the_clone_and_is_left_alone() {
+    for annotation in [None, Some("tmp-restore-other-uid-123")] {
+        let mut w = World::vm_source();
+        w.target = Some(target_vm(annotation));
+        let d = w.decide();
+        assert_failed(
+            &d,
+            TargetExists,
+            "target VirtualMachine ns/vm-clone-target already exists",
+        );
+        assert_eq!(d.action, Action::Nothing);
+    }
+}
+
+#[test]
+fn an_existing_vm_fails_the_clone_in_any_phase_before_success() {
+    let mut w = World::vm_source().phase(ClonePhase::CreatingTargetVM, Some(SNAP), Some(RESTORE));
+    w.restore = Some(complete_restore());
+    w.target = Some(target_vm(Some("tmp-restore-someone-else-1")));
+    assert_failed(
+        &w.decide(),
+        TargetExists,
+        "target VirtualMachine ns/vm-clone-target already exists",
+    );
+}
+
+#[test]
+fn the_earliest_clone_claiming_a_target_wins() {
+    let rival = |uid: &str, created: &str, phase| Rival {
+        name: format!("clone-{uid}"),
+        uid: uid.into(),
+        creation_timestamp: Some(time(created)),
+        phase,
+    };
+    // Created earlier and still working: it wins.
+    let mut w = World::vm_source();
+    w.rivals = vec![rival(
+        "a",
+        "2025-12-31T00:00:00Z",
+        ClonePhase::SnapshotInProgress,
+    )];
+    assert_failed(
+        &w.decide(),
+        TargetExists,
+        "target VirtualMachine ns/vm-clone-target is the target of clone clone-a",
+    );
+    // Created later, or earlier but already failed: we go on.
+    for r in [
+        rival("b", "2026-01-02T00:00:00Z", ClonePhase::SnapshotInProgress),
+        rival("c", "2025-12-31T00:00:00Z", ClonePhase::Failed),
+    ] {
+        let mut w = World::vm_source();
+        w.rivals = vec![r];
+        assert!(matches!(w.decide().action, Action::CreateSnapshot(_)));
+    }
+    // Same second: the smaller UID wins, deterministically on both sides.
+    let mut w = World::vm_source();
+    w.rivals = vec![rival(
+        "a-smaller",
+        "2026-01-01T00:00:00Z",
+        ClonePhase::Unset,
+    )];
+    assert_eq!(w.decide().status.phase, ClonePhase::Failed);
+    w.rivals = vec![rival("z-bigger", "2026-01-01T00:00:00Z", ClonePhase::Unset)];
+    assert!(matches!(w.decide().action, Action::CreateSnapshot(_)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshot
+// ---------------------------------------------------------------------------------------------
+
+/// Upstream §7.1 #5 and #6.
+#[test]
+fn a_fresh_clone_creates_its_snapshot_owned_by_the_clone() {
+    for start in [None, Some(ClonePhase::SnapshotInProgress)] {
+        let mut w = World::vm_source();
+        if let Some(p) = start {
+            w = w.phase(p, None, None);
+        }
+        let d = w.decide();
+        let Action::CreateSnapshot(s) = &d.action else {
+            panic!("{:?}", d.action)
+        };
+        assert_eq!(s.metadata.name.as_deref(), Some(SNAP));
+        assert_eq!(s.metadata.namespace.as_deref(), Some("ns"));
+        assert_eq!(s.spec.source.kind, "VirtualMachine");
+        assert_eq!(s.spec.source.api_group.as_deref(), Some("kubevirt.io"));
+        assert_eq!(s.spec.source.name, "vm-cirros");
+        let owners = s.metadata.owner_references.clone().unwrap();
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].api_version, "clone.kubevirt.io/v1beta1");
+        assert_eq!(owners[0].kind, "VirtualMachineClone");
+        assert_eq!(
+            (owners[0].name.as_str(), owners[0].uid.as_str()),
+            ("testclone", UID)
+        );
+        assert_eq!(
+            (owners[0].controller, owners[0].block_owner_deletion),
+            (Some(true), Some(true))
+        );
+        assert_working(
+            &d,
+            ClonePhase::SnapshotInProgress,
+            &format!("waiting for snapshot {SNAP} to be ready"),
+        );
+        assert_eq!(d.status.snapshot_name.as_deref(), Some(SNAP));
+        assert_eq!(reasons(&d), vec![SnapshotCreated]);
+        assert_eq!(
+            d.events[0].message,
+            format!("created snapshot {SNAP} for clone testclone")
+        );
+    }
+}
+
+/// Upstream §7.1 #7 and #18: an existing snapshot is adopted, a pending one awaited, silently.
+#[test]
+fn an_unready_snapshot_is_awaited_without_events() {
+    let mut w = World::vm_source();
+    w.temp_snapshot = Some(snapshot(
+        SNAP,
+        json!({"readyToUse": false, "phase": "InProgress"}),
+    ));
+    let d = w.decide();
+    assert_eq!(d.action, Action::Nothing);
+    assert!(d.events.is_empty());
+    assert_working(
+        &d,
+        ClonePhase::SnapshotInProgress,
+        &format!("waiting for snapshot {SNAP} to be ready"),
+    );
+    assert_eq!(d.status.snapshot_name.as_deref(), Some(SNAP));
+}
+
+#[test]
+fn a_failed_snapshot_fails_the_clone_with_its_error() {
+    let mut w = World::vm_source().phase(ClonePhase::SnapshotInProgress, Some(SNAP), None);
+    w.temp_snapshot = Some(snapshot(
+        SNAP,
+        json!({"phase": "Failed", "readyToUse": false, "conditions": [
+        {"type": "Failure", "status": "True", "reason": "snapshot deadline exceeded"}]}),
+    ));
+    assert_failed(
+        &w.decide(),
+        SnapshotFailed,
+        &format!("snapshot {SNAP} failed: snapshot deadline exceeded"),
+    );
+}
+
+#[test]
+fn a_deleted_temp_snapshot_fails_the_clone() {
+    let w = World::vm_source().phase(ClonePhase::SnapshotInProgress, Some(SNAP), None);
+    assert_failed(
+        &w.decide(),
+        SnapshotDeleted,
+        &format!("snapshot {SNAP} does not exist anymore"),
+    );
+}
+
+/// Upstream made a content cache miss terminal; we wait.
+#[test]
+fn a_missing_content_is_awaited_not_failed() {
+    let mut w = World::vm_source().phase(ClonePhase::SnapshotInProgress, Some(SNAP), None);
+    w.temp_snapshot = Some(ready_snapshot(SNAP));
+    let d = w.decide();
+    assert_eq!(d.action, Action::Nothing);
+    assert!(d.events.is_empty());
+    assert_working(
+        &d,
+        ClonePhase::SnapshotInProgress,
+        "waiting for snapshot content vmsnapshot-content-snapshot-UID",
+    );
+}
+
+/// Upstream §7.1 #24–#26.
+#[test]
+fn an_invalid_content_fails_the_clone() {
+    let vm = serde_json::to_value(snapshottable_vm()).unwrap();
+    let mut tpm_vm = vm.clone();
+    tpm_vm["spec"]["template"]["spec"]["domain"]["devices"]["tpm"] = json!({"persistent": true});
+    let backups = json!([{"volumeName": "root"}]);
+    for (content, message) in [
+        (
+            content(None, vm.clone(), backups.clone()),
+            "cannot get snapshot name from content vmsnapshot-content-snapshot-UID".to_owned(),
+        ),
+        (
+            content(Some("golden"), vm.clone(), json!([])),
+            "volume root is not backed up in snapshot golden".to_owned(),
+        ),
+        (
+            content(Some("golden"), tpm_vm, backups),
+            "Clone of source with backendstorage is not supported: snapshot ns/golden".to_owned(),
+        ),
+    ] {
+        let mut w = World::snapshot_source();
+        w.content = Some(content);
+        assert_failed(&w.decide(), SnapshotContentInvalid, &message);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restore
+// ---------------------------------------------------------------------------------------------
+
+/// Upstream §7.1 #8, #11 and #12.
+#[test]
+fn a_ready_snapshot_creates_the_restore_with_the_identity_patches() {
+    for (policy, expected) in [
+        (None, None),
+        (Some("RandomizeNames"), Some("RandomizeNames")),
+        (Some("PrefixTargetName"), Some("PrefixTargetName")),
+    ] {
+        let mut spec = vm_spec();
+        if let Some(p) = policy {
+            spec["volumeNamePolicy"] = json!(p);
+        }
+        let mut w = World::vm_source().phase(ClonePhase::SnapshotInProgress, Some(SNAP), None);
+        w.clone = World {
+            clone: clone_with(spec),
+            ..World::vm_source()
+        }
+        .clone;
+        w.clone.status = Some(VirtualMachineCloneStatus {
+            phase: ClonePhase::SnapshotInProgress,
+            snapshot_name: Some(SNAP.into()),
+            ..Default::default()
+        });
+        w.temp_snapshot = Some(ready_snapshot(SNAP));
+        w.content = Some(good_content(SNAP));
+        let d = w.decide();
+        let Action::CreateRestore(r) = &d.action else {
+            panic!("{:?}", d.action)
+        };
+        assert_eq!(r.metadata.name.as_deref(), Some(RESTORE));
+        assert_eq!(r.metadata.owner_references.as_ref().unwrap()[0].uid, UID);
+        assert_eq!(r.spec.target.name, "vm-clone-target");
+        assert_eq!(r.spec.target.kind, "VirtualMachine");
+        assert_eq!(r.spec.virtual_machine_snapshot_name, SNAP);
+        assert_eq!(r.spec.volume_restore_policy.as_deref(), expected);
+        let patches = r.spec.patches.clone().unwrap();
+        assert!(
+            patches.iter().any(|p| p.contains("macAddress")),
+            "{patches:?}"
+        );
+        assert!(
+            patches.iter().any(|p| p.contains("/firmware/uuid")),
+            "{patches:?}"
+        );
+        assert_working(
+            &d,
+            ClonePhase::RestoreInProgress,
+            &format!("waiting for restore {RESTORE} to complete"),
+        );
+        assert_eq!(d.status.restore_name.as_deref(), Some(RESTORE));
+        assert_eq!(reasons(&d), vec![SnapshotReady, RestoreCreated]);
+        assert_eq!(
+            d.events[0].message,
+            format!("snapshot {SNAP} for clone testclone is ready to use")
+        );
+        assert_eq!(
+            d.events[1].message,
+            format!("created restore {RESTORE} for clone testclone")
+        );
+    }
+}
+
+/// Upstream §7.1 #27 and #23: the source snapshot is used as it is; nothing is created for it.
+#[test]
+fn a_snapshot_source_goes_straight_to_the_restore() {
+    let mut w = World::snapshot_source();
+    w.content = Some(good_content("golden"));
+    let d = w.decide();
+    let Action::CreateRestore(r) = &d.action else {
+        panic!("{:?}", d.action)
+    };
+    assert_eq!(r.spec.virtual_machine_snapshot_name, "golden");
+    assert_eq!(d.status.snapshot_name, None);
+    assert_eq!(reasons(&d), vec![SnapshotReady, RestoreCreated]);
+
+    let mut w = World::snapshot_source();
+    w.source_snapshot = Some(snapshot("golden", json!({"readyToUse": false})));
+    let d = w.decide();
+    assert_eq!(d.action, Action::Nothing);
+    assert!(d.events.is_empty());
+    assert_working(
+        &d,
+        ClonePhase::SnapshotInProgress,
+        "waiting for snapshot golden to be ready",
+    );
+}
+
+#[test]
+fn a_mac_for_an_unknown_interface_is_reported() {
+    let mut spec = snapshot_source_spec();
+    spec["newMacAddresses"] = json!({"eth9": "02:00:00:00:00:09"});
+    let mut w = World::snapshot_source();
+    w.clone = clone_with(spec);
+    w.content = Some(good_content("golden"));
+    let d = w.decide();
+    assert_eq!(
+        reasons(&d),
+        vec![SnapshotReady, UnknownInterface, RestoreCreated]
+    );
+    assert_eq!(
+        d.events[1].message,
+        "newMacAddresses names interface eth9, which source VM golden does not have"
+    );
+}
+
+/// Upstream §7.1 #20: a transient refusal warns and retries; a permanent one fails.
+#[test]
+fn a_refused_restore_warns_or_fails() {
+    let mut w = World::snapshot_source();
+    w.content = Some(good_content("golden"));
+    w.rejection = Some(CreateRejection {
+        child: Child::Restore,
+        code: 422,
+        message: "VirtualMachineRestore \"other\" in progress".into(),
+    });
+    let d = w.decide();
+    assert_eq!(d.action, Action::Nothing);
+    assert_eq!(d.status.phase, ClonePhase::RestoreInProgress);
+    assert!(reasons(&d).contains(&RestoreCreationFailed));
+
+    w.rejection = Some(CreateRejection {
+        child: Child::Restore,
+        code: 422,
+        message: "patch format is not valid".into(),
+    });
+    assert_failed(
+        &w.decide(),
+        RestoreCreationFailed,
+        &format!(
+            "failed creating restore {RESTORE} for clone testclone: patch format is not valid"
+        ),
+    );
+}
+
+#[test]
+fn target_run_strategy_is_patched_before_the_users_patches() {
+    let mut spec = snapshot_source_spec();
+    spec["targetRunStrategy"] = json!("Always");
+    spec["patches"] =
+        json!([r#"{"op": "add", "path": "/spec/template/metadata/labels/x", "value": "y"}"#]);
+    let mut w = World::snapshot_source();
+    w.clone = clone_with(spec);
+    w.content = Some(good_content("golden"));
+    let Action::CreateRestore(r) = w.decide().action else {
+        panic!()
+    };
+    let patches = r.spec.patches.unwrap();
+    let n = patches.len();
+    assert_eq!(
+        patches[n - 2],
+        r#"{"op":"add","path":"/spec/runStrategy","value":"Always"}"#
+    );
+    assert!(patches[n - 1].contains("/labels/x"));
+}
+
+/// Upstream §7.1 #9.
+#[test]
+fn a_running_restore_is_awaited_without_events() {
+    let mut w = World::vm_source().phase(ClonePhase::RestoreInProgress, Some(SNAP), Some(RESTORE));
+    w.temp_snapshot = Some(ready_snapshot(SNAP));
+    w.restore = Some(restore(json!({"complete": false})));
+    let d = w.decide();
+    assert_eq!(d.action, Action::Nothing);
+    assert!(d.events.is_empty());
+    assert_working(
+        &d,
+        ClonePhase::RestoreInProgress,
+        &format!("waiting for restore {RESTORE} to complete"),
+    );
+}
+
+/// Upstream treated a failed restore as ready and could report success; we fail.
+#[test]
+fn a_failed_restore_fails_the_clone() {
+    let mut w = World::vm_source().phase(ClonePhase::RestoreInProgress, Some(SNAP), Some(RESTORE));
+    w.restore = Some(restore(json!({"complete": false, "conditions": [
+        {"type": "Failure", "status": "True", "reason": "Operation failed", "message": "target not ready"}]})));
+    w.target = Some(target_vm(None));
+    let d = w.decide();
+    assert_eq!(d.status.phase, ClonePhase::Failed);
+    assert_ne!(d.status.phase, ClonePhase::Succeeded);
+    // The unrelated VM is reported first (it is never touched).
+    assert_eq!(condition(&d, "Ready").1, "TargetExists");
+
+    w.target = None;
+    assert_failed(
+        &w.decide(),
+        RestoreFailed,
+        &format!("restore {RESTORE} failed: target not ready"),
+    );
+}
+
+/// Upstream §7.1 #17.
+#[test]
+fn a_snapshot_deleted_before_the_restore_fails_the_clone() {
+    let w = World::vm_source().phase(ClonePhase::RestoreInProgress, Some(SNAP), None);
+    assert_failed(
+        &w.decide(),
+        SnapshotDeleted,
+        &format!("snapshot {SNAP} does not exist anymore"),
+    );
+}
+
+#[test]
+fn a_source_deleted_after_the_snapshot_is_ready_does_not_stop_the_clone() {
+    let mut w = World::vm_source().phase(ClonePhase::RestoreInProgress, Some(SNAP), None);
+    w.source_vm = None;
+    w.temp_snapshot = Some(ready_snapshot(SNAP));
+    w.content = Some(good_content(SNAP));
+    assert!(matches!(w.decide().action, Action::CreateRestore(_)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Target VM, success and cleanup
+// ---------------------------------------------------------------------------------------------
+
+/// Upstream §7.1 #10 and #13.
+#[test]
+fn a_complete_restore_waits_for_the_target_vm() {
+    let mut w = World::vm_source().phase(ClonePhase::RestoreInProgress, Some(SNAP), Some(RESTORE));
+    w.temp_snapshot = Some(ready_snapshot(SNAP));
+    w.restore = Some(complete_restore());
+    let (first, second) = w.decide_twice();
+    assert_eq!(reasons(&first), vec![RestoreReady]);
+    assert_working(
+        &first,
+        ClonePhase::CreatingTargetVM,
+        &format!("waiting for restore {RESTORE} to create target VM vm-clone-target"),
+    );
+    assert!(second.events.is_empty());
+}
+
+/// Upstream §7.1 #14 and #15.
+#[test]
+fn the_target_vm_means_success_and_cleanup_waits_for_bound_pvcs() {
+    let mut w = World::vm_source().phase(ClonePhase::RestoreInProgress, Some(SNAP), Some(RESTORE));
+    w.temp_snapshot = Some(ready_snapshot(SNAP));
+    w.restore = Some(complete_restore());
+    w.target = Some(our_target());
+    w.claims.insert("restore-root".into(), "Pending".into());
+    let d = w.decide();
+    assert_eq!(d.action, Action::Nothing);
+    assert_eq!(d.status.phase, ClonePhase::Succeeded);
+    assert_eq!(d.status.creation_time, Some(time("2026-01-01T00:05:00Z")));
+    assert_eq!(reasons(&d), vec![RestoreReady, TargetVMCreated]);
+    assert_eq!(
+        d.events[1].message,
+        "created target VM vm-clone-target for clone testclone"
+    );
+    let (status, reason, message) = condition(&d, "Ready");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Succeeded"));
+    assert!(
+        message.contains("waiting for PVCs restore-root to be bound"),
+        "{message}"
+    );
+    assert_eq!(condition(&d, "Progressing").0, "False");
+    assert_eq!(d.status.snapshot_name.as_deref(), Some(SNAP));
+    assert_eq!(d.status.restore_name.as_deref(), Some(RESTORE));
+}
+
+/// Upstream §7.1 #16.
+#[test]
+fn bound_pvcs_clean_up_the_temporary_objects() {
+    let mut w = World::vm_source().phase(ClonePhase::Succeeded, Some(SNAP), Some(RESTORE));
+    w.temp_snapshot = Some(ready_snapshot(SNAP));
+    w.restore = Some(complete_restore());
+    w.target = Some(our_target());
+    w.claims.insert("restore-root".into(), "Bound".into());
+    let (first, second) = w.decide_twice();
+    assert_eq!(
+        first.action,
+        Action::Cleanup {
+            restore: Some(RESTORE.into()),
+            snapshot: Some(SNAP.into())
+        }
+    );
+    assert_eq!(reasons(&first), vec![PVCBound]);
+    assert_eq!(
+        first.events[0].message,
+        "all PVC for clone testclone are bound"
+    );
+    assert_eq!(
+        (
+            first.status.snapshot_name.clone(),
+            first.status.restore_name.clone()
+        ),
+        (None, None)
+    );
+    assert_eq!(
+        condition(&first, "Ready"),
+        (
+            "True".into(),
+            "Succeeded".into(),
+            "target VM ns/vm-clone-target created".into()
+        )
+    );
+    // Stable afterwards (the cache may still show the deleted objects for a moment).
+    assert!(second.events.is_empty());
+    assert_eq!(second.action, Action::Nothing);
+    assert!(!status_changed(&first.status, &second.status));
+}
+
+#[test]
+fn everything_ready_at_once_completes_in_one_pass() {
+    let mut w = World::vm_source().phase(ClonePhase::RestoreInProgress, Some(SNAP), Some(RESTORE));
+    w.temp_snapshot = Some(ready_snapshot(SNAP));
+    w.restore = Some(restore(json!({"complete": true})));
+    w.target = Some(our_target());
+    let d = w.decide();
+    assert_eq!(reasons(&d), vec![RestoreReady, TargetVMCreated, PVCBound]);
+    assert_eq!(
+        d.action,
+        Action::Cleanup {
+            restore: Some(RESTORE.into()),
+            snapshot: Some(SNAP.into())
+        }
+    );
+}
+
+#[test]
+fn a_source_snapshot_is_never_deleted() {
+    let mut w = World::snapshot_source().phase(ClonePhase::Succeeded, None, Some(RESTORE));
+    w.restore = Some(complete_restore());
+    w.target = Some(our_target());
+    w.claims.insert("restore-root".into(), "Bound".into());
+    assert_eq!(
+        w.decide().action,
+        Action::Cleanup {
+            restore: Some(RESTORE.into()),
+            snapshot: None
+        }
+    );
+}
+
+#[test]
+fn a_restore_gone_after_creating_the_target_still_succeeds() {
+    let mut w = World::vm_source().phase(ClonePhase::RestoreInProgress, Some(SNAP), Some(RESTORE));
+    w.temp_snapshot = Some(ready_snapshot(SNAP));
+    w.target = Some(our_target());
+    let d = w.decide();
+    assert_eq!(d.status.phase, ClonePhase::Succeeded);
+    assert_eq!(
+        d.action,
+        Action::Cleanup {
+            restore: None,
+            snapshot: Some(SNAP.into())
+        }
+    );
+}
+
+/// Upstream §7.1 #21.
+#[test]
+fn deleting_the_target_after_success_deletes_the_clone() {
+    let w = World::vm_source().phase(ClonePhase::Succeeded, None, None);
+    assert_eq!(w.decide().action, Action::DeleteClone);
+}
+
+#[test]
+fn terminal_phases_are_stable() {
+    let mut w = World::vm_source();
+    w.target = Some(target_vm(None));
+    let failed = w.decide();
+    w.clone.status = Some(failed.status.clone());
+    // Whatever changes in the world, a failed clone stays as it is.
+    w.target = None;
+    let again = w.decide();
+    assert_eq!(again.action, Action::Nothing);
+    assert!(again.events.is_empty());
+    assert_eq!(again.status, failed.status);
+
+    let mut w = World::vm_source().phase(ClonePhase::Succeeded, None, None);
+    w.target = Some(our_target());
+    let (first, second) = w.decide_twice();
+    assert_eq!(first.action, Action::Nothing);
+    assert!(second.events.is_empty() && first.events.is_empty());
+    assert!(!status_changed(&first.status, &second.status));
+}
+
+#[test]
+fn a_clone_being_deleted_is_left_to_the_garbage_collector() {
+    let mut w = World::vm_source();
+    w.clone.metadata.deletion_timestamp = Some(time("2026-01-01T00:09:00Z"));
+    let d = w.decide();
+    assert_eq!(d.action, Action::Nothing);
+    assert!(d.events.is_empty());
+}
+
+#[test]
+fn conditions_carry_the_generation() {
+    let w = World::vm_source();
+    let d = w.decide();
+    for c in &d.status.conditions {
+        assert_eq!(c.observed_generation, Some(1));
+        assert_eq!(c.last_transition_time, Some(time("2026-01-01T00:10:00Z")));
+    }
+}
