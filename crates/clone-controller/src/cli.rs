@@ -1,0 +1,84 @@
+//! Flags of the controller binary. Every flag can also be set through an environment variable.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, ValueEnum};
+
+/// How the `Snapshot` feature gate is read from the `KubeVirt` CR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SnapshotGate {
+    /// On only when `featureGates` lists `Snapshot` (as the KubeVirt user guide says).
+    Listed,
+    /// On unless `disabledFeatureGates` lists it (KubeVirt releases where the gate is beta).
+    DefaultOn,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The vmclone controller: clones KubeVirt VirtualMachines through snapshot and restore.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "clone-controller", version, about)]
+pub struct Args {
+    /// Path to a kubeconfig file; in-cluster configuration is used when absent.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Only watch clones in this namespace (default: all namespaces).
+    #[arg(long, env = "VMCLONE_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Clones reconciled at the same time.
+    #[arg(long, env = "VMCLONE_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+    /// How to read KubeVirt's Snapshot feature gate.
+    #[arg(long, env = "VMCLONE_SNAPSHOT_GATE", value_enum, default_value_t = SnapshotGate::Listed)]
+    pub snapshot_gate: SnapshotGate,
+    /// Address of the /metrics endpoint.
+    #[arg(long, env = "VMCLONE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Address of the /healthz and /readyz endpoints.
+    #[arg(long, env = "VMCLONE_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
+    pub health_addr: SocketAddr,
+    /// Elect a leader through a Lease, for running two or more replicas.
+    #[arg(long, env = "VMCLONE_LEADER_ELECT", default_value_t = false)]
+    pub leader_elect: bool,
+    /// Log format (the level comes from RUST_LOG).
+    #[arg(long, env = "VMCLONE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let args = Args::parse_from(["clone-controller"]);
+        assert_eq!(args.concurrency, 16);
+        assert_eq!(args.snapshot_gate, SnapshotGate::Listed);
+        assert!(!args.leader_elect);
+        let args = Args::parse_from([
+            "clone-controller",
+            "--namespace=demo",
+            "--snapshot-gate=default-on",
+            "--log-format=json",
+            "--leader-elect",
+        ]);
+        assert_eq!(args.namespace.as_deref(), Some("demo"));
+        assert_eq!(args.snapshot_gate, SnapshotGate::DefaultOn);
+        assert_eq!(args.log_format, LogFormat::Json);
+        assert!(args.leader_elect);
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_the_flag_name() {
+        let err = Args::try_parse_from(["clone-controller", "--snapshot-gate=sometimes"])
+            .expect_err("refused");
+        assert!(err.to_string().contains("--snapshot-gate"), "{err}");
+    }
+}
