@@ -1,6 +1,11 @@
-//! `cargo xtask control-plane`.
+//! `cargo xtask control-plane [--run]`: the testbed's control plane by hand.
+//!
+//! Without flags it finds or builds (once, into the cache) etcd, kube-apiserver and
+//! kube-controller-manager and prints where they are. With `--run` it also starts a control
+//! plane with the project's CRDs, prints the `export KUBECONFIG=...` line to use it from a shell,
+//! and stops it (removing its temporary folder) on Ctrl-C or SIGTERM.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -9,6 +14,51 @@ pub struct Args {
     run: bool,
 }
 
-pub fn run(_args: Args) -> Result<()> {
-    anyhow::bail!("not implemented yet")
+pub fn run(args: Args) -> Result<()> {
+    let binaries = testenv::ensure_binaries()?;
+    println!("etcd                     {}", binaries.etcd.display());
+    println!(
+        "kube-apiserver           {}",
+        binaries.kube_apiserver.display()
+    );
+    println!(
+        "kube-controller-manager  {}",
+        binaries.kube_controller_manager.display()
+    );
+    if !args.run {
+        return Ok(());
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(run_in_foreground())
+}
+
+async fn run_in_foreground() -> Result<()> {
+    let env = testenv::TestEnv::start().await?;
+    println!();
+    println!("export KUBECONFIG={}", env.kubeconfig_path().display());
+    println!("# API server {}; Ctrl-C stops it.", env.apiserver_url());
+    wait_for_stop_signal().await?;
+    eprintln!("stopping the control plane");
+    drop(env);
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_stop_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("listening for Ctrl-C"),
+        _ = terminate.recv() => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_stop_signal() -> Result<()> {
+    tokio::signal::ctrl_c()
+        .await
+        .context("listening for Ctrl-C")
 }

@@ -1,1 +1,31 @@
-//! A real control plane for tests.
+//! A real Kubernetes control plane for vmclone's tests, benchmarks and sandbox.
+//!
+//! [`TestEnv`] runs etcd, kube-apiserver and kube-controller-manager (owner-reference garbage
+//! collection, namespaces, ServiceAccounts) on 127.0.0.1, writes a kubeconfig for `kubectl`,
+//! and installs the project's CRDs and KubeVirt's and CDI's stand-in CRDs before it returns.
+//! Tests share one control plane per test process ([`TestEnv::shared`]) and isolate themselves
+//! with a fresh namespace each ([`TestEnv::namespace`]); fault tests start a private one
+//! ([`TestEnv::start`]) that they can restart parts of.
+//!
+//! The binaries are built once per machine from pinned Go modules into a cache outside the
+//! repository ([`ensure_binaries`], also `cargo xtask control-plane`), or taken from
+//! `KUBEBUILDER_ASSETS`.
+//!
+//! Modules:
+//! - `binaries`: finding or building the three binaries;
+//! - `env`: starting, using and stopping a control plane;
+//! - `manifests`: applying YAML (CRDs first, until `Established`);
+//! - `process`: servers that die with the test process, temporary folders removed after it;
+//! - `wait`: [`wait_for`], polling with a deadline and a readable failure;
+//! - `progress`: timestamped progress lines on stderr.
+
+mod binaries;
+mod env;
+mod manifests;
+mod process;
+mod progress;
+mod wait;
+
+pub use binaries::{Binaries, ETCD_VERSION, KUBERNETES_VERSION, ensure_binaries};
+pub use env::{KubectlOutput, TestEnv};
+pub use wait::{Attempt, wait_for};

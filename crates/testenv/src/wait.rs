@@ -31,7 +31,15 @@ impl<T> Attempt for Option<T> {
 impl<T, E: Debug> Attempt for Result<T, E> {
     type Output = T;
     fn into_outcome(self) -> Result<T, String> {
-        self.map_err(|observed| format!("{observed:?}"))
+        self.map_err(|observed| {
+            let mut text = format!("{observed:?}");
+            // anyhow::Error's Debug appends a backtrace when RUST_BACKTRACE is set; the
+            // observation is what matters in a timeout message.
+            if let Some(at) = text.find("\n\nStack backtrace:") {
+                text.truncate(at);
+            }
+            text
+        })
     }
 }
 
@@ -51,7 +59,11 @@ impl<T, E: Debug> Attempt for Result<T, E> {
 /// .await?;
 /// # Ok(()) }
 /// ```
-pub async fn wait_for<A, F, Fut>(what: &str, timeout: Duration, mut poll: F) -> anyhow::Result<A::Output>
+pub async fn wait_for<A, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut poll: F,
+) -> anyhow::Result<A::Output>
 where
     A: Attempt,
     F: FnMut() -> Fut,
@@ -104,7 +116,9 @@ mod tests {
             phase: &'static str,
         }
         let err = wait_for("clone to succeed", Duration::from_millis(200), || async {
-            Err::<(), _>(VmClone { phase: "Snapshotting" })
+            Err::<(), _>(VmClone {
+                phase: "Snapshotting",
+            })
         })
         .await
         .unwrap_err()
