@@ -1,7 +1,18 @@
 //! The vmclone controller: observes `VirtualMachineClone`s and the KubeVirt objects around them,
 //! asks `clone_core::decide` for the next step, and executes it.
 //!
-//! This crate is where every Kubernetes call of the product lives. For now it holds the
-//! command-line interface ([`cli`]); the reconciler follows.
+//! Every Kubernetes call of the product lives in this crate:
+//! - [`run`] wires the caches, the watches and the controller loop;
+//! - [`reconcile`] is one pass: observe ([`observe`]) → decide → apply → status → events;
+//! - [`context`] holds what passes share (client, caches, recorder, backoff);
+//! - [`cli`] the binary's flags.
 
 pub mod cli;
+pub mod context;
+pub mod error;
+pub mod observe;
+pub mod reconcile;
+pub mod run;
+
+pub use context::Config;
+pub use run::run;

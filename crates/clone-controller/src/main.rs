@@ -1,19 +1,102 @@
-//! The controller binary. It parses its flags, sets up logging and, until the reconciler lands,
-//! says so and exits cleanly.
+//! The controller binary: parse flags, set up logging, connect, check the CRDs, run until
+//! SIGTERM or Ctrl-C.
 
+use anyhow::{Context as _, bail};
 use clap::Parser;
-use clone_controller::cli::{Args, LogFormat};
+use clone_api::kubevirt::VirtualMachineSnapshot;
+use clone_api::v1beta1::VirtualMachineClone;
+use clone_controller::cli::{Args, LogFormat, SnapshotGate};
+use clone_core::decide::GateMode;
+use kube::api::{Api, ListParams};
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match args.log_format {
+    match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-    tracing::info!(?args, "clone-controller configured");
-    tracing::warn!("this build has no reconciler yet; exiting");
+}
+
+async fn client(args: &Args) -> anyhow::Result<kube::Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig and not in a cluster")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Fails with an install hint when a CRD the controller needs is not served.
+async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
+    let probe = ListParams::default().limit(1);
+    if let Err(kube::Error::Api(s)) = Api::<VirtualMachineClone>::all(client.clone())
+        .list_metadata(&probe)
+        .await
+    {
+        if s.code == 404 {
+            bail!(
+                "the VirtualMachineClone CRD is not installed: run `kubectl apply -f manifests/crds/`"
+            );
+        }
+    }
+    if let Err(kube::Error::Api(s)) = Api::<VirtualMachineSnapshot>::all(client.clone())
+        .list_metadata(&probe)
+        .await
+    {
+        if s.code == 404 {
+            bail!(
+                "KubeVirt's snapshot CRDs (snapshot.kubevirt.io) are not installed: install KubeVirt first"
+            );
+        }
+    }
     Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown requested: finishing in-flight reconciles");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let client = client(&args).await?;
+    check_crds(&client).await?;
+    let config = clone_controller::Config {
+        namespace: args.namespace.clone(),
+        concurrency: args.concurrency,
+        gate_mode: match args.snapshot_gate {
+            SnapshotGate::Listed => GateMode::Listed,
+            SnapshotGate::DefaultOn => GateMode::DefaultOn,
+        },
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    tracing::info!(?config, "clone-controller starting");
+    clone_controller::run(client, config, shutdown_signal()).await
 }

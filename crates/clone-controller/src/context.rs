@@ -1,0 +1,138 @@
+//! What every reconcile shares: the client, the caches, the event recorder, the settings and the
+//! per-clone backoff.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use clone_api::kubevirt::{
+    KubeVirt, VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot,
+};
+use clone_api::v1beta1::VirtualMachineClone;
+use clone_core::decide::GateMode;
+use kube::Client;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+/// Settings of a controller instance.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Only this namespace (`None`: all).
+    pub namespace: Option<String>,
+    /// Clones reconciled at the same time.
+    pub concurrency: u16,
+    /// How the `Snapshot` feature gate is read.
+    pub gate_mode: GateMode,
+    /// This instance's name in events (the pod name when running several replicas).
+    pub instance: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            namespace: None,
+            concurrency: 16,
+            gate_mode: GateMode::Listed,
+            instance: None,
+        }
+    }
+}
+
+/// The caches the controller reads instead of the API server.
+#[derive(Debug, Clone)]
+pub struct Caches {
+    /// Every clone in scope.
+    pub clones: Store<VirtualMachineClone>,
+    /// Every VM snapshot in scope (temporary ones and golden images).
+    pub snapshots: Store<VirtualMachineSnapshot>,
+    /// Every VM restore in scope.
+    pub restores: Store<VirtualMachineRestore>,
+    /// The metadata of every VM in scope (not their specs: a cluster may hold thousands).
+    pub vms: Store<PartialObjectMeta<VirtualMachine>>,
+    /// The `KubeVirt` CRs (feature gates).
+    pub kubevirts: Store<KubeVirt>,
+}
+
+impl Caches {
+    /// Waits until every cache holds its first full list.
+    pub async fn ready(&self) {
+        // Errors mean the writer is gone, i.e. the controller is shutting down.
+        let _ = self.clones.wait_until_ready().await;
+        let _ = self.snapshots.wait_until_ready().await;
+        let _ = self.restores.wait_until_ready().await;
+        let _ = self.vms.wait_until_ready().await;
+        let _ = self.kubevirts.wait_until_ready().await;
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Settings.
+    pub config: Config,
+    /// The caches.
+    pub caches: Caches,
+    /// Publishes events (events.k8s.io, with series de-duplication).
+    pub recorder: Recorder,
+    backoff: Mutex<HashMap<ObjectRef<VirtualMachineClone>, u32>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context over these caches.
+    pub fn new(client: Client, config: Config, caches: Caches, recorder: Recorder) -> Self {
+        Context {
+            client,
+            config,
+            caches,
+            recorder,
+            backoff: Mutex::default(),
+        }
+    }
+
+    /// The delay before retrying a clone that failed `n` times in a row: 1 s doubling to 5 min.
+    pub fn next_backoff(&self, clone: ObjectRef<VirtualMachineClone>) -> Duration {
+        let failures = match self.backoff.lock() {
+            Ok(mut map) => {
+                let n = map.entry(clone).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            }
+            Err(_) => 1,
+        };
+        backoff_delay(failures)
+    }
+
+    /// Forgets the failures of a clone that reconciled successfully.
+    pub fn reset_backoff(&self, clone: &ObjectRef<VirtualMachineClone>) {
+        if let Ok(mut map) = self.backoff.lock() {
+            map.remove(clone);
+        }
+    }
+}
+
+/// 1 s after the first failure, doubling up to 5 minutes.
+pub fn backoff_delay(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(9);
+    Duration::from_secs((1u64 << exponent).min(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let delays: Vec<u64> = (1..=11).map(|n| backoff_delay(n).as_secs()).collect();
+        assert_eq!(delays, vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+    }
+}

@@ -1,0 +1,73 @@
+//! The controller's errors. Each has a short stable label for metrics and logs.
+
+/// Something a reconcile could not do; the clone is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A read from the API server failed.
+    #[error("reading {what}: {source}")]
+    Read {
+        /// What was read.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: kube::Error,
+    },
+    /// Creating a child object failed for a reason that may pass.
+    #[error("creating {what}: {source}")]
+    Create {
+        /// What was created.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: kube::Error,
+    },
+    /// Deleting an object failed.
+    #[error("deleting {what}: {source}")]
+    Delete {
+        /// What was deleted.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing the clone's status failed.
+    #[error("writing the status of clone {clone}: {source}")]
+    WriteStatus {
+        /// The clone.
+        clone: String,
+        /// Why it failed.
+        #[source]
+        source: kube::Error,
+    },
+    /// Publishing an event failed.
+    #[error("publishing event {reason} for clone {clone}: {source}")]
+    Publish {
+        /// The clone.
+        clone: String,
+        /// The event reason.
+        reason: String,
+        /// Why it failed.
+        #[source]
+        source: kube::Error,
+    },
+    /// The clone object lacks what every stored object has (namespace, UID).
+    #[error("clone object is incomplete: {0}")]
+    Incomplete(String),
+}
+
+impl Error {
+    /// A short stable label (metrics, logs).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Read { .. } => "read",
+            Error::Create { .. } => "create",
+            Error::Delete { .. } => "delete",
+            Error::WriteStatus { .. } => "write_status",
+            Error::Publish { .. } => "publish_event",
+            Error::Incomplete(_) => "incomplete",
+        }
+    }
+}
+
+/// The controller's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,200 @@
+//! Observe: read what `clone_core::decide` needs for one clone.
+//!
+//! Reads come from the caches. An absence the decision would act on (a vanished snapshot fails
+//! the clone, a vanished target deletes it) is confirmed with a direct read first, so a cache that
+//! lags behind our own writes never causes a false failure or a deletion.
+
+use std::collections::BTreeMap;
+
+use clone_api::kubevirt::{
+    VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot, VirtualMachineSnapshotContent,
+};
+use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
+use clone_core::decide::{self, FeatureGate, Lookups, Rival};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// What was read for one clone; `clone_core::decide::Observed` borrows from it.
+#[derive(Debug, Default)]
+pub struct World {
+    /// The names looked up.
+    pub names: Option<Lookups>,
+    /// The feature gate.
+    pub gate: Option<FeatureGate>,
+    /// The source VM.
+    pub source_vm: Option<VirtualMachine>,
+    /// The source snapshot.
+    pub source_snapshot: Option<VirtualMachineSnapshot>,
+    /// The temporary snapshot.
+    pub temp_snapshot: Option<VirtualMachineSnapshot>,
+    /// The content of the snapshot in use.
+    pub content: Option<VirtualMachineSnapshotContent>,
+    /// The restore.
+    pub restore: Option<VirtualMachineRestore>,
+    /// The target VM (metadata only).
+    pub target: Option<VirtualMachine>,
+    /// PVC name → phase.
+    pub claims: BTreeMap<String, String>,
+    /// Clones naming the same target.
+    pub rivals: Vec<Rival>,
+}
+
+async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    api.get_opt(name).await.map_err(|source| Error::Read {
+        what: format!("{} {name}", K::kind(&Default::default())),
+        source,
+    })
+}
+
+fn cached<K>(store: &kube::runtime::reflector::Store<K>, ns: &str, name: &str) -> Option<K>
+where
+    K: Resource<DynamicType = ()> + Clone + kube::runtime::reflector::Lookup<DynamicType = ()>,
+{
+    store
+        .get(&ObjectRef::new(name).within(ns))
+        .map(|arc| (*arc).clone())
+}
+
+/// A VM with only its metadata (the target guard reads nothing else).
+fn vm_from_meta(meta: PartialObjectMeta<VirtualMachine>) -> VirtualMachine {
+    VirtualMachine {
+        metadata: meta.metadata,
+        spec: Default::default(),
+        status: None,
+    }
+}
+
+/// Reads the world of one clone.
+pub async fn observe(ctx: &Context, clone: &VirtualMachineClone) -> Result<World> {
+    let ns = clone
+        .namespace()
+        .ok_or_else(|| Error::Incomplete(format!("clone {} has no namespace", clone.name_any())))?;
+    let status = clone.status.clone().unwrap_or_default();
+    let phase = status.phase;
+    let names = decide::lookups(clone);
+    let client = ctx.client.clone();
+    let caches = &ctx.caches;
+    let mut world = World {
+        gate: Some(decide::snapshot_gate(
+            caches.kubevirts.state().first().map(|kv| &kv.spec),
+            ctx.config.gate_mode,
+        )),
+        ..World::default()
+    };
+
+    let before_snapshot_ready = matches!(
+        phase,
+        ClonePhase::Unset | ClonePhase::SnapshotInProgress | ClonePhase::Unknown
+    );
+    if phase == ClonePhase::Failed {
+        return Ok(world);
+    }
+
+    // Source: the full VM only while it matters (until the snapshot is ready).
+    if let Some(vm) = &names.source_vm
+        && before_snapshot_ready
+    {
+        world.source_vm =
+            get_opt(&Api::<VirtualMachine>::namespaced(client.clone(), &ns), vm).await?;
+    }
+    let snapshots = Api::<VirtualMachineSnapshot>::namespaced(client.clone(), &ns);
+    if let Some(snapshot) = &names.source_snapshot {
+        world.source_snapshot = match cached(&caches.snapshots, &ns, snapshot) {
+            Some(s) => Some(s),
+            None => get_opt(&snapshots, snapshot).await?,
+        };
+    } else {
+        world.temp_snapshot = match cached(&caches.snapshots, &ns, &names.snapshot_name) {
+            Some(s) => Some(s),
+            None if status.snapshot_name.is_some() => {
+                get_opt(&snapshots, &names.snapshot_name).await?
+            }
+            None => None,
+        };
+    }
+
+    let restores = Api::<VirtualMachineRestore>::namespaced(client.clone(), &ns);
+    world.restore = match cached(&caches.restores, &ns, &names.restore_name) {
+        Some(r) => Some(r),
+        None if status.restore_name.is_some() => get_opt(&restores, &names.restore_name).await?,
+        None => None,
+    };
+
+    // The content is large (it holds a VM): read it only when the next step needs it.
+    let snapshot_in_use = world
+        .source_snapshot
+        .as_ref()
+        .or(world.temp_snapshot.as_ref());
+    let needs_content = before_snapshot_ready
+        || (phase == ClonePhase::RestoreInProgress && world.restore.is_none());
+    if let Some(snapshot) = snapshot_in_use {
+        let ready = snapshot.status.as_ref().is_some_and(|s| s.is_ready());
+        if ready && needs_content {
+            let contents = Api::<VirtualMachineSnapshotContent>::namespaced(client.clone(), &ns);
+            world.content = get_opt(&contents, &decide::content_name(snapshot)).await?;
+        }
+    }
+
+    let vm_meta = Api::<VirtualMachine>::namespaced(client.clone(), &ns);
+    world.target = match cached(&caches.vms, &ns, &names.target_name) {
+        Some(meta) => Some(vm_from_meta(meta)),
+        // Before the restore exists a missing target is the normal case; afterwards, confirm.
+        None if world.restore.is_some() || phase == ClonePhase::Succeeded => vm_meta
+            .get_metadata_opt(&names.target_name)
+            .await
+            .map_err(|source| Error::Read {
+                what: format!("VirtualMachine {}", names.target_name),
+                source,
+            })?
+            .map(vm_from_meta),
+        None => None,
+    };
+
+    // PVC phases only once there is something to clean up.
+    let cleanup_pending = status.restore_name.is_some() || status.snapshot_name.is_some();
+    if let (Some(restore), true) = (&world.restore, cleanup_pending) {
+        let complete = restore.status.as_ref().is_some_and(|s| s.is_complete());
+        if complete && world.target.is_some() {
+            let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+            for claim in restore.status.iter().flat_map(|s| s.claims()) {
+                if let Some(pvc) = get_opt(&pvcs, claim).await? {
+                    let phase = pvc.status.and_then(|s| s.phase).unwrap_or_default();
+                    world.claims.insert(claim.to_owned(), phase);
+                }
+            }
+        }
+    }
+
+    world.rivals = rivals(ctx, clone, &ns, &names.target_name);
+    world.names = Some(names);
+    Ok(world)
+}
+
+/// Other clones in the namespace that name the same target.
+fn rivals(ctx: &Context, clone: &VirtualMachineClone, ns: &str, target: &str) -> Vec<Rival> {
+    let uid = clone.metadata.uid.as_deref();
+    ctx.caches
+        .clones
+        .state()
+        .iter()
+        .filter(|c| c.namespace().as_deref() == Some(ns) && c.metadata.uid.as_deref() != uid)
+        .filter(|c| decide::target_name(c) == target)
+        .map(|c| Rival {
+            name: c.name_any(),
+            uid: c.metadata.uid.clone().unwrap_or_default(),
+            creation_timestamp: c.metadata.creation_timestamp.clone(),
+            phase: c.status.as_ref().map(|s| s.phase).unwrap_or_default(),
+        })
+        .collect()
+}

@@ -1,0 +1,255 @@
+//! One pass over one clone: observe → `clone_core::decide` → apply the action → write the
+//! status → publish the events.
+//!
+//! The order matters: the status and the events describe what was done, so they are written only
+//! after the action succeeded. If the action fails the pass ends with an error and is retried with
+//! backoff; if the API server refuses a creation for a reason only a spec edit could change, the
+//! refusal is fed back into `decide`, which turns it into a status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clone_api::kubevirt::{VirtualMachineRestore, VirtualMachineSnapshot};
+use clone_api::names::FIELD_MANAGER;
+use clone_api::v1beta1::VirtualMachineClone;
+use clone_core::decide::{Child, CreateRejection, Observed};
+use clone_core::status::status_changed;
+use clone_core::{Action, Decision, decide};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::observe::{World, observe};
+
+/// How often a clone that is still working is looked at even without a change (a safety net:
+/// watches normally wake it sooner).
+const RESYNC: Duration = Duration::from_secs(300);
+
+fn observed<'a>(clone: &'a VirtualMachineClone, world: &'a World, now: Time) -> Observed<'a> {
+    Observed {
+        clone,
+        now,
+        feature_gate: world
+            .gate
+            .unwrap_or(clone_core::decide::FeatureGate::Enabled),
+        source_vm: world.source_vm.as_ref(),
+        source_snapshot: world.source_snapshot.as_ref(),
+        temp_snapshot: world.temp_snapshot.as_ref(),
+        content: world.content.as_ref(),
+        restore: world.restore.as_ref(),
+        target: world.target.as_ref(),
+        claim_phases: world.claims.clone(),
+        rivals: world.rivals.clone(),
+        rejection: None,
+    }
+}
+
+/// Reconciles one clone.
+pub async fn reconcile(clone: Arc<VirtualMachineClone>, ctx: Arc<Context>) -> Result<Requeue> {
+    ctx.caches.ready().await;
+    let ns = clone
+        .namespace()
+        .ok_or_else(|| Error::Incomplete(format!("clone {} has no namespace", clone.name_any())))?;
+    let world = observe(&ctx, &clone).await?;
+    let now = Time(jiff::Timestamp::now());
+    let mut decision = decide(&observed(&clone, &world, now.clone()));
+    debug!(clone = %clone.name_any(), ns, action = ?action_name(&decision.action), "decided");
+
+    if let Some(rejection) = execute(&ctx, &clone, &ns, &decision.action).await? {
+        let mut observation = observed(&clone, &world, now);
+        observation.rejection = Some(rejection);
+        decision = decide(&observation);
+        // The second decision never creates what was just refused.
+        execute(&ctx, &clone, &ns, &decision.action).await?;
+    }
+    if decision.action == Action::DeleteClone {
+        // The clone is gone; there is no status to write.
+        publish(&ctx, &clone, &decision).await;
+        return Ok(Requeue::await_change());
+    }
+    write_status(&ctx, &clone, &ns, &decision).await?;
+    publish(&ctx, &clone, &decision).await;
+    ctx.reset_backoff(&ObjectRef::from_obj(clone.as_ref()));
+
+    Ok(
+        if decision.status.phase.is_terminal() && decision.status.restore_name.is_none() {
+            Requeue::await_change()
+        } else {
+            Requeue::requeue(RESYNC)
+        },
+    )
+}
+
+/// What to do after a failed reconcile: retry this clone with its own exponential backoff.
+pub fn error_policy(clone: Arc<VirtualMachineClone>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    let delay = ctx.next_backoff(ObjectRef::from_obj(clone.as_ref()));
+    warn!(clone = %clone.name_any(), ns = ?clone.namespace(), error = %error, kind = error.label(), retry_in = ?delay, "reconcile failed");
+    Requeue::requeue(delay)
+}
+
+fn action_name(action: &Action) -> &'static str {
+    match action {
+        Action::Nothing => "nothing",
+        Action::CreateSnapshot(_) => "create-snapshot",
+        Action::CreateRestore(_) => "create-restore",
+        Action::Cleanup { .. } => "cleanup",
+        Action::DeleteClone => "delete-clone",
+    }
+}
+
+/// Executes an action. Returns the refusal when the API server rejects a creation outright.
+async fn execute(
+    ctx: &Context,
+    clone: &VirtualMachineClone,
+    ns: &str,
+    action: &Action,
+) -> Result<Option<CreateRejection>> {
+    let client = ctx.client.clone();
+    match action {
+        Action::Nothing => Ok(None),
+        Action::CreateSnapshot(snapshot) => {
+            let api = Api::<VirtualMachineSnapshot>::namespaced(client, ns);
+            create(&api, snapshot.as_ref(), Child::Snapshot).await
+        }
+        Action::CreateRestore(restore) => {
+            let api = Api::<VirtualMachineRestore>::namespaced(client, ns);
+            create(&api, restore.as_ref(), Child::Restore).await
+        }
+        Action::Cleanup { restore, snapshot } => {
+            if let Some(name) = restore {
+                delete(
+                    &Api::<VirtualMachineRestore>::namespaced(client.clone(), ns),
+                    name,
+                )
+                .await?;
+            }
+            if let Some(name) = snapshot {
+                delete(&Api::<VirtualMachineSnapshot>::namespaced(client, ns), name).await?;
+            }
+            Ok(None)
+        }
+        Action::DeleteClone => {
+            info!(clone = %clone.name_any(), ns, "target VM deleted after success: deleting the clone");
+            delete(
+                &Api::<VirtualMachineClone>::namespaced(client, ns),
+                &clone.name_any(),
+            )
+            .await?;
+            Ok(None)
+        }
+    }
+}
+
+async fn create<K>(api: &Api<K>, object: &K, child: Child) -> Result<Option<CreateRejection>>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let what = format!("{} {}", K::kind(&Default::default()), object.name_any());
+    match api.create(&PostParams::default(), object).await {
+        Ok(_) => {
+            info!(%what, "created");
+            Ok(None)
+        }
+        // The names are deterministic: an existing object is ours from an earlier pass.
+        Err(kube::Error::Api(status)) if status.code == 409 && status.reason == "AlreadyExists" => {
+            Ok(None)
+        }
+        Err(kube::Error::Api(status)) if matches!(status.code, 400 | 403 | 409 | 422) => {
+            warn!(%what, code = status.code, message = %status.message, "creation refused");
+            Ok(Some(CreateRejection {
+                child,
+                code: status.code,
+                message: status.message,
+            }))
+        }
+        Err(source) => Err(Error::Create { what, source }),
+    }
+}
+
+async fn delete<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Delete {
+            what: format!("{} {name}", K::kind(&Default::default())),
+            source,
+        }),
+    }
+}
+
+/// Writes the status with server-side apply, only when it changed beyond timestamps.
+async fn write_status(
+    ctx: &Context,
+    clone: &VirtualMachineClone,
+    ns: &str,
+    decision: &Decision,
+) -> Result<()> {
+    let old = clone.status.clone().unwrap_or_default();
+    if clone.status.is_some() && !status_changed(&old, &decision.status) {
+        return Ok(());
+    }
+    let api = Api::<VirtualMachineClone>::namespaced(ctx.client.clone(), ns);
+    let body = json!({
+        "apiVersion": VirtualMachineClone::api_version(&()),
+        "kind": VirtualMachineClone::kind(&()),
+        "status": decision.status,
+    });
+    api.patch_status(
+        &clone.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .map_err(|source| Error::WriteStatus {
+        clone: format!("{ns}/{}", clone.name_any()),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Publishes the events of this pass. A failure to publish is logged, never retried: the status
+/// already says what happened.
+async fn publish(ctx: &Context, clone: &VirtualMachineClone, decision: &Decision) {
+    let reference = clone.object_ref(&());
+    for event in &decision.events {
+        let published = ctx
+            .recorder
+            .publish(
+                &Event {
+                    type_: if event.reason.is_warning() {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
+                    reason: event.reason.as_str().to_owned(),
+                    note: Some(event.message.clone()),
+                    action: "Reconcile".to_owned(),
+                    secondary: None,
+                },
+                &reference,
+            )
+            .await;
+        if let Err(source) = published {
+            let error = Error::Publish {
+                clone: clone.name_any(),
+                reason: event.reason.as_str().to_owned(),
+                source,
+            };
+            warn!(%error, "event not published");
+        }
+    }
+}
