@@ -35,26 +35,21 @@ async fn client(args: &Args) -> anyhow::Result<kube::Client> {
 
 /// Fails with an install hint when a CRD the controller needs is not served.
 async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
-    let probe = ListParams::default().limit(1);
-    if let Err(kube::Error::Api(s)) = Api::<VirtualMachineClone>::all(client.clone())
-        .list_metadata(&probe)
-        .await
-    {
-        if s.code == 404 {
-            bail!(
-                "the VirtualMachineClone CRD is not installed: run `kubectl apply -f manifests/crds/`"
-            );
-        }
+    fn missing<T>(result: Result<T, kube::Error>) -> bool {
+        matches!(result, Err(kube::Error::Api(s)) if s.code == 404)
     }
-    if let Err(kube::Error::Api(s)) = Api::<VirtualMachineSnapshot>::all(client.clone())
-        .list_metadata(&probe)
-        .await
-    {
-        if s.code == 404 {
-            bail!(
-                "KubeVirt's snapshot CRDs (snapshot.kubevirt.io) are not installed: install KubeVirt first"
-            );
-        }
+    let probe = ListParams::default().limit(1);
+    let clones = Api::<VirtualMachineClone>::all(client.clone());
+    if missing(clones.list_metadata(&probe).await) {
+        bail!(
+            "the VirtualMachineClone CRD is not installed: run `kubectl apply -f manifests/crds/`"
+        );
+    }
+    let snapshots = Api::<VirtualMachineSnapshot>::all(client.clone());
+    if missing(snapshots.list_metadata(&probe).await) {
+        bail!(
+            "KubeVirt's snapshot CRDs (snapshot.kubevirt.io) are not installed: install KubeVirt first"
+        );
     }
     Ok(())
 }
