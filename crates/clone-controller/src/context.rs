@@ -59,10 +59,15 @@ impl Caches {
     pub async fn ready(&self) {
         // Errors mean the writer is gone, i.e. the controller is shutting down.
         let _ = self.clones.wait_until_ready().await;
+        tracing::trace!("clones cache ready");
         let _ = self.snapshots.wait_until_ready().await;
+        tracing::trace!("snapshots cache ready");
         let _ = self.restores.wait_until_ready().await;
+        tracing::trace!("restores cache ready");
         let _ = self.vms.wait_until_ready().await;
+        tracing::trace!("vms cache ready");
         let _ = self.kubevirts.wait_until_ready().await;
+        tracing::trace!("kubevirts cache ready");
     }
 }
 

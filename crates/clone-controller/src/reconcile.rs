@@ -55,7 +55,9 @@ fn observed<'a>(clone: &'a VirtualMachineClone, world: &'a World, now: Time) -> 
 
 /// Reconciles one clone.
 pub async fn reconcile(clone: Arc<VirtualMachineClone>, ctx: Arc<Context>) -> Result<Requeue> {
+    debug!(clone = %clone.name_any(), "waiting for caches");
     ctx.caches.ready().await;
+    debug!(clone = %clone.name_any(), "caches ready");
     let ns = clone
         .namespace()
         .ok_or_else(|| Error::Incomplete(format!("clone {} has no namespace", clone.name_any())))?;

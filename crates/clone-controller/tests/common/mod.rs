@@ -1,0 +1,456 @@
+//! The harness of the controller's integration tests: a real control plane (testenv), the
+//! KubeVirt stand-in (kubevirt-sim) and the controller, all scoped to one fresh namespace per test.
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use clone_api::kubevirt::{VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot};
+use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use kubevirt_sim::{Sim, SimConfig, SimHandle};
+use serde_json::{Value, json};
+use testenv::{TestEnv, wait_for};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long a clone may take in these tests (generous: two cores shared with other tests).
+pub const CLONE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One test's world.
+pub struct Harness {
+    pub env: &'static TestEnv,
+    pub client: Client,
+    pub ns: String,
+    sim: Option<SimHandle>,
+    controller: Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
+}
+
+/// A KubeVirt CR with the Snapshot feature gate, cluster-wide (one per control plane).
+pub async fn ensure_kubevirt(client: &Client, gates: &[&str]) -> Result<()> {
+    let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    ns.patch(
+        "kubevirt",
+        &PatchParams::apply("vmclone-tests").force(),
+        &Patch::Apply(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubevirt"}}),
+        ),
+    )
+    .await?;
+    let api: Api<clone_api::kubevirt::KubeVirt> = Api::namespaced(client.clone(), "kubevirt");
+    api.patch(
+        "kubevirt",
+        &PatchParams::apply("vmclone-tests").force(),
+        &Patch::Apply(json!({
+            "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
+            "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
+            "spec": {"configuration": {"developerConfiguration": {"featureGates": gates}}},
+        })),
+    )
+    .await?;
+    Ok(())
+}
+
+impl Harness {
+    /// A fresh namespace with the sim running and the Snapshot gate on; the controller is not
+    /// started yet (see [`Harness::start_controller`]).
+    pub async fn without_controller(prefix: &str) -> Result<Harness> {
+        Self::with_kubevirt(prefix, Some(&["Snapshot"])).await
+    }
+
+    /// Like [`Harness::without_controller`], with the KubeVirt CR's feature gates given (`None`:
+    /// no KubeVirt CR is created). The CR is cluster-wide: use this only in a test binary of its
+    /// own (its own control plane).
+    pub async fn with_kubevirt(prefix: &str, gates: Option<&[&str]>) -> Result<Harness> {
+        // Logs of the controller and the sim, when RUST_LOG asks for them.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let env = TestEnv::shared().await?;
+        let client = env.client().await?;
+        kubevirt_sim::install(client.clone()).await?;
+        if let Some(gates) = gates {
+            ensure_kubevirt(&client, gates).await?;
+        }
+        let ns = env.namespace(prefix).await?;
+        let sim = Sim::start(client.clone(), SimConfig::default().namespace(ns.clone())).await?;
+        Ok(Harness {
+            env,
+            client,
+            ns,
+            sim: Some(sim),
+            controller: None,
+        })
+    }
+
+    /// A fresh namespace with the sim and the controller (in-process) running.
+    pub async fn start(prefix: &str) -> Result<Harness> {
+        let mut h = Self::without_controller(prefix).await?;
+        h.start_controller();
+        Ok(h)
+    }
+
+    /// Starts the controller in this process, scoped to the test's namespace.
+    pub fn start_controller(&mut self) {
+        let (tx, rx) = oneshot::channel::<()>();
+        let config = clone_controller::Config {
+            namespace: Some(self.ns.clone()),
+            ..Default::default()
+        };
+        let client = self.client.clone();
+        let task = tokio::spawn(async move {
+            clone_controller::run(client, config, async move {
+                let _ = rx.await;
+            })
+            .await
+        });
+        self.controller = Some((tx, task));
+    }
+
+    /// Stops the in-process controller (graceful).
+    pub async fn stop_controller(&mut self) {
+        if let Some((tx, task)) = self.controller.take() {
+            let _ = tx.send(());
+            let _ = task.await;
+        }
+    }
+
+    /// The controller binary as a child process, scoped to the test's namespace.
+    pub fn spawn_controller_process(&self) -> Result<Child> {
+        Command::new(env!("CARGO_BIN_EXE_clone-controller"))
+            .arg("--namespace")
+            .arg(&self.ns)
+            .arg("--kubeconfig")
+            .arg(self.env.kubeconfig_path())
+            .arg("--metrics-addr=127.0.0.1:0")
+            .arg("--health-addr=127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the clone-controller binary")
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// `kubectl <args> -n <ns>`, failing on a non-zero exit.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        let mut all: Vec<&str> = vec!["-n", &self.ns];
+        all.extend_from_slice(args);
+        Ok(self.env.kubectl_output(&all, stdin)?.ok()?.stdout)
+    }
+
+    /// Everything in the namespace a failing test should show: clones, snapshots, restores, VMs,
+    /// PVCs (YAML) and events.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        for args in [
+            vec![
+                "get",
+                "vmclone,vmsnapshot,vmsnapshotcontent,vmrestore,vm,pvc",
+                "-o",
+                "yaml",
+            ],
+            vec!["get", "events", "--sort-by=.metadata.creationTimestamp"],
+        ] {
+            let mut all: Vec<&str> = vec!["-n", &self.ns];
+            all.extend(args);
+            match self.env.kubectl_output(&all, None) {
+                Ok(o) => out.push_str(&format!(
+                    "$ kubectl {}\n{}{}\n",
+                    all.join(" "),
+                    o.stdout,
+                    o.stderr
+                )),
+                Err(e) => out.push_str(&format!("kubectl failed: {e:#}\n")),
+            }
+        }
+        out
+    }
+
+    /// `kubectl wait ... --for condition=Ready`, dumping the namespace on failure.
+    pub fn kubectl_wait_ready(&self, kind: &str, name: &str) -> Result<String> {
+        self.kubectl(
+            &[
+                "wait",
+                kind,
+                name,
+                "--for",
+                "condition=Ready",
+                "--timeout=120s",
+            ],
+            None,
+        )
+        .map_err(|e| anyhow::anyhow!("{e:#}\n{}", self.dump()))
+    }
+
+    /// Server-side applies YAML/JSON documents into the test namespace.
+    pub fn apply(&self, manifest: &str) -> Result<()> {
+        self.kubectl(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=vmclone-tests",
+                "-f",
+                "-",
+            ],
+            Some(manifest),
+        )?;
+        Ok(())
+    }
+
+    /// Annotates the test namespace (the sim's failure injection).
+    pub fn annotate_namespace(&self, key: &str, value: &str) -> Result<()> {
+        self.env
+            .kubectl_output(
+                &[
+                    "annotate",
+                    "namespace",
+                    &self.ns,
+                    &format!("{key}={value}"),
+                    "--overwrite",
+                ],
+                None,
+            )?
+            .ok()?;
+        Ok(())
+    }
+
+    /// A PVC on the sim's storage and a halted VM using it, with identity to strip.
+    pub fn create_source_vm(&self, name: &str, storage_class: &str) -> Result<()> {
+        self.apply(&source_vm_manifest(name, storage_class))
+    }
+
+    /// Waits until the clone reaches `phase` and returns it.
+    pub async fn wait_phase(&self, clone: &str, phase: ClonePhase) -> Result<VirtualMachineClone> {
+        let api: Api<VirtualMachineClone> = self.api();
+        wait_for(
+            &format!("clone {clone} to reach phase {phase:?}"),
+            CLONE_TIMEOUT,
+            || async {
+                let c = api.get(clone).await?;
+                let status = c.status.clone().unwrap_or_default();
+                ensure!(
+                    status.phase == phase,
+                    "status: {}",
+                    serde_json::to_string(&status)?
+                );
+                Ok(c)
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}\n{}", self.dump()))
+    }
+
+    /// Waits until the clone's Ready condition has `reason`.
+    pub async fn wait_ready_reason(
+        &self,
+        clone: &str,
+        reason: &str,
+    ) -> Result<VirtualMachineClone> {
+        let api: Api<VirtualMachineClone> = self.api();
+        wait_for(
+            &format!("clone {clone} Ready reason {reason}"),
+            CLONE_TIMEOUT,
+            || async {
+                let c = api.get(clone).await?;
+                let status = c.status.clone().unwrap_or_default();
+                let ready = status.condition("Ready").and_then(|c| c.reason.clone());
+                ensure!(
+                    ready.as_deref() == Some(reason),
+                    "status: {}",
+                    serde_json::to_string(&status)?
+                );
+                Ok(c)
+            },
+        )
+        .await
+    }
+
+    /// Events about `clone`: (type, reason, note), oldest first, one entry per Event object.
+    pub async fn events(&self, clone: &str) -> Result<Vec<(String, String, String)>> {
+        let api: Api<Event> = self.api();
+        let mut events: Vec<Event> = api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(clone))
+            .collect();
+        events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+        Ok(events
+            .into_iter()
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
+    /// Waits until an event with `reason` about `clone` exists, then returns all events.
+    pub async fn wait_event(
+        &self,
+        clone: &str,
+        reason: &str,
+    ) -> Result<Vec<(String, String, String)>> {
+        wait_for(
+            &format!("event {reason} for clone {clone}"),
+            CLONE_TIMEOUT,
+            || async {
+                let events = self.events(clone).await?;
+                ensure!(events.iter().any(|e| e.1 == reason), "events: {events:?}");
+                Ok(events)
+            },
+        )
+        .await
+    }
+
+    /// Names of the snapshots, restores and VMs in the namespace.
+    pub async fn inventory(&self) -> Result<(Vec<String>, Vec<String>, Vec<String>)> {
+        let snaps: Api<VirtualMachineSnapshot> = self.api();
+        let restores: Api<VirtualMachineRestore> = self.api();
+        let vms: Api<VirtualMachine> = self.api();
+        let lp = ListParams::default();
+        Ok((
+            snaps
+                .list_metadata(&lp)
+                .await?
+                .items
+                .iter()
+                .map(|o| o.name_any())
+                .collect(),
+            restores
+                .list_metadata(&lp)
+                .await?
+                .items
+                .iter()
+                .map(|o| o.name_any())
+                .collect(),
+            vms.list_metadata(&lp)
+                .await?
+                .items
+                .iter()
+                .map(|o| o.name_any())
+                .collect(),
+        ))
+    }
+
+    /// Stops the controller and the sim.
+    pub async fn stop(mut self) {
+        self.stop_controller().await;
+        if let Some(sim) = self.sim.take() {
+            sim.stop().await;
+        }
+    }
+}
+
+/// Counts events with `reason` in a list from [`Harness::events`].
+pub fn count(events: &[(String, String, String)], reason: &str) -> usize {
+    events.iter().filter(|e| e.1 == reason).count()
+}
+
+/// The seed's clone manifest with a full MAC, and lowercase filter keys (Kubernetes requires
+/// lowercase label/annotation key prefixes, so the seed's `someKey/*` can match no real key).
+pub fn seed_clone_manifest() -> String {
+    include_str!("../../../clone-api/testdata/seed-clone.yaml")
+        .replace("\"00-11-22\"", "\"00-11-22-33-44-55\"")
+        .replace("someKey", "somekey")
+        .replace("anotherKey", "anotherkey")
+}
+
+/// A source VM with a PVC-backed disk and identity everywhere: fixed MACs, a firmware serial and
+/// UUID, labels and annotations on the VM and on its template.
+pub fn source_vm_manifest(name: &str, storage_class: &str) -> String {
+    let pvc = json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": format!("{name}-root")},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": storage_class,
+                 "resources": {"requests": {"storage": "1Gi"}}},
+    });
+    let vm = json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {
+            "name": name,
+            "labels": {"app": "cirros", "somekey/owner": "team-a", "kubevirt.io/vm": name},
+            "annotations": {"anotherkey/keep": "yes", "description": "the source VM"},
+        },
+        "spec": {
+            "runStrategy": "Halted",
+            "template": {
+                "metadata": {
+                    "labels": {"kubevirt.io/vm": name, "somekey/template": "x", "app": "cirros"},
+                    "annotations": {"anotherkey/template": "yes", "ovn.kubernetes.io/ip_address": "10.16.0.15"},
+                },
+                "spec": {
+                    "domain": {
+                        "devices": {
+                            "disks": [{"name": "root", "disk": {"bus": "virtio"}}],
+                            "interfaces": [
+                                {"name": "default", "masquerade": {}, "macAddress": "02:00:00:00:00:01"},
+                                {"name": "interfaceName", "bridge": {}, "macAddress": "02:00:00:00:00:02"},
+                            ],
+                        },
+                        "firmware": {"serial": "source-serial", "uuid": "0f9f4e33-1a3b-4b3b-9d36-000000000001"},
+                        "resources": {"requests": {"memory": "128Mi"}},
+                    },
+                    "networks": [
+                        {"name": "default", "pod": {}},
+                        {"name": "interfaceName", "multus": {"networkName": "bridge-net"}},
+                    ],
+                    "volumes": [{"name": "root", "persistentVolumeClaim": {"claimName": format!("{name}-root")}}],
+                },
+            },
+        },
+    });
+    list(&[pvc.to_string(), vm.to_string()])
+}
+
+/// Several JSON objects as one `v1/List` (kubectl reads a stream starting with `{` as JSON, where
+/// YAML's `---` separator does not exist).
+pub fn list(objects: &[String]) -> String {
+    let items: Vec<Value> = objects
+        .iter()
+        .filter_map(|o| serde_json::from_str(o).ok())
+        .collect();
+    json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
+}
+
+/// A clone manifest (v1beta1) of `source` with optional extra spec fields.
+pub fn clone_manifest(
+    name: &str,
+    source_kind: &str,
+    source: &str,
+    target: Option<&str>,
+    extra: Value,
+) -> String {
+    let group = if source_kind == "VirtualMachine" {
+        "kubevirt.io"
+    } else {
+        "snapshot.kubevirt.io"
+    };
+    let mut spec = json!({"source": {"apiGroup": group, "kind": source_kind, "name": source}});
+    if let Some(t) = target {
+        spec["target"] = json!({"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": t});
+    }
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"apiVersion": "clone.kubevirt.io/v1beta1", "kind": "VirtualMachineClone", "metadata": {"name": name}, "spec": spec})
+        .to_string()
+}

@@ -1,0 +1,776 @@
+//! The lifecycle of a VirtualMachineClone against the real API server, with kubevirt-sim standing
+//! in for KubeVirt and the real `kubectl` where a user would use it.
+//!
+//! Upstream scenarios covered (research/kubevirt-clone.md):
+//! - §7.5 #114 simple clone (spec equal except identity, temp objects gone, target deletion
+//!   deletes the clone): `the_seed_flow_with_kubectl`, `deleting_the_target_deletes_the_clone`;
+//! - §7.5 #115 snapshot source, clone created before the snapshot: `golden_image_five_clones`,
+//!   `a_clone_waits_for_its_source_and_warns_once`;
+//! - §7.5 #116/#117 label/annotation and template filters, #118 new MAC, #119 serial, #120 UUID:
+//!   `the_seed_flow_with_kubectl`;
+//! - §7.5 #125 WaitForFirstConsumer storage: `wffc_storage_cleans_up_when_the_target_starts`;
+//! - §7.1 #1–#4, #17, #20, #21 and the failure modes upstream gets wrong: one test each below.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use clone_api::kubevirt::{VirtualMachine, VirtualMachineSnapshot};
+use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
+use common::{Harness, clone_manifest, count, seed_clone_manifest};
+use kube::api::{Api, DeleteParams};
+use serde_json::{Value, json};
+use testenv::wait_for;
+
+fn target_json(h: &Harness, name: &str) -> Value {
+    let yaml = h.kubectl(&["get", "vm", name, "-o", "yaml"], None).unwrap();
+    let vm: Value = serde_saphyr::from_str(&yaml).unwrap();
+    vm
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_flow_with_kubectl() {
+    let h = Harness::start("seed").await.unwrap();
+    h.create_source_vm("vm-cirros", "sim-snapshot").unwrap();
+    let source: Value =
+        serde_json::to_value(h.api::<VirtualMachine>().get("vm-cirros").await.unwrap()).unwrap();
+
+    h.kubectl(&["create", "-f", "-"], Some(&seed_clone_manifest()))
+        .unwrap();
+    h.kubectl_wait_ready("vmclone", "testclone").unwrap();
+    let target = target_json(&h, "vm-clone-target");
+
+    // Identity: MACs, serial, UUID.
+    let ifaces = &target["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"];
+    assert_eq!(ifaces[0]["name"], "default");
+    assert!(
+        ifaces[0].get("macAddress").is_none(),
+        "unlisted interface kept its MAC: {ifaces}"
+    );
+    assert_eq!(ifaces[1]["name"], "interfaceName");
+    assert_eq!(ifaces[1]["macAddress"], "00-11-22-33-44-55");
+    let firmware = &target["spec"]["template"]["spec"]["domain"]["firmware"];
+    assert_eq!(firmware["serial"], "new-serial");
+    let uuid = firmware["uuid"].as_str().unwrap();
+    assert_ne!(
+        uuid,
+        source["spec"]["template"]["spec"]["domain"]["firmware"]["uuid"]
+            .as_str()
+            .unwrap()
+    );
+    assert_eq!(uuid.len(), 36, "{uuid}");
+
+    // Filters: labels ["*", "!somekey/*"], annotations ["anotherkey/*"], same for the template.
+    let labels = target["metadata"]["labels"].as_object().unwrap();
+    assert!(
+        labels.contains_key("app") && labels.contains_key("kubevirt.io/vm"),
+        "{labels:?}"
+    );
+    assert!(!labels.contains_key("somekey/owner"), "{labels:?}");
+    let annotations = target["metadata"]["annotations"].as_object().unwrap();
+    assert_eq!(annotations.get("anotherkey/keep"), Some(&json!("yes")));
+    assert!(!annotations.contains_key("description"), "{annotations:?}");
+    assert!(annotations.contains_key("restore.kubevirt.io/lastRestoreUID"));
+    let tlabels = target["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .unwrap();
+    assert!(
+        tlabels.contains_key("app") && !tlabels.contains_key("somekey/template"),
+        "{tlabels:?}"
+    );
+    let tannotations = target["spec"]["template"]["metadata"]["annotations"]
+        .as_object()
+        .unwrap();
+    assert_eq!(tannotations.get("anotherkey/template"), Some(&json!("yes")));
+    assert!(
+        !tannotations.contains_key("ovn.kubernetes.io/ip_address"),
+        "{tannotations:?}"
+    );
+
+    // Everything else equals the source (volumes point to the restored claim).
+    let strip = |vm: &Value| {
+        let mut spec = vm["spec"].clone();
+        let t = &mut spec["template"];
+        t.as_object_mut().unwrap().remove("metadata");
+        let domain = &mut t["spec"]["domain"];
+        domain.as_object_mut().unwrap().remove("firmware");
+        for iface in domain["devices"]["interfaces"].as_array_mut().unwrap() {
+            iface.as_object_mut().unwrap().remove("macAddress");
+        }
+        t["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] = json!("<restored>");
+        spec
+    };
+    assert_eq!(strip(&target), strip(&source));
+    assert_ne!(
+        target["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        source["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+    );
+
+    // Afterwards: names cleared, temporary objects gone, events once each.
+    h.wait_event("testclone", "PVCBound").await.unwrap();
+    let done: VirtualMachineClone =
+        wait_for("status names cleared", common::CLONE_TIMEOUT, || async {
+            let c = h.api::<VirtualMachineClone>().get("testclone").await?;
+            let s = c.status.clone().unwrap_or_default();
+            anyhow::ensure!(
+                s.snapshot_name.is_none() && s.restore_name.is_none(),
+                "{s:?}"
+            );
+            Ok(c)
+        })
+        .await
+        .unwrap();
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, ClonePhase::Succeeded);
+    assert_eq!(status.target_name.as_deref(), Some("vm-clone-target"));
+    assert!(status.creation_time.is_some());
+    let (snaps, restores, _) =
+        wait_for("temporary objects gone", common::CLONE_TIMEOUT, || async {
+            let inv = h.inventory().await?;
+            anyhow::ensure!(inv.0.is_empty() && inv.1.is_empty(), "{inv:?}");
+            Ok(inv)
+        })
+        .await
+        .unwrap();
+    assert!(snaps.is_empty() && restores.is_empty());
+    let events = h.events("testclone").await.unwrap();
+    for reason in [
+        "SnapshotCreated",
+        "SnapshotReady",
+        "RestoreCreated",
+        "RestoreReady",
+        "TargetVMCreated",
+        "PVCBound",
+    ] {
+        assert_eq!(count(&events, reason), 1, "{reason} in {events:?}");
+    }
+    assert!(events.iter().all(|e| e.0 == "Normal"), "{events:?}");
+    // The source is untouched.
+    let after: Value =
+        serde_json::to_value(h.api::<VirtualMachine>().get("vm-cirros").await.unwrap()).unwrap();
+    assert_eq!(after["spec"], source["spec"]);
+    assert_eq!(after["metadata"]["labels"], source["metadata"]["labels"]);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_image_five_clones() {
+    let h = Harness::start("golden").await.unwrap();
+    h.create_source_vm("golden-vm", "sim-snapshot").unwrap();
+    h.apply(
+        &json!({"apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
+                "metadata": {"name": "golden"},
+                "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "golden-vm"}}})
+        .to_string(),
+    )
+    .unwrap();
+    let snapshots = h.api::<VirtualMachineSnapshot>();
+    let golden = wait_for("golden snapshot ready", common::CLONE_TIMEOUT, || async {
+        let s = snapshots.get("golden").await?;
+        anyhow::ensure!(
+            s.status.as_ref().is_some_and(|s| s.is_ready()),
+            "{:?}",
+            s.status
+        );
+        Ok(s)
+    })
+    .await
+    .unwrap();
+    h.api::<VirtualMachine>()
+        .delete("golden-vm", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    for i in 0..5 {
+        h.kubectl(
+            &["create", "-f", "-"],
+            Some(&clone_manifest(
+                &format!("golden-{i}"),
+                "VirtualMachineSnapshot",
+                "golden",
+                None,
+                json!({}),
+            )),
+        )
+        .unwrap();
+    }
+    let mut targets = BTreeSet::new();
+    let mut uuids = BTreeSet::new();
+    let mut serials = BTreeSet::new();
+    for i in 0..5 {
+        let c = h
+            .wait_phase(&format!("golden-{i}"), ClonePhase::Succeeded)
+            .await
+            .unwrap();
+        let target = c.status.unwrap().target_name.unwrap();
+        let vm = target_json(&h, &target);
+        uuids.insert(
+            vm["spec"]["template"]["spec"]["domain"]["firmware"]["uuid"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        serials.insert(
+            vm["spec"]["template"]["spec"]["domain"]["firmware"]["serial"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        targets.insert(target);
+    }
+    assert_eq!(targets.len(), 5, "{targets:?}");
+    assert_eq!(uuids.len(), 5, "{uuids:?}");
+    assert_eq!(serials.len(), 5, "{serials:?}");
+    let after = snapshots.get("golden").await.unwrap();
+    assert_eq!(after.metadata.uid, golden.metadata.uid);
+    assert_eq!(
+        after.metadata.resource_version, golden.metadata.resource_version,
+        "the golden snapshot changed"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_vm_is_never_touched() {
+    let h = Harness::start("exists").await.unwrap();
+    h.create_source_vm("vm-a", "sim-snapshot").unwrap();
+    h.create_source_vm("vm-b", "sim-snapshot").unwrap();
+    // Let KubeVirt (the sim) finish writing vm-b's status first: only the clone must leave it be.
+    let vms = h.api::<VirtualMachine>();
+    let before = wait_for("vm-b's status written", common::CLONE_TIMEOUT, || async {
+        let vm = vms.get("vm-b").await?;
+        let statuses = vm
+            .status
+            .as_ref()
+            .and_then(|s| s.volume_snapshot_statuses.clone());
+        anyhow::ensure!(statuses.is_some_and(|s| !s.is_empty()), "{:?}", vm.status);
+        Ok(vm)
+    })
+    .await
+    .unwrap();
+    h.kubectl(
+        &["create", "-f", "-"],
+        Some(&clone_manifest(
+            "c",
+            "VirtualMachine",
+            "vm-a",
+            Some("vm-b"),
+            json!({}),
+        )),
+    )
+    .unwrap();
+    let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
+    let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
+    assert_eq!(ready.reason.as_deref(), Some("TargetExists"));
+    assert_eq!(
+        ready.message.as_deref(),
+        Some(format!("target VirtualMachine {}/vm-b already exists", h.ns).as_str())
+    );
+    let events = h.events("c").await.unwrap();
+    assert_eq!(count(&events, "TargetExists"), 1, "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.0 == "Warning" && e.1 == "TargetExists")
+    );
+    let after = h.api::<VirtualMachine>().get("vm-b").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "vm-b was modified"
+    );
+    let (snaps, restores, _) = h.inventory().await.unwrap();
+    assert!(
+        snaps.is_empty() && restores.is_empty(),
+        "{snaps:?} {restores:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clones_racing_for_one_target() {
+    let h = Harness::start("race").await.unwrap();
+    h.create_source_vm("vm-a", "sim-snapshot").unwrap();
+    let both = common::list(&[
+        clone_manifest("first", "VirtualMachine", "vm-a", Some("shared"), json!({})),
+        clone_manifest(
+            "second",
+            "VirtualMachine",
+            "vm-a",
+            Some("shared"),
+            json!({}),
+        ),
+    ]);
+    h.kubectl(&["create", "-f", "-"], Some(&both)).unwrap();
+    let api = h.api::<VirtualMachineClone>();
+    let phases = wait_for("both clones terminal", common::CLONE_TIMEOUT, || async {
+        let mut phases = Vec::new();
+        for name in ["first", "second"] {
+            let c = api.get(name).await?;
+            phases.push(c.status.map(|s| s.phase).unwrap_or_default());
+        }
+        anyhow::ensure!(phases.iter().all(|p| p.is_terminal()), "{phases:?}");
+        Ok(phases)
+    })
+    .await
+    .unwrap();
+    let succeeded = phases
+        .iter()
+        .filter(|p| **p == ClonePhase::Succeeded)
+        .count();
+    let failed = phases.iter().filter(|p| **p == ClonePhase::Failed).count();
+    assert_eq!((succeeded, failed), (1, 1), "{phases:?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_waits_for_its_source_and_warns_once() {
+    let h = Harness::start("nosource").await.unwrap();
+    h.kubectl(
+        &["create", "-f", "-"],
+        Some(&clone_manifest(
+            "c",
+            "VirtualMachine",
+            "late-vm",
+            Some("t"),
+            json!({}),
+        )),
+    )
+    .unwrap();
+    let c = h
+        .wait_ready_reason("c", "SourceDoesNotExist")
+        .await
+        .unwrap();
+    let status = c.status.unwrap();
+    assert_eq!(status.phase, ClonePhase::Unset);
+    assert_eq!(status.target_name.as_deref(), Some("t"));
+    assert_eq!(
+        status
+            .condition("Progressing")
+            .and_then(|c| c.reason.clone())
+            .as_deref(),
+        Some("Pending")
+    );
+    let message = format!("Source doesnt exist: VirtualMachine {}/late-vm", h.ns);
+    assert_eq!(
+        status.condition("Ready").and_then(|c| c.message.clone()),
+        Some(message)
+    );
+    h.create_source_vm("late-vm", "sim-snapshot").unwrap();
+    h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
+    let events = h.events("c").await.unwrap();
+    assert_eq!(count(&events, "SourceDoesNotExist"), 1, "{events:?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_without_snapshot_support_hold_the_clone() {
+    let h = Harness::start("nosnap").await.unwrap();
+    h.create_source_vm("vm", "sim-nosnapshot").unwrap();
+    h.kubectl(
+        &["create", "-f", "-"],
+        Some(&clone_manifest(
+            "c",
+            "VirtualMachine",
+            "vm",
+            Some("t"),
+            json!({}),
+        )),
+    )
+    .unwrap();
+    let c = h
+        .wait_ready_reason("c", "VMVolumeSnapshotsInvalid")
+        .await
+        .unwrap();
+    let status = c.status.unwrap();
+    assert_eq!(status.phase, ClonePhase::Unset);
+    assert_eq!(
+        status
+            .condition("Ready")
+            .and_then(|c| c.message.clone())
+            .as_deref(),
+        Some("Virtual Machine volume root does not support snapshots")
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_with_backend_storage_fails() {
+    let h = Harness::start("tpm").await.unwrap();
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.kubectl(
+        &[
+            "patch",
+            "vm",
+            "vm",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"template":{"spec":{"domain":{"devices":{"tpm":{"persistent":true}}}}}}}"#,
+        ],
+        None,
+    )
+    .unwrap();
+    h.kubectl(
+        &["create", "-f", "-"],
+        Some(&clone_manifest(
+            "c",
+            "VirtualMachine",
+            "vm",
+            Some("t"),
+            json!({}),
+        )),
+    )
+    .unwrap();
+    let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
+    let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
+    assert_eq!(
+        ready.reason.as_deref(),
+        Some("SourceVMWithBackendStorageInvalid")
+    );
+    assert_eq!(
+        ready.message,
+        Some(format!(
+            "Clone of source with backendstorage is not supported: VM {}/vm",
+            h.ns
+        ))
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_snapshot_fails_the_clone() {
+    let h = Harness::start("snapfail").await.unwrap();
+    h.annotate_namespace(kubevirt_sim::names::FAIL_SNAPSHOT_ANNOTATION, "true")
+        .unwrap();
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.kubectl(
+        &["create", "-f", "-"],
+        Some(&clone_manifest(
+            "c",
+            "VirtualMachine",
+            "vm",
+            Some("t"),
+            json!({}),
+        )),
+    )
+    .unwrap();
+    let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
+    let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
+    assert_eq!(ready.reason.as_deref(), Some("SnapshotFailed"));
+    assert!(
+        ready
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("failed"),
+        "{ready:?}"
+    );
+    let events = h.events("c").await.unwrap();
+    assert_eq!(count(&events, "SnapshotFailed"), 1, "{events:?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_restore_fails_the_clone_and_never_succeeds() {
+    let h = Harness::start("restorefail").await.unwrap();
+    h.annotate_namespace(kubevirt_sim::names::FAIL_RESTORE_ANNOTATION, "true")
+        .unwrap();
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.kubectl(
+        &["create", "-f", "-"],
+        Some(&clone_manifest(
+            "c",
+            "VirtualMachine",
+            "vm",
+            Some("t"),
+            json!({}),
+        )),
+    )
+    .unwrap();
+    let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
+    let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
+    assert_eq!(ready.reason.as_deref(), Some("RestoreFailed"), "{ready:?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_restore_fails_the_clone_with_the_servers_message() {
+    let h = Harness::start("restorereject").await.unwrap();
+    kubevirt_sim::reject_restores_in(h.client.clone(), &h.ns, "restores are refused here")
+        .await
+        .unwrap();
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.kubectl(
+        &["create", "-f", "-"],
+        Some(&clone_manifest(
+            "c",
+            "VirtualMachine",
+            "vm",
+            Some("t"),
+            json!({}),
+        )),
+    )
+    .unwrap();
+    let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
+    let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
+    assert_eq!(
+        ready.reason.as_deref(),
+        Some("RestoreCreationFailed"),
+        "{ready:?}"
+    );
+    assert!(
+        ready
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("restores are refused here"),
+        "{ready:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_target_deletes_the_clone() {
+    let h = Harness::start("deltarget").await.unwrap();
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.kubectl(
+        &["create", "-f", "-"],
+        Some(&clone_manifest(
+            "c",
+            "VirtualMachine",
+            "vm",
+            Some("t"),
+            json!({}),
+        )),
+    )
+    .unwrap();
+    h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
+    h.api::<VirtualMachine>()
+        .delete("t", &DeleteParams::default())
+        .await
+        .unwrap();
+    let clones = h.api::<VirtualMachineClone>();
+    wait_for(
+        "clone deleted after its target",
+        common::CLONE_TIMEOUT,
+        || async {
+            anyhow::ensure!(clones.get_opt("c").await?.is_none(), "still there");
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        h.api::<VirtualMachine>()
+            .get_opt("vm")
+            .await
+            .unwrap()
+            .is_some(),
+        "the source was deleted"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_clone_midway_leaves_no_temporary_objects() {
+    let h = Harness::start("delclone").await.unwrap();
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    // Delete the clone as soon as its temporary snapshot exists.
+    h.kubectl(
+        &["create", "-f", "-"],
+        Some(&clone_manifest(
+            "c",
+            "VirtualMachine",
+            "vm",
+            Some("t"),
+            json!({}),
+        )),
+    )
+    .unwrap();
+    let snaps = h.api::<VirtualMachineSnapshot>();
+    wait_for("temp snapshot created", common::CLONE_TIMEOUT, || async {
+        anyhow::ensure!(
+            !snaps
+                .list_metadata(&Default::default())
+                .await?
+                .items
+                .is_empty(),
+            "none yet"
+        );
+        Ok(())
+    })
+    .await
+    .unwrap();
+    h.api::<VirtualMachineClone>()
+        .delete("c", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        "garbage collector removes temp objects",
+        common::CLONE_TIMEOUT,
+        || async {
+            let inv = h.inventory().await?;
+            anyhow::ensure!(inv.0.is_empty() && inv.1.is_empty(), "{inv:?}");
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        h.api::<VirtualMachine>()
+            .get_opt("vm")
+            .await
+            .unwrap()
+            .is_some(),
+        "the source was deleted"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wffc_storage_cleans_up_when_the_target_starts() {
+    let h = Harness::start("wffc").await.unwrap();
+    h.create_source_vm("vm", "sim-wffc").unwrap();
+    // A WaitForFirstConsumer source PVC binds only when a consumer runs: start and stop the
+    // source once so it can be snapshotted.
+    h.kubectl(
+        &[
+            "patch",
+            "vm",
+            "vm",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"runStrategy":"Always"}}"#,
+        ],
+        None,
+    )
+    .unwrap();
+    let pvcs = h.api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>();
+    wait_for("source PVC bound", common::CLONE_TIMEOUT, || async {
+        let p = pvcs.get("vm-root").await?;
+        anyhow::ensure!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"),
+            "{:?}",
+            p.status
+        );
+        Ok(())
+    })
+    .await
+    .unwrap();
+    h.kubectl(
+        &[
+            "patch",
+            "vm",
+            "vm",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"runStrategy":"Halted"}}"#,
+        ],
+        None,
+    )
+    .unwrap();
+    h.kubectl(
+        &["create", "-f", "-"],
+        Some(&clone_manifest(
+            "c",
+            "VirtualMachine",
+            "vm",
+            Some("t"),
+            json!({}),
+        )),
+    )
+    .unwrap();
+    let c = h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
+    let status = c.status.unwrap();
+    assert!(
+        status.restore_name.is_some(),
+        "cleanup ran before the restored PVC was bound"
+    );
+    let (snaps, restores, _) = h.inventory().await.unwrap();
+    assert_eq!((snaps.len(), restores.len()), (1, 1));
+    h.kubectl(
+        &[
+            "patch",
+            "vm",
+            "t",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"runStrategy":"Always"}}"#,
+        ],
+        None,
+    )
+    .unwrap();
+    wait_for(
+        "cleanup after the target started",
+        common::CLONE_TIMEOUT,
+        || async {
+            let inv = h.inventory().await?;
+            anyhow::ensure!(inv.0.is_empty() && inv.1.is_empty(), "{inv:?}");
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    h.wait_event("c", "PVCBound").await.unwrap();
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_midway_completes_after_restart_with_one_of_everything() {
+    let mut h = Harness::without_controller("kill9").await.unwrap();
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.kubectl(
+        &["create", "-f", "-"],
+        Some(&clone_manifest(
+            "c",
+            "VirtualMachine",
+            "vm",
+            Some("t"),
+            json!({}),
+        )),
+    )
+    .unwrap();
+    let mut child = h.spawn_controller_process().unwrap();
+    let snaps = h.api::<VirtualMachineSnapshot>();
+    wait_for(
+        "the controller started the clone",
+        common::CLONE_TIMEOUT,
+        || async {
+            anyhow::ensure!(
+                !snaps
+                    .list_metadata(&Default::default())
+                    .await?
+                    .items
+                    .is_empty(),
+                "no snapshot yet"
+            );
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let mut child = h.spawn_controller_process().unwrap();
+    h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
+    let vms: Api<VirtualMachine> = h.api();
+    let targets: Vec<_> = vms
+        .list_metadata(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|v| v.metadata.name.as_deref() != Some("vm"))
+        .collect();
+    assert_eq!(targets.len(), 1, "{targets:?}");
+    let events = h.events("c").await.unwrap();
+    // A kill between a creation and its event may lose the event; it never duplicates it.
+    assert!(count(&events, "SnapshotCreated") <= 1, "{events:?}");
+    assert!(count(&events, "RestoreCreated") <= 1, "{events:?}");
+    assert_eq!(count(&events, "TargetVMCreated"), 1, "{events:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    h.stop_controller().await;
+    h.stop().await;
+}
