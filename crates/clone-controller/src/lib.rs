@@ -4,12 +4,14 @@
 //! Every Kubernetes call of the product lives in this crate:
 //! - [`run`] wires the caches, the watches and the controller loop;
 //! - [`reconcile`] is one pass: observe ([`observe`]) → decide → apply → status → events;
+//! - [`index`] finds the clones an object belongs to;
 //! - [`context`] holds what passes share (client, caches, recorder, backoff);
 //! - [`cli`] the binary's flags.
 
 pub mod cli;
 pub mod context;
 pub mod error;
+pub mod index;
 pub mod observe;
 pub mod reconcile;
 pub mod run;

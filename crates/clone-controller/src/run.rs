@@ -16,7 +16,7 @@ use clone_api::kubevirt::{
 use clone_api::names::{self, RESTORE_NAME_ANNOTATION, TEMP_RESTORE_PREFIX};
 use clone_api::v1beta1::VirtualMachineClone;
 use clone_core::decide;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
 use crate::context::{Caches, Config, Context};
+use crate::index::{CloneIndex, Key};
 use crate::reconcile::{error_policy, reconcile};
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -40,19 +41,6 @@ where
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
-}
-
-/// The clones in `store` that match `f`, as references to reconcile.
-fn clones_where(
-    store: &Store<VirtualMachineClone>,
-    f: impl Fn(&VirtualMachineClone) -> bool,
-) -> Vec<ObjectRef<VirtualMachineClone>> {
-    store
-        .state()
-        .iter()
-        .filter(|c| f(c))
-        .map(|c| ObjectRef::from_obj(c.as_ref()))
-        .collect()
 }
 
 /// The clone that controls an object (owner reference of kind `VirtualMachineClone`).
@@ -69,10 +57,6 @@ fn owning_clone<K: Resource>(object: &K) -> Option<ObjectRef<VirtualMachineClone
                 && o.api_version.starts_with(names::GROUP)
         })
         .map(|o| ObjectRef::new(&o.name).within(ns))
-}
-
-fn is_snapshot_source(clone: &VirtualMachineClone) -> bool {
-    clone.spec.source.kind == names::VIRTUAL_MACHINE_SNAPSHOT_KIND
 }
 
 /// A cache fed by a watch; the returned stream must be polled (the controller does).
@@ -109,10 +93,22 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let ns = config.namespace.clone();
     let ns = ns.as_deref();
-    let clones_api: Api<VirtualMachineClone> = api(&client, ns);
-    let controller = Controller::new(clones_api, watcher::Config::default().any_semantic())
+    // Clones: a cache for reconciles and an index for the watches that map back to clones.
+    let (clones, clone_writer) = reflector::store();
+    let index = CloneIndex::default();
+    let clone_stream = {
+        let index = index.clone();
+        watcher(
+            api::<VirtualMachineClone>(&client, ns),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff()
+        .reflect(clone_writer)
+        .inspect_ok(move |event| index.apply(event))
+        .applied_objects()
+    };
+    let controller = Controller::for_stream(clone_stream, clones.clone())
         .with_config(controller::Config::default().concurrency(config.concurrency));
-    let clones = controller.store();
 
     let (snapshots, snapshot_stream) = cached_watch(api::<VirtualMachineSnapshot>(&client, ns));
     let (restores, restore_stream) = cached_watch(api::<VirtualMachineRestore>(&client, ns));
@@ -146,56 +142,51 @@ pub async fn run(
     let ctx = Arc::new(Context::new(client.clone(), config, caches, recorder));
 
     let by_snapshot = {
-        let clones = clones.clone();
+        let index = index.clone();
         move |snapshot: VirtualMachineSnapshot| {
             let mut refs: Vec<_> = owning_clone(&snapshot).into_iter().collect();
-            let (ns, name) = (snapshot.namespace(), snapshot.name_any());
-            refs.extend(clones_where(&clones, |c| {
-                is_snapshot_source(c) && c.namespace() == ns && c.spec.source.name == name
-            }));
+            let key = Key::SourceSnapshot(
+                snapshot.namespace().unwrap_or_default(),
+                snapshot.name_any(),
+            );
+            refs.extend(index.get(&key));
             refs
         }
     };
     let by_restore = |restore: VirtualMachineRestore| owning_clone(&restore);
     let by_vm = {
-        let clones = clones.clone();
+        let index = index.clone();
         move |vm: PartialObjectMeta<VirtualMachine>| {
-            let (ns, name) = (vm.namespace(), vm.name_any());
-            clones_where(&clones, |c| {
-                c.namespace() == ns
-                    && ((!is_snapshot_source(c) && c.spec.source.name == name)
-                        || decide::target_name(c) == name)
-            })
+            let (ns, name) = (vm.namespace().unwrap_or_default(), vm.name_any());
+            let mut refs = index.get(&Key::SourceVm(ns.clone(), name.clone()));
+            refs.extend(index.get(&Key::Target(ns, name)));
+            refs
         }
     };
     let by_kubevirt = {
         let clones = clones.clone();
-        // Gates changed: wake every clone that has not finished.
+        // Gates changed: wake every clone that has not finished (rare; a scan is fine).
         move |_: KubeVirt| {
-            clones_where(&clones, |c| {
-                !c.status.as_ref().is_some_and(|s| s.phase.is_terminal())
-            })
+            clones
+                .state()
+                .iter()
+                .filter(|c| !c.status.as_ref().is_some_and(|s| s.phase.is_terminal()))
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
         }
     };
     let by_pvc = {
-        let clones = clones.clone();
+        let index = index.clone();
         move |pvc: PartialObjectMeta<PersistentVolumeClaim>| {
-            let restore = pvc.annotations().get(RESTORE_NAME_ANNOTATION).cloned();
-            let ns = pvc.namespace();
-            let uid = restore
-                .as_deref()
+            pvc.annotations()
+                .get(RESTORE_NAME_ANNOTATION)
                 .and_then(|r| r.strip_prefix(TEMP_RESTORE_PREFIX))
-                .map(str::to_owned);
-            match uid {
-                Some(uid) => clones_where(&clones, |c| {
-                    c.namespace() == ns && c.metadata.uid.as_deref() == Some(uid.as_str())
-                }),
-                None => Vec::new(),
-            }
+                .map(|uid| index.get(&Key::Uid(uid.to_owned())))
+                .unwrap_or_default()
         }
     };
     let by_content = {
-        let clones = clones.clone();
+        let index = index.clone();
         let snapshots = snapshots.clone();
         move |content: PartialObjectMeta<VirtualMachineSnapshotContent>| {
             let ns = content.namespace();
@@ -206,10 +197,8 @@ pub async fn run(
                 return Vec::new();
             };
             let mut refs: Vec<_> = owning_clone(snapshot.as_ref()).into_iter().collect();
-            let snapshot_name = snapshot.name_any();
-            refs.extend(clones_where(&clones, |c| {
-                is_snapshot_source(c) && c.namespace() == ns && c.spec.source.name == snapshot_name
-            }));
+            let key = Key::SourceSnapshot(ns.unwrap_or_default(), snapshot.name_any());
+            refs.extend(index.get(&key));
             refs
         }
     };

@@ -774,3 +774,87 @@ async fn a_controller_killed_midway_completes_after_restart_with_one_of_everythi
     h.stop_controller().await;
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temp_snapshot_deleted_midway_fails_the_clone() {
+    let h = Harness::slow("snapdel", std::time::Duration::from_secs(3))
+        .await
+        .unwrap();
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.kubectl(
+        &["create", "-f", "-"],
+        Some(&clone_manifest(
+            "c",
+            "VirtualMachine",
+            "vm",
+            Some("t"),
+            json!({}),
+        )),
+    )
+    .unwrap();
+    let c = h
+        .wait_phase("c", ClonePhase::SnapshotInProgress)
+        .await
+        .unwrap();
+    let snapshot = c.status.unwrap().snapshot_name.unwrap();
+    h.api::<VirtualMachineSnapshot>()
+        .delete(&snapshot, &DeleteParams::default())
+        .await
+        .unwrap();
+    let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
+    let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
+    assert_eq!(ready.reason.as_deref(), Some("SnapshotDeleted"));
+    assert_eq!(
+        ready.message,
+        Some(format!("snapshot {snapshot} does not exist anymore"))
+    );
+    let events = h.events("c").await.unwrap();
+    assert_eq!(count(&events, "SnapshotDeleted"), 1, "{events:?}");
+    assert!(
+        h.api::<VirtualMachine>()
+            .get_opt("t")
+            .await
+            .unwrap()
+            .is_none(),
+        "a target was created"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_may_go_once_the_snapshot_is_ready() {
+    let h = Harness::slow("srcdel", std::time::Duration::from_secs(2))
+        .await
+        .unwrap();
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.kubectl(
+        &["create", "-f", "-"],
+        Some(&clone_manifest(
+            "c",
+            "VirtualMachine",
+            "vm",
+            Some("t"),
+            json!({}),
+        )),
+    )
+    .unwrap();
+    h.wait_phase("c", ClonePhase::RestoreInProgress)
+        .await
+        .unwrap();
+    h.api::<VirtualMachine>()
+        .delete("vm", &DeleteParams::default())
+        .await
+        .unwrap();
+    let c = h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
+    assert_eq!(c.status.unwrap().target_name.as_deref(), Some("t"));
+    assert!(
+        h.api::<VirtualMachine>()
+            .get_opt("t")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let events = h.events("c").await.unwrap();
+    assert_eq!(count(&events, "SourceDoesNotExist"), 0, "{events:?}");
+    h.stop().await;
+}

@@ -66,6 +66,22 @@ impl Harness {
     /// no KubeVirt CR is created). The CR is cluster-wide: use this only in a test binary of its
     /// own (its own control plane).
     pub async fn with_kubevirt(prefix: &str, gates: Option<&[&str]>) -> Result<Harness> {
+        Self::build(prefix, gates, SimConfig::default()).await
+    }
+
+    /// A harness whose sim waits `latency` before each step (to catch a clone midway).
+    pub async fn slow(prefix: &str, latency: Duration) -> Result<Harness> {
+        let mut h = Self::build(
+            prefix,
+            Some(&["Snapshot"]),
+            SimConfig::default().latency(latency),
+        )
+        .await?;
+        h.start_controller();
+        Ok(h)
+    }
+
+    async fn build(prefix: &str, gates: Option<&[&str]>, sim: SimConfig) -> Result<Harness> {
         // Logs of the controller and the sim, when RUST_LOG asks for them.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -78,7 +94,7 @@ impl Harness {
             ensure_kubevirt(&client, gates).await?;
         }
         let ns = env.namespace(prefix).await?;
-        let sim = Sim::start(client.clone(), SimConfig::default().namespace(ns.clone())).await?;
+        let sim = Sim::start(client.clone(), sim.namespace(ns.clone())).await?;
         Ok(Harness {
             env,
             client,

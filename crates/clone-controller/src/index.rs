@@ -1,0 +1,169 @@
+//! An index from the objects a clone refers to (its source VM or snapshot, its target VM, its
+//! UID) to the clones, kept up to date from the clone watch. Watches on VMs, snapshots, PVCs and
+//! contents look clones up here instead of scanning every clone on every event.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use clone_api::names;
+use clone_api::v1beta1::VirtualMachineClone;
+use clone_core::decide;
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+
+/// What a clone is found by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// The source VM `(namespace, name)`.
+    SourceVm(String, String),
+    /// The source snapshot `(namespace, name)`.
+    SourceSnapshot(String, String),
+    /// The target VM `(namespace, name)`.
+    Target(String, String),
+    /// The clone's UID (temporary object names carry it).
+    Uid(String),
+}
+
+/// The keys of one clone.
+pub fn keys(clone: &VirtualMachineClone) -> Vec<Key> {
+    let ns = clone.namespace().unwrap_or_default();
+    let source = &clone.spec.source;
+    let source_ns = source.namespace.clone().unwrap_or_else(|| ns.clone());
+    let mut keys = vec![Key::Target(ns.clone(), decide::target_name(clone))];
+    if source.kind == names::VIRTUAL_MACHINE_SNAPSHOT_KIND {
+        keys.push(Key::SourceSnapshot(source_ns, source.name.clone()));
+    } else {
+        keys.push(Key::SourceVm(source_ns, source.name.clone()));
+    }
+    if let Some(uid) = &clone.metadata.uid {
+        keys.push(Key::Uid(uid.clone()));
+    }
+    keys
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    clones: HashMap<Key, HashSet<ObjectRef<VirtualMachineClone>>>,
+    keys: HashMap<ObjectRef<VirtualMachineClone>, Vec<Key>>,
+}
+
+impl Inner {
+    fn remove(&mut self, clone: &ObjectRef<VirtualMachineClone>) {
+        for key in self.keys.remove(clone).unwrap_or_default() {
+            if let Some(set) = self.clones.get_mut(&key) {
+                set.remove(clone);
+                if set.is_empty() {
+                    self.clones.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, clone: &VirtualMachineClone) {
+        let reference = ObjectRef::from_obj(clone);
+        self.remove(&reference);
+        let keys = keys(clone);
+        for key in &keys {
+            self.clones
+                .entry(key.clone())
+                .or_default()
+                .insert(reference.clone());
+        }
+        self.keys.insert(reference, keys);
+    }
+}
+
+/// The index, shared between the watch that feeds it and the watches that read it.
+#[derive(Debug, Clone, Default)]
+pub struct CloneIndex(Arc<RwLock<Inner>>);
+
+impl CloneIndex {
+    /// Applies one event of the clone watch.
+    pub fn apply(&self, event: &watcher::Event<VirtualMachineClone>) {
+        let Ok(mut inner) = self.0.write() else {
+            return;
+        };
+        match event {
+            // A re-list: start over (a missed trigger in between is caught by the resync).
+            watcher::Event::Init => *inner = Inner::default(),
+            watcher::Event::InitApply(clone) | watcher::Event::Apply(clone) => inner.insert(clone),
+            watcher::Event::Delete(clone) => inner.remove(&ObjectRef::from_obj(clone)),
+            watcher::Event::InitDone => {}
+        }
+    }
+
+    /// The clones found by `key`.
+    pub fn get(&self, key: &Key) -> Vec<ObjectRef<VirtualMachineClone>> {
+        match self.0.read() {
+            Ok(inner) => inner
+                .clones
+                .get(key)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn clone(name: &str, uid: &str, spec: serde_json::Value) -> VirtualMachineClone {
+        serde_json::from_value(json!({
+            "apiVersion": "clone.kubevirt.io/v1beta1", "kind": "VirtualMachineClone",
+            "metadata": {"name": name, "namespace": "ns", "uid": uid},
+            "spec": spec,
+        }))
+        .expect("clone")
+    }
+
+    #[test]
+    fn finds_clones_by_source_target_and_uid_and_forgets_them() {
+        let index = CloneIndex::default();
+        let a = clone(
+            "a",
+            "uid-a",
+            json!({"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "vm"},
+                                          "target": {"name": "t"}}),
+        );
+        let b = clone(
+            "b",
+            "uid-b",
+            json!({"source": {"apiGroup": "snapshot.kubevirt.io", "kind": "VirtualMachineSnapshot", "name": "golden"}}),
+        );
+        index.apply(&watcher::Event::Apply(a.clone()));
+        index.apply(&watcher::Event::Apply(b.clone()));
+        let name = |refs: Vec<ObjectRef<VirtualMachineClone>>| {
+            refs.into_iter().map(|r| r.name).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            name(index.get(&Key::SourceVm("ns".into(), "vm".into()))),
+            vec!["a"]
+        );
+        assert_eq!(
+            name(index.get(&Key::Target("ns".into(), "t".into()))),
+            vec!["a"]
+        );
+        assert_eq!(
+            name(index.get(&Key::SourceSnapshot("ns".into(), "golden".into()))),
+            vec!["b"]
+        );
+        assert_eq!(name(index.get(&Key::Uid("uid-b".into()))), vec!["b"]);
+        assert!(
+            index
+                .get(&Key::SourceVm("other".into(), "vm".into()))
+                .is_empty()
+        );
+        index.apply(&watcher::Event::Delete(a));
+        assert!(
+            index
+                .get(&Key::SourceVm("ns".into(), "vm".into()))
+                .is_empty()
+        );
+        index.apply(&watcher::Event::Init);
+        assert!(index.get(&Key::Uid("uid-b".into())).is_empty());
+    }
+}
