@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod control_plane;
+mod demo;
 mod gen_crds;
 
 #[derive(Debug, Parser)]
@@ -21,11 +22,14 @@ enum Command {
     GenCrds(gen_crds::Args),
     /// Build (or find) the control-plane binaries and print where they are; `--run` starts one.
     ControlPlane(control_plane::Args),
+    /// Clone a VM on the local testbed, as the KubeVirt user guide does, and show the result.
+    Demo(demo::Args),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::GenCrds(args) => gen_crds::run(args),
         Command::ControlPlane(args) => control_plane::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }

@@ -47,6 +47,12 @@ pub struct Args {
     /// Elect a leader through a Lease, for running two or more replicas.
     #[arg(long, env = "VMCLONE_LEADER_ELECT", default_value_t = false)]
     pub leader_elect: bool,
+    /// Namespace of the leader-election Lease (the controller's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "vmclone-system")]
+    pub leader_election_namespace: String,
+    /// Seconds a leader's Lease lasts without renewal (a dead leader is replaced after this).
+    #[arg(long, env = "VMCLONE_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
     /// Log format (the level comes from RUST_LOG).
     #[arg(long, env = "VMCLONE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

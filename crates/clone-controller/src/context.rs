@@ -26,6 +26,8 @@ pub struct Config {
     pub gate_mode: GateMode,
     /// This instance's name in events (the pod name when running several replicas).
     pub instance: Option<String>,
+    /// Lease-based leader election (`None`: this instance always reconciles).
+    pub leader_election: Option<crate::leader::LeaderElection>,
 }
 
 impl Default for Config {
@@ -35,6 +37,7 @@ impl Default for Config {
             concurrency: 16,
             gate_mode: GateMode::Listed,
             instance: None,
+            leader_election: None,
         }
     }
 }
@@ -52,22 +55,47 @@ pub struct Caches {
     pub vms: Store<PartialObjectMeta<VirtualMachine>>,
     /// The `KubeVirt` CRs (feature gates).
     pub kubevirts: Store<KubeVirt>,
+    /// One signal per cache: true once it holds its first full list.
+    pub synced: Vec<Synced>,
 }
 
 impl Caches {
     /// Waits until every cache holds its first full list.
     pub async fn ready(&self) {
-        // Errors mean the writer is gone, i.e. the controller is shutting down.
-        let _ = self.clones.wait_until_ready().await;
-        tracing::trace!("clones cache ready");
-        let _ = self.snapshots.wait_until_ready().await;
-        tracing::trace!("snapshots cache ready");
-        let _ = self.restores.wait_until_ready().await;
-        tracing::trace!("restores cache ready");
-        let _ = self.vms.wait_until_ready().await;
-        tracing::trace!("vms cache ready");
-        let _ = self.kubevirts.wait_until_ready().await;
-        tracing::trace!("kubevirts cache ready");
+        for synced in &self.synced {
+            synced.wait().await;
+        }
+    }
+}
+
+/// Whether a watch-fed cache has received its first full list.
+///
+/// `Store::wait_until_ready` is not used for this: it wakes only the most recent of several
+/// concurrent waiters (a oneshot receiver behind a mutex), so a second waiter could sleep forever
+/// or steal the wake-up from the controller's own runner. A watch channel wakes every waiter.
+#[derive(Debug, Clone)]
+pub struct Synced(tokio::sync::watch::Receiver<bool>);
+
+impl Synced {
+    /// A signal, and the function to feed every watch event to (it flips on the first
+    /// `InitDone`).
+    pub fn new<K>() -> (
+        Synced,
+        impl Fn(&kube::runtime::watcher::Event<K>) + Send + Sync + 'static,
+    ) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let mark = move |event: &kube::runtime::watcher::Event<K>| {
+            if matches!(event, kube::runtime::watcher::Event::InitDone) {
+                tx.send_if_modified(|synced| !std::mem::replace(synced, true));
+            }
+        };
+        (Synced(rx), mark)
+    }
+
+    /// Waits until synced (returns at once if the watch is gone: the controller is stopping).
+    pub async fn wait(&self) {
+        let mut rx = self.0.clone();
+        let _ = rx.wait_for(|synced| *synced).await;
     }
 }
 
@@ -81,6 +109,10 @@ pub struct Context {
     pub caches: Caches,
     /// Publishes events (events.k8s.io, with series de-duplication).
     pub recorder: Recorder,
+    /// Metrics and readiness.
+    pub telemetry: crate::telemetry::Telemetry,
+    /// Whether this replica may reconcile.
+    pub leadership: crate::leader::Leadership,
     backoff: Mutex<HashMap<ObjectRef<VirtualMachineClone>, u32>>,
 }
 
@@ -94,12 +126,21 @@ impl std::fmt::Debug for Context {
 
 impl Context {
     /// A context over these caches.
-    pub fn new(client: Client, config: Config, caches: Caches, recorder: Recorder) -> Self {
+    pub fn new(
+        client: Client,
+        config: Config,
+        caches: Caches,
+        recorder: Recorder,
+        telemetry: crate::telemetry::Telemetry,
+        leadership: crate::leader::Leadership,
+    ) -> Self {
         Context {
             client,
             config,
             caches,
             recorder,
+            telemetry,
+            leadership,
             backoff: Mutex::default(),
         }
     }

@@ -56,6 +56,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// The API verb that failed (metrics), if an API call failed.
+    pub fn verb(&self) -> Option<&'static str> {
+        match self {
+            Error::Read { .. } => Some("get"),
+            Error::Create { .. } | Error::Publish { .. } => Some("create"),
+            Error::Delete { .. } => Some("delete"),
+            Error::WriteStatus { .. } => Some("patch"),
+            Error::Incomplete(_) => None,
+        }
+    }
+
     /// A short stable label (metrics, logs).
     pub fn label(&self) -> &'static str {
         match self {

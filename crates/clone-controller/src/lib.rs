@@ -6,15 +6,18 @@
 //! - [`reconcile`] is one pass: observe ([`observe`]) → decide → apply → status → events;
 //! - [`index`] finds the clones an object belongs to;
 //! - [`context`] holds what passes share (client, caches, recorder, backoff);
+//! - [`telemetry`] metrics and health, [`leader`] leader election;
 //! - [`cli`] the binary's flags.
 
 pub mod cli;
 pub mod context;
 pub mod error;
 pub mod index;
+pub mod leader;
 pub mod observe;
 pub mod reconcile;
 pub mod run;
+pub mod telemetry;
 
 pub use context::Config;
-pub use run::run;
+pub use run::{run, run_with};

@@ -1,11 +1,15 @@
-//! The controller binary: parse flags, set up logging, connect, check the CRDs, run until
-//! SIGTERM or Ctrl-C.
+//! The controller binary: parse flags, set up logging, connect, check the CRDs, serve metrics
+//! and health, elect a leader if asked, run until SIGTERM or Ctrl-C.
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use clone_api::kubevirt::VirtualMachineSnapshot;
 use clone_api::v1beta1::VirtualMachineClone;
+use std::time::Duration;
+
 use clone_controller::cli::{Args, LogFormat, SnapshotGate};
+use clone_controller::leader::LeaderElection;
+use clone_controller::telemetry::{Telemetry, health_router, metrics_router, serve};
 use clone_core::decide::GateMode;
 use kube::api::{Api, ListParams};
 
@@ -83,6 +87,8 @@ async fn main() -> anyhow::Result<()> {
     init_logging(args.log_format);
     let client = client(&args).await?;
     check_crds(&client).await?;
+    // The pod name identifies this replica in events and in the Lease.
+    let identity = std::env::var("POD_NAME").ok();
     let config = clone_controller::Config {
         namespace: args.namespace.clone(),
         concurrency: args.concurrency,
@@ -90,8 +96,24 @@ async fn main() -> anyhow::Result<()> {
             SnapshotGate::Listed => GateMode::Listed,
             SnapshotGate::DefaultOn => GateMode::DefaultOn,
         },
-        instance: std::env::var("POD_NAME").ok(),
+        instance: identity.clone(),
+        leader_election: args.leader_elect.then(|| LeaderElection {
+            namespace: args.leader_election_namespace.clone(),
+            lease_name: "vmclone-controller".into(),
+            identity: identity.unwrap_or_else(|| {
+                let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "clone-controller".into());
+                format!("{host}-{}", std::process::id())
+            }),
+            lease_duration: Duration::from_secs(args.lease_duration_seconds),
+        }),
     };
-    tracing::info!(?config, "clone-controller starting");
-    clone_controller::run(client, config, shutdown_signal()).await
+    let telemetry = Telemetry::default();
+    let metrics = serve(args.metrics_addr, metrics_router(telemetry.clone()))
+        .await
+        .with_context(|| format!("serving metrics on {}", args.metrics_addr))?;
+    let health = serve(args.health_addr, health_router(telemetry.clone()))
+        .await
+        .with_context(|| format!("serving health on {}", args.health_addr))?;
+    tracing::info!(%metrics, %health, ?config, "clone-controller starting");
+    clone_controller::run_with(client, config, telemetry, shutdown_signal()).await
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clone_api::kubevirt::{VirtualMachineRestore, VirtualMachineSnapshot};
 use clone_api::names::FIELD_MANAGER;
-use clone_api::v1beta1::VirtualMachineClone;
+use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
 use clone_core::decide::{Child, CreateRejection, Observed};
 use clone_core::status::status_changed;
 use clone_core::{Action, Decision, decide};
@@ -53,34 +53,55 @@ fn observed<'a>(clone: &'a VirtualMachineClone, world: &'a World, now: Time) -> 
     }
 }
 
-/// Reconciles one clone.
+/// Reconciles one clone (on the leader; a standby replica does nothing).
 pub async fn reconcile(clone: Arc<VirtualMachineClone>, ctx: Arc<Context>) -> Result<Requeue> {
-    debug!(clone = %clone.name_any(), "waiting for caches");
+    if !ctx.leadership.is_leader() {
+        // Becoming leader reconciles every clone (see `leader::on_acquired`).
+        return Ok(Requeue::await_change());
+    }
+    let started = std::time::Instant::now();
+    let result = reconcile_clone(&clone, &ctx).await;
+    let metrics = &ctx.telemetry.metrics;
+    metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        metrics
+            .reconciles
+            .get_or_create(&crate::telemetry::ResultLabel {
+                result: "ok".into(),
+            })
+            .inc();
+    }
+    result
+}
+
+async fn reconcile_clone(clone: &Arc<VirtualMachineClone>, ctx: &Arc<Context>) -> Result<Requeue> {
     ctx.caches.ready().await;
-    debug!(clone = %clone.name_any(), "caches ready");
     let ns = clone
         .namespace()
         .ok_or_else(|| Error::Incomplete(format!("clone {} has no namespace", clone.name_any())))?;
-    let world = observe(&ctx, &clone).await?;
+    let world = observe(ctx, clone).await?;
     let now = Time(jiff::Timestamp::now());
-    let mut decision = decide(&observed(&clone, &world, now.clone()));
+    let mut decision = decide(&observed(clone, &world, now.clone()));
     debug!(clone = %clone.name_any(), ns, action = ?action_name(&decision.action), "decided");
 
-    if let Some(rejection) = execute(&ctx, &clone, &ns, &decision.action).await? {
-        let mut observation = observed(&clone, &world, now);
+    if let Some(rejection) = execute(ctx, clone, &ns, &decision.action).await? {
+        let mut observation = observed(clone, &world, now);
         observation.rejection = Some(rejection);
         decision = decide(&observation);
         // The second decision never creates what was just refused.
-        execute(&ctx, &clone, &ns, &decision.action).await?;
+        execute(ctx, clone, &ns, &decision.action).await?;
     }
     if decision.action == Action::DeleteClone {
         // The clone is gone; there is no status to write.
-        publish(&ctx, &clone, &decision).await;
+        publish(ctx, clone, &decision).await;
         return Ok(Requeue::await_change());
     }
-    write_status(&ctx, &clone, &ns, &decision).await?;
-    publish(&ctx, &clone, &decision).await;
+    write_status(ctx, clone, &ns, &decision).await?;
+    publish(ctx, clone, &decision).await;
     ctx.reset_backoff(&ObjectRef::from_obj(clone.as_ref()));
+    record_success(ctx, clone, &decision);
 
     Ok(
         if decision.status.phase.is_terminal() && decision.status.restore_name.is_none() {
@@ -91,8 +112,38 @@ pub async fn reconcile(clone: Arc<VirtualMachineClone>, ctx: Arc<Context>) -> Re
     )
 }
 
+/// Observes the clone's duration when this pass made it succeed.
+fn record_success(ctx: &Context, clone: &VirtualMachineClone, decision: &Decision) {
+    let was = clone.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    if was == ClonePhase::Succeeded || decision.status.phase != ClonePhase::Succeeded {
+        return;
+    }
+    if let Some(created) = &clone.metadata.creation_timestamp {
+        let seconds = jiff::Timestamp::now()
+            .duration_since(created.0)
+            .as_secs_f64();
+        ctx.telemetry
+            .metrics
+            .clone_duration
+            .observe(seconds.max(0.0));
+    }
+}
+
 /// What to do after a failed reconcile: retry this clone with its own exponential backoff.
 pub fn error_policy(clone: Arc<VirtualMachineClone>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    let metrics = &ctx.telemetry.metrics;
+    metrics
+        .reconciles
+        .get_or_create(&crate::telemetry::ResultLabel {
+            result: error.label().into(),
+        })
+        .inc();
+    if let Some(verb) = error.verb() {
+        metrics
+            .api_errors
+            .get_or_create(&crate::telemetry::VerbLabel { verb: verb.into() })
+            .inc();
+    }
     let delay = ctx.next_backoff(ObjectRef::from_obj(clone.as_ref()));
     warn!(clone = %clone.name_any(), ns = ?clone.namespace(), error = %error, kind = error.label(), retry_in = ?delay, "reconcile failed");
     Requeue::requeue(delay)

@@ -8,6 +8,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a graceful shutdown may take before the controller stops anyway.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 use clone_api::kubevirt::{
     KubeVirt, VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot,
@@ -28,9 +32,11 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
-use crate::context::{Caches, Config, Context};
+use crate::context::{Caches, Config, Context, Synced};
 use crate::index::{CloneIndex, Key};
+use crate::leader::{self, Leadership};
 use crate::reconcile::{error_policy, reconcile};
+use crate::telemetry::Telemetry;
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -59,11 +65,13 @@ fn owning_clone<K: Resource>(object: &K) -> Option<ObjectRef<VirtualMachineClone
         .map(|o| ObjectRef::new(&o.name).within(ns))
 }
 
-/// A cache fed by a watch; the returned stream must be polled (the controller does).
+/// A cache fed by a watch, and a signal that turns true once the cache holds its first full
+/// list. The returned stream must be polled (the controller does).
 fn cached_watch<K>(
     api: Api<K>,
 ) -> (
     Store<K>,
+    Synced,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
@@ -76,13 +84,13 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default().any_semantic()),
-    )
-    .default_backoff()
-    .touched_objects();
-    (reader, stream)
+    let (synced, mark) = Synced::new();
+    let stream = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .inspect_ok(move |event| mark(event))
+        .touched_objects();
+    (reader, synced, stream)
 }
 
 /// Runs the controller until `shutdown` completes; in-flight reconciles finish first.
@@ -91,11 +99,29 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
+    run_with(client, config, Telemetry::default(), shutdown).await
+}
+
+/// [`run`], reporting metrics and readiness through `telemetry` (served by the binary).
+pub async fn run_with(
+    client: Client,
+    config: Config,
+    telemetry: Telemetry,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let (leadership, election) = match &config.leader_election {
+        Some(election) => {
+            let (leadership, running) = leader::elect(client.clone(), election).await?;
+            (leadership, Some(running))
+        }
+        None => (Leadership::always(), None),
+    };
     let ns = config.namespace.clone();
     let ns = ns.as_deref();
     // Clones: a cache for reconciles and an index for the watches that map back to clones.
     let (clones, clone_writer) = reflector::store();
     let index = CloneIndex::default();
+    let (clones_synced, mark_clones) = Synced::new();
     let clone_stream = {
         let index = index.clone();
         watcher(
@@ -104,16 +130,23 @@ pub async fn run(
         )
         .default_backoff()
         .reflect(clone_writer)
-        .inspect_ok(move |event| index.apply(event))
+        .inspect_ok(move |event| {
+            index.apply(event);
+            mark_clones(event);
+        })
         .applied_objects()
     };
     let controller = Controller::for_stream(clone_stream, clones.clone())
         .with_config(controller::Config::default().concurrency(config.concurrency));
 
-    let (snapshots, snapshot_stream) = cached_watch(api::<VirtualMachineSnapshot>(&client, ns));
-    let (restores, restore_stream) = cached_watch(api::<VirtualMachineRestore>(&client, ns));
-    let (vms, vm_stream) = cached_watch(api::<PartialObjectMeta<VirtualMachine>>(&client, ns));
-    let (kubevirts, kubevirt_stream) = cached_watch(Api::<KubeVirt>::all(client.clone()));
+    let (snapshots, snapshots_synced, snapshot_stream) =
+        cached_watch(api::<VirtualMachineSnapshot>(&client, ns));
+    let (restores, restores_synced, restore_stream) =
+        cached_watch(api::<VirtualMachineRestore>(&client, ns));
+    let (vms, vms_synced, vm_stream) =
+        cached_watch(api::<PartialObjectMeta<VirtualMachine>>(&client, ns));
+    let (kubevirts, kubevirts_synced, kubevirt_stream) =
+        cached_watch(Api::<KubeVirt>::all(client.clone()));
     let pvc_stream = watcher(
         api::<PartialObjectMeta<PersistentVolumeClaim>>(&client, ns),
         watcher::Config::default().any_semantic(),
@@ -133,13 +166,50 @@ pub async fn run(
         restores: restores.clone(),
         vms: vms.clone(),
         kubevirts: kubevirts.clone(),
+        synced: vec![
+            clones_synced,
+            snapshots_synced,
+            restores_synced,
+            vms_synced,
+            kubevirts_synced,
+        ],
     };
     let reporter = Reporter {
         controller: "vmclone-controller".into(),
         instance: config.instance.clone(),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Arc::new(Context::new(client.clone(), config, caches, recorder));
+    telemetry.watch_clones(clones.clone());
+    tokio::spawn({
+        let (caches, telemetry) = (caches.clone(), telemetry.clone());
+        async move {
+            caches.ready().await;
+            telemetry.set_ready();
+            info!("caches synced: ready");
+        }
+    });
+    // Ended before the lease is released: it holds a leadership handle, and the lease manager
+    // releases the lease only once every handle is gone.
+    let leadership_log = tokio::spawn({
+        let (leadership, metrics) = (leadership.clone(), telemetry.metrics.clone());
+        metrics.leader.set(i64::from(leadership.is_leader()));
+        async move {
+            let mut changes = std::pin::pin!(leadership.changes());
+            while let Some(leading) = changes.next().await {
+                info!(leading, "leadership changed");
+                metrics.leader.set(i64::from(leading));
+            }
+        }
+    });
+    let acquired = leader::on_acquired(&leadership);
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config,
+        caches,
+        recorder,
+        telemetry,
+        leadership,
+    ));
 
     let by_snapshot = {
         let index = index.clone();
@@ -204,13 +274,33 @@ pub async fn run(
     };
 
     info!("clone controller starting");
-    controller
+    // Graceful shutdown lets in-flight reconciles finish, but kube-runtime's runner waits for the
+    // first list of the clone cache, which never comes once the watches stop: a stop requested
+    // before that would hang. So it gets a deadline.
+    let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = fired_tx.send(());
+    };
+    let deadline = async move {
+        if fired_rx.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+            warn!(
+                ?SHUTDOWN_DEADLINE,
+                "in-flight work did not finish in time; stopping anyway"
+            );
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let controller = controller
         .watches_stream(snapshot_stream, by_snapshot)
         .watches_stream(restore_stream, by_restore)
         .watches_stream(vm_stream, by_vm)
         .watches_stream(kubevirt_stream, by_kubevirt)
         .watches_stream(pvc_stream, by_pvc)
         .watches_stream(content_stream, by_content)
+        .reconcile_all_on(acquired)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -221,8 +311,16 @@ pub async fn run(
                 }
                 Err(error) => warn!(%error, "controller"),
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        () = controller => {}
+        () = deadline => {}
+    }
     info!("clone controller stopped");
+    leadership_log.abort();
+    let _ = leadership_log.await;
+    if let Some(election) = election {
+        election.release().await;
+    }
     Ok(())
 }

@@ -1,0 +1,1132 @@
+//! Deployment (test layer 4): `manifests/` installed with `kubectl apply -k` on the real control
+//! plane, and the controller binary run as the manifests' ServiceAccount.
+//!
+//! - `kubectl_apply_k_installs_the_controller_and_its_rbac`: the server accepts the kustomization
+//!   (dry run, then for real), every object exists, and the Deployment fits together: its flags
+//!   parse, its probes and Service reach the ports the flags open, its pods pass the `restricted`
+//!   Pod Security Standard that the namespace enforces.
+//! - `the_controller_as_its_service_account_completes_the_example_clones`: the binary, with the
+//!   Deployment's own flags and a token of the ServiceAccount, answers its probes, holds the Lease
+//!   and completes `examples/clone.yaml` and `examples/golden-image.yaml`, cleanup and
+//!   deletion included: the RBAC is enough.
+//! - `the_service_account_may_do_what_the_controller_needs_and_nothing_more`: `kubectl auth
+//!   can-i` for what must be denied and allowed, and the ServiceAccount's complete rule set
+//!   compared with the list of what the controller does: the RBAC is no more than that.
+//! - `namespace_users_get_clones_through_the_aggregated_roles`: `view`, `edit` and `admin`
+//!   bindings grant what upstream's aggregated roles grant.
+//!
+//! `vmclone-system` and the cluster roles are cluster-wide: every test installs the manifests
+//! through one shared, idempotent step and only reads them afterwards.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use clap::Parser as _;
+use clone_api::kubevirt::{VirtualMachine, VirtualMachineSnapshot};
+use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
+use clone_controller::cli::{Args, LogFormat};
+use common::{CLONE_TIMEOUT, Harness};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use k8s_openapi::api::authorization::v1::{SelfSubjectRulesReview, SelfSubjectRulesReviewSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Container, Namespace, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, Subject};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use testenv::{KubectlOutput, TestEnv, wait_for};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::OnceCell;
+
+const SYSTEM_NS: &str = "vmclone-system";
+const SERVICE_ACCOUNT: &str = "vmclone-controller";
+const SERVICE_ACCOUNT_USER: &str = "system:serviceaccount:vmclone-system:vmclone-controller";
+const DEPLOYMENT: &str = "vmclone-controller";
+const IMAGE: &str = "ghcr.io/vmclone/clone-controller:latest";
+
+/// Every object of the kustomization: (kind, namespace, name).
+const OBJECTS: [(&str, &str, &str); 13] = [
+    (
+        "CustomResourceDefinition",
+        "",
+        "virtualmachineclones.clone.kubevirt.io",
+    ),
+    ("Namespace", "", SYSTEM_NS),
+    ("ServiceAccount", SYSTEM_NS, SERVICE_ACCOUNT),
+    ("ClusterRole", "", "vmclone-controller"),
+    ("ClusterRoleBinding", "", "vmclone-controller"),
+    ("Role", SYSTEM_NS, "vmclone-controller-leader-election"),
+    (
+        "RoleBinding",
+        SYSTEM_NS,
+        "vmclone-controller-leader-election",
+    ),
+    ("ClusterRole", "", "vmclone-aggregate-to-admin"),
+    ("ClusterRole", "", "vmclone-aggregate-to-edit"),
+    ("ClusterRole", "", "vmclone-aggregate-to-view"),
+    ("Deployment", SYSTEM_NS, DEPLOYMENT),
+    ("Service", SYSTEM_NS, "vmclone-controller-metrics"),
+    ("PodDisruptionBudget", SYSTEM_NS, "vmclone-controller"),
+];
+
+/// What the controller does, in every namespace: (API group, resource, verbs). The ServiceAccount
+/// must be allowed exactly this (and the basic self-reviews every user has).
+const CONTROLLER_RULES: [(&str, &str, &[&str]); 11] = [
+    (
+        "clone.kubevirt.io",
+        "virtualmachineclones",
+        &["get", "list", "watch", "delete"],
+    ),
+    (
+        "clone.kubevirt.io",
+        "virtualmachineclones/status",
+        &["get", "patch", "update"],
+    ),
+    (
+        "clone.kubevirt.io",
+        "virtualmachineclones/finalizers",
+        &["update"],
+    ),
+    (
+        "snapshot.kubevirt.io",
+        "virtualmachinesnapshots",
+        &["create", "get", "list", "watch", "delete"],
+    ),
+    (
+        "snapshot.kubevirt.io",
+        "virtualmachinerestores",
+        &["create", "get", "list", "watch", "delete"],
+    ),
+    (
+        "snapshot.kubevirt.io",
+        "virtualmachinesnapshotcontents",
+        &["get", "list", "watch"],
+    ),
+    ("kubevirt.io", "virtualmachines", &["get", "list", "watch"]),
+    ("kubevirt.io", "kubevirts", &["get", "list", "watch"]),
+    ("", "persistentvolumeclaims", &["get", "list", "watch"]),
+    ("cdi.kubevirt.io", "datavolumes", &["get", "list", "watch"]),
+    ("events.k8s.io", "events", &["create", "patch"]),
+];
+
+/// What leader election does, in `vmclone-system` only.
+const LEASE_RULES: [(&str, &str, &[&str]); 1] = [(
+    "coordination.k8s.io",
+    "leases",
+    &["get", "create", "update", "patch"],
+)];
+
+fn manifests() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests")
+}
+
+fn manifest(relative: &str) -> String {
+    manifests().join(relative).display().to_string()
+}
+
+/// What the shared install printed.
+#[derive(Debug)]
+struct Installed {
+    dry_run: KubectlOutput,
+    apply: KubectlOutput,
+}
+
+static INSTALLED: OnceCell<std::result::Result<Installed, String>> = OnceCell::const_new();
+
+/// `kubectl apply -k manifests/`, once per control plane, for every test of this file.
+async fn installed() -> (&'static TestEnv, &'static Installed) {
+    let env = TestEnv::shared().await.unwrap();
+    let result = INSTALLED
+        .get_or_init(|| async { install(env).map_err(|e| format!("{e:#}")) })
+        .await;
+    match result {
+        Ok(installed) => (env, installed),
+        Err(message) => panic!("installing manifests/ failed: {message}"),
+    }
+}
+
+fn install(env: &TestEnv) -> Result<Installed> {
+    let dir = manifests().display().to_string();
+    // A server-side dry run does not create the namespace, so the objects in it would be refused
+    // on a fresh cluster: the namespace comes first, as an operator would create it.
+    env.kubectl_output(&["apply", "-f", &manifest("namespace.yaml")], None)?
+        .ok()
+        .context("creating the namespace")?;
+    let dry_run = env
+        .kubectl_output(&["apply", "-k", &dir, "--dry-run=server"], None)?
+        .ok()
+        .context("kubectl apply -k manifests/ --dry-run=server")?;
+    let apply = env
+        .kubectl_output(&["apply", "-k", &dir], None)?
+        .ok()
+        .context("kubectl apply -k manifests/")?;
+    Ok(Installed { dry_run, apply })
+}
+
+/// `kubectl auth can-i <verb> <resource> --as=<user> <extra>`.
+fn can_i(env: &TestEnv, user: &str, verb: &str, resource: &str, extra: &[&str]) -> Result<bool> {
+    let as_user = format!("--as={user}");
+    let mut args = vec!["auth", "can-i", verb, resource, &as_user];
+    args.extend_from_slice(extra);
+    let out = env.kubectl_output(&args, None)?;
+    match out.stdout.split_whitespace().next() {
+        Some("yes") if out.success() => Ok(true),
+        Some("no") => Ok(false),
+        _ => bail!(
+            "kubectl {} printed {:?} {:?}",
+            args.join(" "),
+            out.stdout,
+            out.stderr
+        ),
+    }
+}
+
+/// A token of the controller's ServiceAccount from the TokenRequest API.
+fn service_account_token(env: &TestEnv) -> Result<String> {
+    let out = env
+        .kubectl_output(
+            &[
+                "create",
+                "token",
+                SERVICE_ACCOUNT,
+                "-n",
+                SYSTEM_NS,
+                "--duration=1h",
+            ],
+            None,
+        )?
+        .ok()?;
+    let token = out.stdout.trim().to_owned();
+    ensure!(!token.is_empty(), "kubectl create token printed nothing");
+    Ok(token)
+}
+
+/// A kubeconfig like the one a pod infers in the cluster: the API server, its CA, the
+/// ServiceAccount's token and the pod's namespace.
+fn write_service_account_kubeconfig(env: &TestEnv, token: &str, path: &Path) -> Result<()> {
+    let admin: Value = serde_saphyr::from_str(&std::fs::read_to_string(env.kubeconfig_path())?)?;
+    let ca = admin["clusters"][0]["cluster"]["certificate-authority"]
+        .as_str()
+        .context("the testbed kubeconfig names no CA file")?;
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "in-cluster", "cluster": {
+            "server": env.apiserver_url(), "certificate-authority": ca}}],
+        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
+        "contexts": [{"name": "in-cluster", "context": {
+            "cluster": "in-cluster", "user": SERVICE_ACCOUNT, "namespace": SYSTEM_NS}}],
+        "current-context": "in-cluster",
+    });
+    std::fs::write(path, serde_json::to_string_pretty(&config)?)?;
+    Ok(())
+}
+
+async fn client_from(kubeconfig: &Path) -> Result<Client> {
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(kubeconfig)?,
+        &KubeConfigOptions::default(),
+    )
+    .await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// A folder of this test process under cargo's temporary folder for integration tests.
+fn work_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("deployment-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn container(deployment: &Deployment) -> &Container {
+    let containers = &deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers;
+    assert_eq!(containers.len(), 1, "one container expected");
+    &containers[0]
+}
+
+fn template_labels(deployment: &Deployment) -> BTreeMap<String, String> {
+    deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default()
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The container port a probe or Service port names.
+fn container_port(container: &Container, port: &IntOrString) -> Option<i32> {
+    match port {
+        IntOrString::Int(n) => Some(*n),
+        IntOrString::String(name) => container
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name))
+            .map(|p| p.container_port),
+    }
+}
+
+fn env_field_ref(container: &Container, name: &str) -> Option<String> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.field_ref.as_ref())
+        .map(|f| f.field_path.clone())
+}
+
+fn subjects(subjects: &Option<Vec<Subject>>) -> Vec<(String, String, String)> {
+    subjects
+        .iter()
+        .flatten()
+        .map(|s| {
+            (
+                s.kind.clone(),
+                s.namespace.clone().unwrap_or_default(),
+                s.name.clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_k_installs_the_controller_and_its_rbac() {
+    let (env, installed) = installed().await;
+    let expected: BTreeSet<(String, String, String)> = OBJECTS
+        .iter()
+        .map(|(k, ns, n)| (k.to_string(), ns.to_string(), n.to_string()))
+        .collect();
+
+    // The dry run went through the API server for every object, and no object breaks the
+    // namespace's Pod Security level (a warning on the Deployment would say so).
+    let dry_runs = installed
+        .dry_run
+        .stdout
+        .lines()
+        .filter(|l| l.ends_with("(server dry run)"))
+        .count();
+    assert_eq!(dry_runs, OBJECTS.len(), "{}", installed.dry_run.stdout);
+    for out in [&installed.dry_run, &installed.apply] {
+        assert!(
+            !out.stderr.contains("PodSecurity"),
+            "Pod Security warning: {}",
+            out.stderr
+        );
+    }
+
+    // What kustomize renders (the CRD included) is exactly the list above, and all of it exists.
+    let rendered = env
+        .kubectl_output(&["kustomize", &manifests().display().to_string()], None)
+        .unwrap()
+        .ok()
+        .unwrap()
+        .stdout;
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&rendered).unwrap();
+    let key = |o: &Value| {
+        (
+            o["kind"].as_str().unwrap_or_default().to_owned(),
+            o["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            o["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    let rendered: BTreeSet<_> = documents.iter().map(key).collect();
+    assert_eq!(rendered, expected);
+    assert_eq!(documents.len(), OBJECTS.len());
+    let served = env
+        .kubectl_output(
+            &[
+                "get",
+                "-k",
+                &manifests().display().to_string(),
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .unwrap()
+        .ok()
+        .unwrap()
+        .stdout;
+    let served: Value = serde_json::from_str(&served).unwrap();
+    let served: BTreeSet<_> = served["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(key)
+        .collect();
+    assert_eq!(served, expected);
+
+    let client = env.client().await.unwrap();
+    let deployment = Api::<Deployment>::namespaced(client.clone(), SYSTEM_NS)
+        .get(DEPLOYMENT)
+        .await
+        .unwrap();
+    let spec = deployment.spec.as_ref().unwrap();
+    let pod = spec.template.spec.as_ref().unwrap();
+    let c = container(&deployment);
+    assert_eq!(spec.replicas, Some(2));
+    assert_eq!(pod.service_account_name.as_deref(), Some(SERVICE_ACCOUNT));
+    assert_eq!(c.image.as_deref(), Some(IMAGE));
+
+    // The flags are the binary's own: they parse, and they open the ports the probes and the
+    // Service use.
+    let args = c.args.clone().unwrap_or_default();
+    let parsed = Args::try_parse_from(std::iter::once("clone-controller".to_owned()).chain(args))
+        .unwrap_or_else(|e| panic!("the Deployment's flags do not parse: {e}"));
+    assert!(parsed.leader_elect);
+    assert_eq!(parsed.log_format, LogFormat::Json);
+    assert_eq!(
+        parsed.namespace, None,
+        "the controller watches all namespaces"
+    );
+    assert_eq!(
+        env_field_ref(c, "POD_NAME").as_deref(),
+        Some("metadata.name")
+    );
+    assert_eq!(
+        env_field_ref(c, "POD_NAMESPACE").as_deref(),
+        Some("metadata.namespace")
+    );
+    for (probe, path) in [
+        (c.liveness_probe.as_ref(), "/healthz"),
+        (c.readiness_probe.as_ref(), "/readyz"),
+    ] {
+        let get = probe.and_then(|p| p.http_get.as_ref()).unwrap();
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(
+            container_port(c, &get.port),
+            Some(i32::from(parsed.health_addr.port()))
+        );
+    }
+    assert_eq!(parsed.health_addr.port(), 8081);
+    assert_eq!(parsed.metrics_addr.port(), 8080);
+
+    let service = Api::<Service>::namespaced(client.clone(), SYSTEM_NS)
+        .get("vmclone-controller-metrics")
+        .await
+        .unwrap();
+    let service_spec = service.spec.unwrap();
+    assert!(selects(
+        &service_spec.selector.unwrap_or_default(),
+        &template_labels(&deployment)
+    ));
+    let ports = service_spec.ports.unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(
+        container_port(c, ports[0].target_port.as_ref().unwrap()),
+        Some(i32::from(parsed.metrics_addr.port()))
+    );
+    let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), SYSTEM_NS)
+        .get("vmclone-controller")
+        .await
+        .unwrap();
+    let pdb_selector = pdb.spec.unwrap().selector.unwrap().match_labels.unwrap();
+    assert!(selects(&pdb_selector, &template_labels(&deployment)));
+
+    // Resources and hardening.
+    let resources = c.resources.as_ref().unwrap();
+    for map in [&resources.requests, &resources.limits] {
+        let map = map.as_ref().unwrap();
+        assert!(
+            map.contains_key("cpu") && map.contains_key("memory"),
+            "{map:?}"
+        );
+    }
+    let pod_security = pod.security_context.as_ref().unwrap();
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    assert_eq!(
+        pod_security
+            .seccomp_profile
+            .as_ref()
+            .map(|s| s.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+    let security = c.security_context.as_ref().unwrap();
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        security.capabilities.as_ref().and_then(|c| c.drop.clone()),
+        Some(vec!["ALL".to_owned()])
+    );
+
+    // The namespace enforces the `restricted` Pod Security Standard, and a pod made from the
+    // Deployment's template is admitted there.
+    let namespace = Api::<Namespace>::all(client.clone())
+        .get(SYSTEM_NS)
+        .await
+        .unwrap();
+    assert_eq!(
+        namespace
+            .labels()
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("restricted")
+    );
+    let probe_pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "pod-security-probe", "namespace": SYSTEM_NS,
+                     "labels": template_labels(&deployment)},
+        "spec": pod,
+    });
+    env.kubectl_output(
+        &["create", "--dry-run=server", "-f", "-"],
+        Some(&probe_pod.to_string()),
+    )
+    .unwrap()
+    .ok()
+    .unwrap_or_else(|e| panic!("the Deployment's pods are not admitted: {e:#}"));
+
+    // The bindings name the ServiceAccount and roles that exist.
+    let crb = Api::<ClusterRoleBinding>::all(client.clone())
+        .get("vmclone-controller")
+        .await
+        .unwrap();
+    assert_eq!(
+        (crb.role_ref.kind.as_str(), crb.role_ref.name.as_str()),
+        ("ClusterRole", "vmclone-controller")
+    );
+    let sa = vec![(
+        "ServiceAccount".to_owned(),
+        SYSTEM_NS.to_owned(),
+        SERVICE_ACCOUNT.to_owned(),
+    )];
+    assert_eq!(subjects(&crb.subjects), sa);
+    let rb = Api::<RoleBinding>::namespaced(client.clone(), SYSTEM_NS)
+        .get("vmclone-controller-leader-election")
+        .await
+        .unwrap();
+    assert_eq!(
+        (rb.role_ref.kind.as_str(), rb.role_ref.name.as_str()),
+        ("Role", "vmclone-controller-leader-election")
+    );
+    assert_eq!(subjects(&rb.subjects), sa);
+}
+
+/// The controller binary as a child process; killed when dropped.
+struct ControllerProcess {
+    child: Mutex<Child>,
+    log: PathBuf,
+    identity: String,
+    metrics: SocketAddr,
+    health: SocketAddr,
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl ControllerProcess {
+    /// Starts the binary with the Deployment's flags (its listen addresses moved to free loopback
+    /// ports) and the environment the Deployment gives it.
+    fn spawn(
+        deployed_args: &[String],
+        kubeconfig: &Path,
+        dir: &Path,
+        identity: &str,
+    ) -> Result<ControllerProcess> {
+        let (metrics, health) = (free_addr(), free_addr());
+        let log = dir.join("controller.log");
+        let out = File::create(&log)?;
+        let args = deployed_args
+            .iter()
+            .filter(|a| !a.starts_with("--metrics-addr") && !a.starts_with("--health-addr"));
+        let child = Command::new(env!("CARGO_BIN_EXE_clone-controller"))
+            .args(args)
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!("--metrics-addr={metrics}"))
+            .arg(format!("--health-addr={health}"))
+            .env("POD_NAME", identity)
+            .env("POD_NAMESPACE", SYSTEM_NS)
+            .env("RUST_LOG", "info")
+            .env_remove("VMCLONE_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting the clone-controller binary")?;
+        Ok(ControllerProcess {
+            child: Mutex::new(child),
+            log,
+            identity: identity.to_owned(),
+            metrics,
+            health,
+        })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(no log: {e})"))
+    }
+
+    /// Fails when the process has exited.
+    fn alive(&self) -> Result<()> {
+        match self.child.lock().unwrap().try_wait()? {
+            Some(status) => bail!("the controller exited ({status})"),
+            None => Ok(()),
+        }
+    }
+
+    /// SIGTERM, as the kubelet sends it, then waits for the exit.
+    async fn terminate(&self, timeout: Duration) -> Result<ExitStatus> {
+        let pid = self.child.lock().unwrap().id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status()?;
+        ensure!(sent.success(), "kill -TERM {pid} failed");
+        wait_for("the controller to exit after SIGTERM", timeout, || async {
+            match self.child.lock().unwrap().try_wait() {
+                Ok(Some(status)) => Ok(status),
+                Ok(None) => Err("still running".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|p| p.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A plain HTTP/1.0 GET: (status code, body).
+async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await??;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response)).await??;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status line")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+async fn wait_http_ok(ctl: &ControllerProcess, addr: SocketAddr, path: &str) -> Result<String> {
+    wait_for(
+        &format!("GET {path} on {addr} to answer 200"),
+        Duration::from_secs(90),
+        || async {
+            ctl.alive()?;
+            let (code, body) = http_get(addr, path).await?;
+            ensure!(code == 200, "{code} {body}");
+            Ok(body)
+        },
+    )
+    .await
+}
+
+/// The holder of the Lease in `vmclone-system` that `identity` holds or held.
+async fn lease_held_by(client: &Client, identity: &str) -> Result<Option<Lease>> {
+    let leases = Api::<Lease>::namespaced(client.clone(), SYSTEM_NS)
+        .list(&ListParams::default())
+        .await?;
+    Ok(leases
+        .items
+        .into_iter()
+        .find(|l| l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(identity)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_as_its_service_account_completes_the_example_clones() {
+    let (env, _) = installed().await;
+    let admin = env.client().await.unwrap();
+    let deployment = Api::<Deployment>::namespaced(admin.clone(), SYSTEM_NS)
+        .get(DEPLOYMENT)
+        .await
+        .unwrap();
+    let deployed_args = container(&deployment).args.clone().unwrap_or_default();
+
+    let dir = work_dir("controller");
+    let kubeconfig = dir.join("kubeconfig");
+    let token = service_account_token(env).unwrap();
+    write_service_account_kubeconfig(env, &token, &kubeconfig).unwrap();
+
+    let h = Harness::without_controller("deploy").await.unwrap();
+    let identity = format!("vmclone-controller-test-{}", std::process::id());
+    let ctl = ControllerProcess::spawn(&deployed_args, &kubeconfig, &dir, &identity).unwrap();
+    if let Err(e) = example_clones(&h, &ctl, &admin).await {
+        panic!(
+            "{e:#}\n--- controller log ({}) ---\n{}\n--- namespace {} ---\n{}",
+            ctl.log.display(),
+            ctl.log(),
+            h.ns,
+            h.dump()
+        );
+    }
+    drop(ctl);
+    h.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn example_clones(h: &Harness, ctl: &ControllerProcess, admin: &Client) -> Result<()> {
+    // The probes of the Deployment: alive, then ready (caches synced, with leader election).
+    wait_http_ok(ctl, ctl.health, "/healthz").await?;
+    wait_http_ok(ctl, ctl.health, "/readyz").await?;
+
+    // examples/clone.yaml, as its comment says to run it.
+    h.create_source_vm("vm-cirros", "sim-snapshot")?;
+    h.kubectl(&["create", "-f", &manifest("examples/clone.yaml")], None)?;
+    h.kubectl_wait_ready("vmclone", "testclone")?;
+    let clones = h.api::<VirtualMachineClone>();
+    let done = wait_for(
+        "testclone to clean up its snapshot and restore",
+        CLONE_TIMEOUT,
+        || async {
+            let clone = clones.get("testclone").await?;
+            let status = clone.status.clone().unwrap_or_default();
+            ensure!(
+                status.phase == ClonePhase::Succeeded
+                    && status.snapshot_name.is_none()
+                    && status.restore_name.is_none(),
+                "status: {}",
+                serde_json::to_string(&status)?
+            );
+            let (snapshots, restores, _) = h.inventory().await?;
+            ensure!(
+                snapshots.is_empty() && restores.is_empty(),
+                "left behind: snapshots {snapshots:?}, restores {restores:?}"
+            );
+            Ok(clone)
+        },
+    )
+    .await?;
+    ensure!(
+        done.status.and_then(|s| s.target_name).as_deref() == Some("vm-clone-target"),
+        "target name not recorded"
+    );
+    h.api::<VirtualMachine>().get("vm-clone-target").await?;
+
+    // Events are published under the pod's name.
+    let events = h.api::<Event>();
+    wait_for(
+        "a TargetVMCreated event reported by this replica",
+        CLONE_TIMEOUT,
+        || async {
+            let list = events.list(&ListParams::default()).await?;
+            let seen: Vec<_> = list
+                .items
+                .iter()
+                .map(|e| {
+                    (
+                        e.reason.clone().unwrap_or_default(),
+                        e.reporting_instance.clone().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            ensure!(
+                seen.iter()
+                    .any(|(reason, instance)| reason == "TargetVMCreated"
+                        && instance == &ctl.identity),
+                "events (reason, reporting instance): {seen:?}"
+            );
+            Ok(())
+        },
+    )
+    .await?;
+
+    // examples/golden-image.yaml, step by step as its comment says.
+    h.create_source_vm("golden-vm", "sim-snapshot")?;
+    h.kubectl(
+        &["create", "-f", &manifest("examples/golden-image.yaml")],
+        None,
+    )?;
+    h.kubectl(
+        &[
+            "wait",
+            "vmsnapshot",
+            "golden",
+            "--for",
+            "condition=Ready",
+            "--timeout=120s",
+        ],
+        None,
+    )?;
+    h.kubectl(&["delete", "vm", "golden-vm", "--wait=false"], None)?;
+    h.kubectl(
+        &[
+            "wait",
+            "vmclone",
+            "golden-clone-1",
+            "golden-clone-2",
+            "golden-clone-3",
+            "--for",
+            "condition=Ready",
+            "--timeout=120s",
+        ],
+        None,
+    )?;
+    for name in ["golden-clone-1", "golden-clone-2", "golden-clone-3"] {
+        let status = clones.get(name).await?.status.unwrap_or_default();
+        ensure!(status.phase == ClonePhase::Succeeded, "{name}: {status:?}");
+        let target = status.target_name.context("no target name")?;
+        h.api::<VirtualMachine>()
+            .get(&target)
+            .await
+            .with_context(|| format!("{name}'s target {target}"))?;
+    }
+    let golden = h.api::<VirtualMachineSnapshot>().get("golden").await?;
+    ensure!(
+        golden.metadata.deletion_timestamp.is_none(),
+        "the golden snapshot is being deleted"
+    );
+
+    // Leader election: this replica holds a Lease in vmclone-system.
+    let lease = lease_held_by(admin, &ctl.identity).await?;
+    ensure!(
+        lease.is_some(),
+        "no Lease in {SYSTEM_NS} held by {}",
+        ctl.identity
+    );
+    let (code, metrics) = http_get(ctl.metrics, "/metrics").await?;
+    ensure!(
+        code == 200 && !metrics.is_empty(),
+        "/metrics: {code} {metrics}"
+    );
+
+    // Deleting the target of a succeeded clone deletes the clone.
+    h.api::<VirtualMachine>()
+        .delete("vm-clone-target", &Default::default())
+        .await?;
+    wait_for("testclone to be deleted", CLONE_TIMEOUT, || async {
+        match clones.get_opt("testclone").await? {
+            None => Ok(()),
+            Some(c) => bail!("still there: {:?}", c.status),
+        }
+    })
+    .await?;
+
+    // SIGTERM: a clean exit that releases the Lease.
+    let status = ctl.terminate(Duration::from_secs(30)).await?;
+    ensure!(status.success(), "exit after SIGTERM: {status}");
+    let lease = lease_held_by(admin, &ctl.identity).await?;
+    ensure!(
+        lease.is_none(),
+        "the Lease is still held after a clean exit: {:?}",
+        lease.and_then(|l| l.spec)
+    );
+    Ok(())
+}
+
+/// (group, resource, verb) triples of a rule table.
+fn triples(rules: &[(&str, &str, &[&str])]) -> BTreeSet<(String, String, String)> {
+    rules
+        .iter()
+        .flat_map(|(group, resource, verbs)| {
+            verbs
+                .iter()
+                .map(move |verb| (group.to_string(), resource.to_string(), verb.to_string()))
+        })
+        .collect()
+}
+
+/// Everything `client`'s user may do to resources in `ns`, as (group, resource, verb), without
+/// the self-reviews that every authenticated user may create.
+async fn rules_in(client: &Client, ns: &str) -> Result<BTreeSet<(String, String, String)>> {
+    let review = SelfSubjectRulesReview {
+        spec: SelfSubjectRulesReviewSpec {
+            namespace: Some(ns.to_owned()),
+        },
+        ..Default::default()
+    };
+    let review = Api::<SelfSubjectRulesReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await?;
+    let status = review.status.context("no status")?;
+    ensure!(
+        !status.incomplete,
+        "incomplete: {:?}",
+        status.evaluation_error
+    );
+    let mut all = BTreeSet::new();
+    for rule in status.resource_rules {
+        ensure!(
+            rule.resource_names.as_ref().is_none_or(|n| n.is_empty()),
+            "unexpected resourceNames rule: {rule:?}"
+        );
+        for group in rule.api_groups.iter().flatten() {
+            if matches!(
+                group.as_str(),
+                "authorization.k8s.io" | "authentication.k8s.io"
+            ) {
+                continue;
+            }
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    all.insert((group.clone(), resource.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    Ok(all)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_account_may_do_what_the_controller_needs_and_nothing_more() {
+    let (env, _) = installed().await;
+    let ns = "anyns";
+    let n: &[&str] = &["-n", ns];
+    let system: &[&str] = &["-n", SYSTEM_NS];
+    let all: &[&str] = &["--all-namespaces"];
+    // (verb, resource, where, allowed)
+    let cases: &[(&str, &str, &[&str], bool)] = &[
+        ("get", "secrets", &["-n", "default"], false),
+        ("list", "secrets", all, false),
+        ("get", "secrets", system, false),
+        ("create", "pods", n, false),
+        ("create", "pods", system, false),
+        ("create", "virtualmachines.kubevirt.io", n, false),
+        ("update", "virtualmachines.kubevirt.io", n, false),
+        ("patch", "virtualmachines.kubevirt.io", n, false),
+        ("delete", "virtualmachines.kubevirt.io", n, false),
+        ("create", "virtualmachineclones.clone.kubevirt.io", n, false),
+        ("update", "virtualmachineclones.clone.kubevirt.io", n, false),
+        ("patch", "virtualmachineclones.clone.kubevirt.io", n, false),
+        (
+            "update",
+            "virtualmachinesnapshots.snapshot.kubevirt.io",
+            n,
+            false,
+        ),
+        ("delete", "persistentvolumeclaims", n, false),
+        (
+            "create",
+            "leases.coordination.k8s.io",
+            &["-n", "default"],
+            false,
+        ),
+        ("update", "leases.coordination.k8s.io", n, false),
+        ("list", "leases.coordination.k8s.io", system, false),
+        ("create", "events", n, false),
+        (
+            "create",
+            "clusterrolebindings.rbac.authorization.k8s.io",
+            &[],
+            false,
+        ),
+        ("create", "serviceaccounts/token", system, false),
+        (
+            "create",
+            "virtualmachinesnapshots.snapshot.kubevirt.io",
+            n,
+            true,
+        ),
+        (
+            "delete",
+            "virtualmachinerestores.snapshot.kubevirt.io",
+            n,
+            true,
+        ),
+        ("watch", "virtualmachines.kubevirt.io", all, true),
+        ("watch", "kubevirts.kubevirt.io", all, true),
+        ("get", "persistentvolumeclaims", n, true),
+        ("delete", "virtualmachineclones.clone.kubevirt.io", n, true),
+        ("create", "events.events.k8s.io", n, true),
+        ("create", "leases.coordination.k8s.io", system, true),
+        ("update", "leases.coordination.k8s.io", system, true),
+    ];
+    let mut wrong = Vec::new();
+    for (verb, resource, place, allowed) in cases {
+        if can_i(env, SERVICE_ACCOUNT_USER, verb, resource, place).unwrap() != *allowed {
+            wrong.push(format!(
+                "{verb} {resource} {}: expected {allowed}",
+                place.join(" ")
+            ));
+        }
+    }
+    for (verb, subresource, allowed) in [
+        ("patch", "status", true),
+        ("update", "status", true),
+        ("update", "finalizers", true),
+        ("patch", "finalizers", false),
+    ] {
+        let extra = ["-n", ns, &format!("--subresource={subresource}")];
+        let can = can_i(
+            env,
+            SERVICE_ACCOUNT_USER,
+            verb,
+            "virtualmachineclones.clone.kubevirt.io",
+            &extra,
+        )
+        .unwrap();
+        if can != allowed {
+            wrong.push(format!(
+                "{verb} virtualmachineclones/{subresource}: expected {allowed}"
+            ));
+        }
+    }
+
+    // The complete rule set of a token of the ServiceAccount, in any namespace and in its own.
+    let dir = work_dir("rbac");
+    let kubeconfig = dir.join("kubeconfig");
+    let token = service_account_token(env).unwrap();
+    write_service_account_kubeconfig(env, &token, &kubeconfig).unwrap();
+    let client = client_from(&kubeconfig).await.unwrap();
+    let me = Api::<SelfSubjectReview>::all(client.clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .unwrap();
+    let user = me.status.and_then(|s| s.user_info).and_then(|u| u.username);
+    assert_eq!(user.as_deref(), Some(SERVICE_ACCOUNT_USER));
+
+    let fresh = env.namespace("rbac").await.unwrap();
+    let mut own = triples(&CONTROLLER_RULES);
+    own.extend(triples(&LEASE_RULES));
+    for (ns, expected) in [
+        (fresh.as_str(), triples(&CONTROLLER_RULES)),
+        (SYSTEM_NS, own),
+    ] {
+        let actual = rules_in(&client, ns).await.unwrap();
+        for extra in actual.difference(&expected) {
+            wrong.push(format!("in {ns} also allowed: {extra:?}"));
+        }
+        for missing in expected.difference(&actual) {
+            wrong.push(format!("in {ns} not allowed: {missing:?}"));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        wrong.is_empty(),
+        "the ServiceAccount's permissions differ from what the controller needs:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_users_get_clones_through_the_aggregated_roles() {
+    let (env, _) = installed().await;
+    let ns = env.namespace("aggregate").await.unwrap();
+    let users = [
+        ("vmclone-viewer", "view"),
+        ("vmclone-editor", "edit"),
+        ("vmclone-admin", "admin"),
+    ];
+    for (user, role) in users {
+        env.kubectl_output(
+            &[
+                "create",
+                "rolebinding",
+                user,
+                &format!("--clusterrole={role}"),
+                &format!("--user={user}"),
+                "-n",
+                &ns,
+            ],
+            None,
+        )
+        .unwrap()
+        .ok()
+        .unwrap();
+    }
+    let clones = "virtualmachineclones.clone.kubevirt.io";
+    let n = ["-n", ns.as_str()];
+    // kube-controller-manager aggregates the rules into the built-in roles asynchronously.
+    wait_for(
+        "the clone rules to be aggregated into view, edit and admin",
+        Duration::from_secs(60),
+        || async {
+            let mut missing = Vec::new();
+            for (user, verb) in [
+                ("vmclone-viewer", "get"),
+                ("vmclone-editor", "create"),
+                ("vmclone-admin", "deletecollection"),
+            ] {
+                if !can_i(env, user, verb, clones, &n)? {
+                    missing.push(format!("{user} {verb}"));
+                }
+            }
+            ensure!(missing.is_empty(), "not yet: {missing:?}");
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+
+    let verbs = [
+        "get",
+        "list",
+        "watch",
+        "create",
+        "update",
+        "patch",
+        "delete",
+        "deletecollection",
+    ];
+    let grants: [(&str, &[&str]); 3] = [
+        ("vmclone-viewer", &["get", "list", "watch"]),
+        (
+            "vmclone-editor",
+            &[
+                "get", "list", "watch", "create", "update", "patch", "delete",
+            ],
+        ),
+        ("vmclone-admin", &verbs),
+    ];
+    let mut wrong = Vec::new();
+    for (user, allowed) in grants {
+        for verb in verbs {
+            let expected = allowed.contains(&verb);
+            if can_i(env, user, verb, clones, &n).unwrap() != expected {
+                wrong.push(format!(
+                    "{user} {verb} virtualmachineclones: expected {expected}"
+                ));
+            }
+        }
+    }
+    // Nothing beyond the namespace of the binding.
+    if can_i(env, "vmclone-admin", "get", clones, &["-n", "default"]).unwrap() {
+        wrong.push("vmclone-admin get virtualmachineclones -n default: expected false".into());
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

@@ -1,0 +1,285 @@
+//! Operating the controller binary: health and readiness endpoints, metrics that move, and leader
+//! election between two replicas (only the leader reconciles; killing it hands over and in-flight
+//! clones complete).
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use clone_api::v1beta1::ClonePhase;
+use common::{Harness, clone_manifest};
+use k8s_openapi::api::coordination::v1::Lease;
+use serde_json::json;
+use testenv::wait_for;
+
+const LEASE_SECONDS: u64 = 4;
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A plain HTTP/1.0 GET: (status code, body).
+fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// The value of a sample line `name{labels} value` in an OpenMetrics text.
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+struct Replica {
+    name: String,
+    child: Child,
+    metrics: SocketAddr,
+    health: SocketAddr,
+}
+
+impl Replica {
+    fn spawn(h: &Harness, name: &str, leader_elect: bool) -> Replica {
+        let (metrics, health) = (free_addr(), free_addr());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_clone-controller"));
+        command
+            .arg(format!("--namespace={}", h.ns))
+            .arg(format!(
+                "--kubeconfig={}",
+                h.env.kubeconfig_path().display()
+            ))
+            .arg(format!("--metrics-addr={metrics}"))
+            .arg(format!("--health-addr={health}"))
+            .arg(format!("--leader-election-namespace={}", h.ns))
+            .arg(format!("--lease-duration-seconds={LEASE_SECONDS}"))
+            .arg("--log-format=json")
+            .env("POD_NAME", name)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if leader_elect {
+            command.arg("--leader-elect");
+        }
+        Replica {
+            name: name.to_owned(),
+            child: command.spawn().unwrap(),
+            metrics,
+            health,
+        }
+    }
+
+    fn scrape(&self) -> anyhow::Result<String> {
+        let (code, body) = http_get(self.metrics, "/metrics")?;
+        anyhow::ensure!(code == 200, "metrics answered {code}");
+        Ok(body)
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_that_move() {
+    let h = Harness::without_controller("ops-metrics").await.unwrap();
+    let replica = Replica::spawn(&h, "solo", false);
+    wait_for("/healthz ok", Duration::from_secs(30), || async {
+        let (code, body) = http_get(replica.health, "/healthz")?;
+        anyhow::ensure!(code == 200 && body == "ok", "{code} {body}");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    wait_for(
+        "/readyz ok once caches are synced",
+        Duration::from_secs(30),
+        || async {
+            let (code, body) = http_get(replica.health, "/readyz")?;
+            anyhow::ensure!(code == 200, "{code} {body}");
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+
+    let before = replica.scrape().unwrap();
+    assert_eq!(sample(&before, "vmclone_leader "), Some(1.0), "{before}");
+    assert_eq!(
+        sample(&before, "vmclone_reconciles_total{result=\"ok\"}"),
+        None,
+        "{before}"
+    );
+
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.kubectl(
+        &["create", "-f", "-"],
+        Some(&clone_manifest(
+            "c",
+            "VirtualMachine",
+            "vm",
+            Some("t"),
+            json!({}),
+        )),
+    )
+    .unwrap();
+    h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
+
+    let after = wait_for(
+        "metrics to show the clone",
+        Duration::from_secs(30),
+        || async {
+            let text = replica.scrape()?;
+            anyhow::ensure!(
+                sample(&text, "vmclone_clone_duration_seconds_count") == Some(1.0),
+                "{text}"
+            );
+            anyhow::ensure!(
+                sample(&text, "vmclone_clones{phase=\"Succeeded\"}") == Some(1.0),
+                "{text}"
+            );
+            Ok(text)
+        },
+    )
+    .await
+    .unwrap();
+    let reconciles = sample(&after, "vmclone_reconciles_total{result=\"ok\"}").unwrap_or(0.0);
+    assert!(reconciles >= 3.0, "a clone takes several passes: {after}");
+    assert!(
+        sample(&after, "vmclone_reconcile_duration_seconds_count").unwrap_or(0.0) >= reconciles
+    );
+    replica.kill();
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_reconciles_and_a_killed_leader_hands_over() {
+    // The replicas below are the only controllers.
+    let h = Harness::slow("ops-leader", Duration::from_secs(1))
+        .await
+        .unwrap();
+    let replicas = vec![
+        Replica::spawn(&h, "replica-a", true),
+        Replica::spawn(&h, "replica-b", true),
+    ];
+
+    let leases = h.api::<Lease>();
+    let holder = wait_for("a leader", Duration::from_secs(30), || async {
+        let lease = leases.get_opt("vmclone-controller").await?;
+        let holder = lease.and_then(|l| l.spec).and_then(|s| s.holder_identity);
+        anyhow::ensure!(holder.is_some(), "no holder yet");
+        Ok(holder.unwrap_or_default())
+    })
+    .await
+    .unwrap();
+    let (leader, follower): (Vec<_>, Vec<_>) = replicas.into_iter().partition(|r| r.name == holder);
+    let (leader, follower) = (
+        leader.into_iter().next().unwrap(),
+        follower.into_iter().next().unwrap(),
+    );
+
+    // Both are ready (caches synced); only the leader says it leads.
+    for r in [&leader, &follower] {
+        wait_for("replica ready", Duration::from_secs(30), || async {
+            let (code, _) = http_get(r.health, "/readyz")?;
+            anyhow::ensure!(code == 200, "{code}");
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        sample(&leader.scrape().unwrap(), "vmclone_leader "),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&follower.scrape().unwrap(), "vmclone_leader "),
+        Some(0.0)
+    );
+
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.kubectl(
+        &["create", "-f", "-"],
+        Some(&clone_manifest(
+            "first",
+            "VirtualMachine",
+            "vm",
+            Some("t1"),
+            json!({}),
+        )),
+    )
+    .unwrap();
+    h.wait_phase("first", ClonePhase::Succeeded).await.unwrap();
+    let follower_metrics = follower.scrape().unwrap();
+    assert_eq!(
+        sample(&follower_metrics, "vmclone_reconciles_total{result=\"ok\"}"),
+        None,
+        "the follower reconciled: {follower_metrics}"
+    );
+    assert!(
+        sample(
+            &leader.scrape().unwrap(),
+            "vmclone_reconciles_total{result=\"ok\"}"
+        )
+        .unwrap_or(0.0)
+            > 0.0
+    );
+
+    // A clone in flight when the leader dies completes under the new leader.
+    h.kubectl(
+        &["create", "-f", "-"],
+        Some(&clone_manifest(
+            "second",
+            "VirtualMachine",
+            "vm",
+            Some("t2"),
+            json!({}),
+        )),
+    )
+    .unwrap();
+    h.wait_phase("second", ClonePhase::SnapshotInProgress)
+        .await
+        .unwrap();
+    leader.kill();
+    let handover = Duration::from_secs(LEASE_SECONDS * 3);
+    wait_for("the follower takes the lease", handover, || async {
+        let lease = leases.get("vmclone-controller").await?;
+        let holder = lease.spec.and_then(|s| s.holder_identity);
+        anyhow::ensure!(
+            holder.as_deref() == Some(follower.name.as_str()),
+            "holder {holder:?}"
+        );
+        Ok(())
+    })
+    .await
+    .unwrap();
+    h.wait_phase("second", ClonePhase::Succeeded).await.unwrap();
+    assert_eq!(
+        sample(&follower.scrape().unwrap(), "vmclone_leader "),
+        Some(1.0)
+    );
+    follower.kill();
+    h.stop().await;
+}

@@ -1,0 +1,236 @@
+//! `cargo xtask demo [--keep]`: the product's main job on the local testbed.
+//!
+//! Starts a real control plane (building it on first use), KubeVirt's stand-in and the clone
+//! controller, then follows the KubeVirt user guide with the real `kubectl`: create the source VM
+//! `vm-cirros`, `kubectl create -f clone.yaml`, `kubectl wait vmclone testclone --for
+//! condition=Ready`, `kubectl get vm vm-clone-target -o yaml`. Prints a summary and stops
+//! everything, or with `--keep` leaves the sandbox running until Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use testenv::TestEnv;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Leave the sandbox running (until Ctrl-C) and print the KUBECONFIG to use with kubectl.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn step(started: Instant, text: &str) {
+    eprintln!("[demo {:>5.1}s] {text}", started.elapsed().as_secs_f64());
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The source VM of the user guide, with a disk on storage that supports snapshots.
+fn source_vm() -> String {
+    let pvc = json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "vm-cirros-disk"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "sim-snapshot",
+                 "resources": {"requests": {"storage": "1Gi"}}},
+    });
+    let vm = json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "vm-cirros",
+                     "labels": {"app": "cirros", "somekey/team": "demo"},
+                     "annotations": {"anotherkey/owner": "demo", "note": "the source"}},
+        "spec": {"runStrategy": "Halted", "template": {
+            "metadata": {"labels": {"kubevirt.io/vm": "vm-cirros", "somekey/template": "x"}},
+            "spec": {
+                "domain": {
+                    "devices": {
+                        "disks": [{"name": "disk", "disk": {"bus": "virtio"}}],
+                        "interfaces": [{"name": "interfaceName", "masquerade": {}, "macAddress": "02:00:00:00:00:01"}],
+                    },
+                    "firmware": {"serial": "cirros-serial"},
+                    "resources": {"requests": {"memory": "128Mi"}},
+                },
+                "networks": [{"name": "interfaceName", "pod": {}}],
+                "volumes": [{"name": "disk", "persistentVolumeClaim": {"claimName": "vm-cirros-disk"}}],
+            }}},
+    });
+    json!({"apiVersion": "v1", "kind": "List", "items": [pvc, vm]}).to_string()
+}
+
+fn kubectl(env: &TestEnv, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    Ok(env.kubectl_output(args, stdin)?.ok()?.stdout)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(demo(args))
+}
+
+async fn demo(args: Args) -> Result<()> {
+    let started = Instant::now();
+    let clone_yaml = repo().join("manifests/examples/clone.yaml");
+    if !clone_yaml.exists() {
+        bail!("{} is missing", clone_yaml.display());
+    }
+    step(
+        started,
+        "finding or building etcd, kube-apiserver and kube-controller-manager (minutes on first use)",
+    );
+    let env = TestEnv::start()
+        .await
+        .context("starting the control plane")?;
+    step(
+        started,
+        &format!("control plane up at {}", env.apiserver_url()),
+    );
+    let client = env.client().await?;
+
+    step(
+        started,
+        "installing the KubeVirt stand-in and enabling the Snapshot feature gate",
+    );
+    kubevirt_sim::install(client.clone()).await?;
+    let ssa = PatchParams::apply("vmclone-demo").force();
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .patch(
+            "kubevirt",
+            &ssa,
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubevirt"}}),
+            ),
+        )
+        .await?;
+    Api::<clone_api::kubevirt::KubeVirt>::namespaced(client.clone(), "kubevirt")
+        .patch(
+            "kubevirt",
+            &ssa,
+            &Patch::Apply(json!({
+                "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
+                "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
+                "spec": {"configuration": {"developerConfiguration": {"featureGates": ["Snapshot"]}}},
+            })),
+        )
+        .await?;
+    let sim = kubevirt_sim::Sim::start(client.clone(), kubevirt_sim::SimConfig::default()).await?;
+
+    step(started, "starting the clone controller");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(clone_controller::run(
+        client.clone(),
+        clone_controller::Config::default(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    step(started, "creating the source VM vm-cirros");
+    kubectl(
+        &env,
+        &["apply", "--server-side", "-f", "-"],
+        Some(&source_vm()),
+    )?;
+
+    let clone_path = clone_yaml.to_string_lossy().into_owned();
+    let clone_started = Instant::now();
+    step(
+        started,
+        &format!(
+            "$ kubectl create -f {}",
+            clone_yaml
+                .strip_prefix(repo())
+                .unwrap_or(&clone_yaml)
+                .display()
+        ),
+    );
+    eprint!("{}", kubectl(&env, &["create", "-f", &clone_path], None)?);
+
+    // Record the phases the clone passes through while kubectl waits.
+    let clones: Api<VirtualMachineClone> = Api::namespaced(client.clone(), "default");
+    let recorder = tokio::spawn(async move {
+        let mut phases: Vec<ClonePhase> = Vec::new();
+        loop {
+            if let Ok(c) = clones.get("testclone").await {
+                let phase = c.status.map(|s| s.phase).unwrap_or_default();
+                if phases.last() != Some(&phase) {
+                    phases.push(phase);
+                }
+                if phase.is_terminal() {
+                    return phases;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+
+    step(
+        started,
+        "$ kubectl wait vmclone testclone --for condition=Ready",
+    );
+    let waited = env.kubectl_output(
+        &[
+            "wait",
+            "vmclone",
+            "testclone",
+            "--for",
+            "condition=Ready",
+            "--timeout=180s",
+        ],
+        None,
+    )?;
+    eprint!("{}", waited.stdout);
+    if !waited.success() {
+        let status =
+            kubectl(&env, &["get", "vmclone", "testclone", "-o", "yaml"], None).unwrap_or_default();
+        bail!(
+            "the clone did not become Ready: {}\n{status}",
+            waited.stderr.trim()
+        );
+    }
+    let clone_took = clone_started.elapsed();
+    let phases = tokio::time::timeout(Duration::from_secs(10), recorder).await??;
+
+    step(started, "$ kubectl get vm vm-clone-target -o yaml");
+    println!(
+        "{}",
+        kubectl(&env, &["get", "vm", "vm-clone-target", "-o", "yaml"], None)?
+    );
+    println!("{}", kubectl(&env, &["get", "vmclone"], None)?);
+
+    let names: Vec<&str> = phases
+        .iter()
+        .map(|p| {
+            if *p == ClonePhase::Unset {
+                "\"\""
+            } else {
+                p.as_str()
+            }
+        })
+        .collect();
+    println!(
+        "Summary: testclone went {} in {:.1}s (demo so far {:.1}s).",
+        names.join(" → "),
+        clone_took.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+
+    if args.keep {
+        println!(
+            "\nThe sandbox keeps running. In another shell:\n  export KUBECONFIG={}\n  kubectl get vmclone,vm -A\nPress Ctrl-C to stop it.",
+            env.kubeconfig_path().display()
+        );
+        tokio::signal::ctrl_c().await?;
+    }
+    step(started, "stopping");
+    let _ = stop_tx.send(());
+    let _ = controller.await;
+    sim.stop().await;
+    drop(env);
+    Ok(())
+}
