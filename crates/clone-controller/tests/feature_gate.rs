@@ -14,16 +14,13 @@ async fn clones_wait_for_kubevirt_and_its_snapshot_gate() {
     let mut h = Harness::with_kubevirt("gate", None).await.unwrap();
     h.start_controller();
     h.create_source_vm("vm", "sim-snapshot").unwrap();
-    h.kubectl(
-        &["create", "-f", "-"],
-        Some(&clone_manifest(
-            "c",
-            "VirtualMachine",
-            "vm",
-            Some("t"),
-            json!({}),
-        )),
-    )
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({}),
+    ))
     .unwrap();
 
     let c = h.wait_ready_reason("c", "KubeVirtNotFound").await.unwrap();

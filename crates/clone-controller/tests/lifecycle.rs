@@ -37,8 +37,7 @@ async fn the_seed_flow_with_kubectl() {
     let source: Value =
         serde_json::to_value(h.api::<VirtualMachine>().get("vm-cirros").await.unwrap()).unwrap();
 
-    h.kubectl(&["create", "-f", "-"], Some(&seed_clone_manifest()))
-        .unwrap();
+    h.create(&seed_clone_manifest()).unwrap();
     h.kubectl_wait_ready("vmclone", "testclone").unwrap();
     let target = target_json(&h, "vm-clone-target");
 
@@ -184,16 +183,13 @@ async fn golden_image_five_clones() {
         .unwrap();
 
     for i in 0..5 {
-        h.kubectl(
-            &["create", "-f", "-"],
-            Some(&clone_manifest(
-                &format!("golden-{i}"),
-                "VirtualMachineSnapshot",
-                "golden",
-                None,
-                json!({}),
-            )),
-        )
+        h.create(&clone_manifest(
+            &format!("golden-{i}"),
+            "VirtualMachineSnapshot",
+            "golden",
+            None,
+            json!({}),
+        ))
         .unwrap();
     }
     let mut targets = BTreeSet::new();
@@ -250,16 +246,13 @@ async fn an_existing_vm_is_never_touched() {
     })
     .await
     .unwrap();
-    h.kubectl(
-        &["create", "-f", "-"],
-        Some(&clone_manifest(
-            "c",
-            "VirtualMachine",
-            "vm-a",
-            Some("vm-b"),
-            json!({}),
-        )),
-    )
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm-a",
+        Some("vm-b"),
+        json!({}),
+    ))
     .unwrap();
     let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
     let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
@@ -302,7 +295,7 @@ async fn two_clones_racing_for_one_target() {
             json!({}),
         ),
     ]);
-    h.kubectl(&["create", "-f", "-"], Some(&both)).unwrap();
+    h.create(&both).unwrap();
     let api = h.api::<VirtualMachineClone>();
     let phases = wait_for("both clones terminal", common::CLONE_TIMEOUT, || async {
         let mut phases = Vec::new();
@@ -327,16 +320,13 @@ async fn two_clones_racing_for_one_target() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clone_waits_for_its_source_and_warns_once() {
     let h = Harness::start("nosource").await.unwrap();
-    h.kubectl(
-        &["create", "-f", "-"],
-        Some(&clone_manifest(
-            "c",
-            "VirtualMachine",
-            "late-vm",
-            Some("t"),
-            json!({}),
-        )),
-    )
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "late-vm",
+        Some("t"),
+        json!({}),
+    ))
     .unwrap();
     let c = h
         .wait_ready_reason("c", "SourceDoesNotExist")
@@ -368,16 +358,13 @@ async fn a_clone_waits_for_its_source_and_warns_once() {
 async fn volumes_without_snapshot_support_hold_the_clone() {
     let h = Harness::start("nosnap").await.unwrap();
     h.create_source_vm("vm", "sim-nosnapshot").unwrap();
-    h.kubectl(
-        &["create", "-f", "-"],
-        Some(&clone_manifest(
-            "c",
-            "VirtualMachine",
-            "vm",
-            Some("t"),
-            json!({}),
-        )),
-    )
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({}),
+    ))
     .unwrap();
     let c = h
         .wait_ready_reason("c", "VMVolumeSnapshotsInvalid")
@@ -411,16 +398,13 @@ async fn a_source_with_backend_storage_fails() {
         None,
     )
     .unwrap();
-    h.kubectl(
-        &["create", "-f", "-"],
-        Some(&clone_manifest(
-            "c",
-            "VirtualMachine",
-            "vm",
-            Some("t"),
-            json!({}),
-        )),
-    )
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({}),
+    ))
     .unwrap();
     let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
     let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
@@ -444,16 +428,13 @@ async fn a_failed_snapshot_fails_the_clone() {
     h.annotate_namespace(kubevirt_sim::names::FAIL_SNAPSHOT_ANNOTATION, "true")
         .unwrap();
     h.create_source_vm("vm", "sim-snapshot").unwrap();
-    h.kubectl(
-        &["create", "-f", "-"],
-        Some(&clone_manifest(
-            "c",
-            "VirtualMachine",
-            "vm",
-            Some("t"),
-            json!({}),
-        )),
-    )
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({}),
+    ))
     .unwrap();
     let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
     let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
@@ -477,16 +458,13 @@ async fn a_failed_restore_fails_the_clone_and_never_succeeds() {
     h.annotate_namespace(kubevirt_sim::names::FAIL_RESTORE_ANNOTATION, "true")
         .unwrap();
     h.create_source_vm("vm", "sim-snapshot").unwrap();
-    h.kubectl(
-        &["create", "-f", "-"],
-        Some(&clone_manifest(
-            "c",
-            "VirtualMachine",
-            "vm",
-            Some("t"),
-            json!({}),
-        )),
-    )
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({}),
+    ))
     .unwrap();
     let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
     let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
@@ -501,16 +479,13 @@ async fn a_refused_restore_fails_the_clone_with_the_servers_message() {
         .await
         .unwrap();
     h.create_source_vm("vm", "sim-snapshot").unwrap();
-    h.kubectl(
-        &["create", "-f", "-"],
-        Some(&clone_manifest(
-            "c",
-            "VirtualMachine",
-            "vm",
-            Some("t"),
-            json!({}),
-        )),
-    )
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({}),
+    ))
     .unwrap();
     let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
     let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
@@ -534,16 +509,13 @@ async fn a_refused_restore_fails_the_clone_with_the_servers_message() {
 async fn deleting_the_target_deletes_the_clone() {
     let h = Harness::start("deltarget").await.unwrap();
     h.create_source_vm("vm", "sim-snapshot").unwrap();
-    h.kubectl(
-        &["create", "-f", "-"],
-        Some(&clone_manifest(
-            "c",
-            "VirtualMachine",
-            "vm",
-            Some("t"),
-            json!({}),
-        )),
-    )
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({}),
+    ))
     .unwrap();
     h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
     h.api::<VirtualMachine>()
@@ -577,16 +549,13 @@ async fn deleting_a_clone_midway_leaves_no_temporary_objects() {
     let h = Harness::start("delclone").await.unwrap();
     h.create_source_vm("vm", "sim-snapshot").unwrap();
     // Delete the clone as soon as its temporary snapshot exists.
-    h.kubectl(
-        &["create", "-f", "-"],
-        Some(&clone_manifest(
-            "c",
-            "VirtualMachine",
-            "vm",
-            Some("t"),
-            json!({}),
-        )),
-    )
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({}),
+    ))
     .unwrap();
     let snaps = h.api::<VirtualMachineSnapshot>();
     wait_for("temp snapshot created", common::CLONE_TIMEOUT, || async {
@@ -670,16 +639,13 @@ async fn wffc_storage_cleans_up_when_the_target_starts() {
         None,
     )
     .unwrap();
-    h.kubectl(
-        &["create", "-f", "-"],
-        Some(&clone_manifest(
-            "c",
-            "VirtualMachine",
-            "vm",
-            Some("t"),
-            json!({}),
-        )),
-    )
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({}),
+    ))
     .unwrap();
     let c = h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
     let status = c.status.unwrap();
@@ -720,16 +686,13 @@ async fn wffc_storage_cleans_up_when_the_target_starts() {
 async fn a_controller_killed_midway_completes_after_restart_with_one_of_everything() {
     let mut h = Harness::without_controller("kill9").await.unwrap();
     h.create_source_vm("vm", "sim-snapshot").unwrap();
-    h.kubectl(
-        &["create", "-f", "-"],
-        Some(&clone_manifest(
-            "c",
-            "VirtualMachine",
-            "vm",
-            Some("t"),
-            json!({}),
-        )),
-    )
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({}),
+    ))
     .unwrap();
     let mut child = h.spawn_controller_process().unwrap();
     let snaps = h.api::<VirtualMachineSnapshot>();
@@ -781,16 +744,13 @@ async fn a_temp_snapshot_deleted_midway_fails_the_clone() {
         .await
         .unwrap();
     h.create_source_vm("vm", "sim-snapshot").unwrap();
-    h.kubectl(
-        &["create", "-f", "-"],
-        Some(&clone_manifest(
-            "c",
-            "VirtualMachine",
-            "vm",
-            Some("t"),
-            json!({}),
-        )),
-    )
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({}),
+    ))
     .unwrap();
     let c = h
         .wait_phase("c", ClonePhase::SnapshotInProgress)
@@ -827,16 +787,13 @@ async fn the_source_may_go_once_the_snapshot_is_ready() {
         .await
         .unwrap();
     h.create_source_vm("vm", "sim-snapshot").unwrap();
-    h.kubectl(
-        &["create", "-f", "-"],
-        Some(&clone_manifest(
-            "c",
-            "VirtualMachine",
-            "vm",
-            Some("t"),
-            json!({}),
-        )),
-    )
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({}),
+    ))
     .unwrap();
     h.wait_phase("c", ClonePhase::RestoreInProgress)
         .await

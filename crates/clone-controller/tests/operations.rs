@@ -134,16 +134,13 @@ async fn health_readiness_and_metrics_that_move() {
     );
 
     h.create_source_vm("vm", "sim-snapshot").unwrap();
-    h.kubectl(
-        &["create", "-f", "-"],
-        Some(&clone_manifest(
-            "c",
-            "VirtualMachine",
-            "vm",
-            Some("t"),
-            json!({}),
-        )),
-    )
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({}),
+    ))
     .unwrap();
     h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
 
@@ -220,16 +217,13 @@ async fn only_the_leader_reconciles_and_a_killed_leader_hands_over() {
     );
 
     h.create_source_vm("vm", "sim-snapshot").unwrap();
-    h.kubectl(
-        &["create", "-f", "-"],
-        Some(&clone_manifest(
-            "first",
-            "VirtualMachine",
-            "vm",
-            Some("t1"),
-            json!({}),
-        )),
-    )
+    h.create(&clone_manifest(
+        "first",
+        "VirtualMachine",
+        "vm",
+        Some("t1"),
+        json!({}),
+    ))
     .unwrap();
     h.wait_phase("first", ClonePhase::Succeeded).await.unwrap();
     let follower_metrics = follower.scrape().unwrap();
@@ -248,16 +242,13 @@ async fn only_the_leader_reconciles_and_a_killed_leader_hands_over() {
     );
 
     // A clone in flight when the leader dies completes under the new leader.
-    h.kubectl(
-        &["create", "-f", "-"],
-        Some(&clone_manifest(
-            "second",
-            "VirtualMachine",
-            "vm",
-            Some("t2"),
-            json!({}),
-        )),
-    )
+    h.create(&clone_manifest(
+        "second",
+        "VirtualMachine",
+        "vm",
+        Some("t2"),
+        json!({}),
+    ))
     .unwrap();
     h.wait_phase("second", ClonePhase::SnapshotInProgress)
         .await

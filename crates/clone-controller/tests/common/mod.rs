@@ -211,6 +211,11 @@ impl Harness {
         .map_err(|e| anyhow::anyhow!("{e:#}\n{}", self.dump()))
     }
 
+    /// `kubectl create -f -` of a manifest into the test namespace, as a user would.
+    pub fn create(&self, manifest: &str) -> Result<String> {
+        self.kubectl(&["create", "-f", "-"], Some(manifest))
+    }
+
     /// Server-side applies YAML/JSON documents into the test namespace.
     pub fn apply(&self, manifest: &str) -> Result<()> {
         self.kubectl(
