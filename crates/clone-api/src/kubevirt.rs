@@ -289,24 +289,6 @@ impl VirtualMachineSpec {
             .and_then(|d| d.interfaces.as_deref())
             .unwrap_or_default()
     }
-
-    /// Whether the VM needs backend storage that a clone cannot copy: a persistent TPM or
-    /// persistent EFI variables.
-    pub fn needs_backend_storage(&self) -> bool {
-        let domain = self.instance_spec().and_then(|s| s.domain.as_ref());
-        let tpm = domain
-            .and_then(|d| d.devices.as_ref())
-            .and_then(|d| d.tpm.as_ref())
-            .and_then(|t| t.persistent)
-            .unwrap_or(false);
-        let efi = domain
-            .and_then(|d| d.firmware.as_ref())
-            .and_then(|f| f.bootloader.as_ref())
-            .and_then(|b| b.efi.as_ref())
-            .and_then(|e| e.persistent)
-            .unwrap_or(false);
-        tpm || efi
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -58,9 +58,14 @@ fn vm_accessors() {
         .collect();
     assert_eq!(claims, vec!["root-dv", "data-pvc"]);
     assert_eq!(vm.spec.interfaces()[0].name, "default");
-    assert!(
-        vm.spec.needs_backend_storage(),
-        "persistent TPM needs backend storage"
+    let tpm = vm
+        .spec
+        .instance_spec()
+        .and_then(|s| s.domain.as_ref())
+        .and_then(|d| d.devices.as_ref());
+    assert_eq!(
+        tpm.and_then(|d| d.tpm.as_ref()).and_then(|t| t.persistent),
+        Some(true)
     );
 }
 

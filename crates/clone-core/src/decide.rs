@@ -754,6 +754,24 @@ impl<'a> Pass<'_, 'a> {
     }
 }
 
+/// Whether a VM spec needs backend storage that a clone cannot copy: a persistent TPM or
+/// persistent EFI variables.
+pub fn spec_needs_backend_storage(spec: &VirtualMachineSpec) -> bool {
+    let domain = spec.instance_spec().and_then(|s| s.domain.as_ref());
+    let tpm = domain
+        .and_then(|d| d.devices.as_ref())
+        .and_then(|d| d.tpm.as_ref())
+        .and_then(|t| t.persistent)
+        .unwrap_or(false);
+    let efi = domain
+        .and_then(|d| d.firmware.as_ref())
+        .and_then(|f| f.bootloader.as_ref())
+        .and_then(|b| b.efi.as_ref())
+        .and_then(|e| e.persistent)
+        .unwrap_or(false);
+    tpm || efi
+}
+
 /// Whether a VM needs backend storage a clone cannot copy: persistent TPM or EFI, or
 /// changed-block tracking that is not disabled.
 pub fn vm_needs_backend_storage(vm: &VirtualMachine) -> bool {
@@ -765,7 +783,7 @@ pub fn vm_needs_backend_storage(vm: &VirtualMachine) -> bool {
             let state = cbt.get("state").and_then(Value::as_str).unwrap_or_default();
             !matches!(state, "" | "Disabled")
         });
-    vm.spec.needs_backend_storage() || cbt
+    spec_needs_backend_storage(&vm.spec) || cbt
 }
 
 /// Why a VM's claim volumes cannot be snapshotted (empty: they all can).
@@ -814,7 +832,7 @@ pub fn check_content(
     if spec.template.is_none() {
         return Ok(vm);
     }
-    if spec.needs_backend_storage() {
+    if spec_needs_backend_storage(&spec) {
         return Err(format!(
             "Clone of source with backendstorage is not supported: snapshot {namespace}/{snapshot_name}"
         ));
