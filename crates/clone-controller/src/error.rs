@@ -21,6 +21,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The API server refused a creation for a reason that may pass (e.g. another restore for
+    /// the same target is in progress); the clone says so and is retried with backoff.
+    #[error("creating {what} refused for now: {message}")]
+    Refused {
+        /// What was created.
+        what: String,
+        /// The server's message.
+        message: String,
+    },
     /// Deleting an object failed.
     #[error("deleting {what}: {source}")]
     Delete {
@@ -60,7 +69,7 @@ impl Error {
     pub fn verb(&self) -> Option<&'static str> {
         match self {
             Error::Read { .. } => Some("get"),
-            Error::Create { .. } | Error::Publish { .. } => Some("create"),
+            Error::Create { .. } | Error::Refused { .. } | Error::Publish { .. } => Some("create"),
             Error::Delete { .. } => Some("delete"),
             Error::WriteStatus { .. } => Some("patch"),
             Error::Incomplete(_) => None,
@@ -72,6 +81,7 @@ impl Error {
         match self {
             Error::Read { .. } => "read",
             Error::Create { .. } => "create",
+            Error::Refused { .. } => "refused",
             Error::Delete { .. } => "delete",
             Error::WriteStatus { .. } => "write_status",
             Error::Publish { .. } => "publish_event",

@@ -86,12 +86,16 @@ async fn reconcile_clone(clone: &Arc<VirtualMachineClone>, ctx: &Arc<Context>) -
     let mut decision = decide(&observed(clone, &world, now.clone()));
     debug!(clone = %clone.name_any(), ns, action = ?action_name(&decision.action), "decided");
 
+    let mut refused = None;
     if let Some(rejection) = execute(ctx, clone, &ns, &decision.action).await? {
         let mut observation = observed(clone, &world, now);
-        observation.rejection = Some(rejection);
+        observation.rejection = Some(rejection.clone());
         decision = decide(&observation);
         // The second decision never creates what was just refused.
         execute(ctx, clone, &ns, &decision.action).await?;
+        if !decision.status.phase.is_terminal() {
+            refused = Some(rejection);
+        }
     }
     if decision.action == Action::DeleteClone {
         // The clone is gone; there is no status to write.
@@ -100,6 +104,13 @@ async fn reconcile_clone(clone: &Arc<VirtualMachineClone>, ctx: &Arc<Context>) -
     }
     write_status(ctx, clone, &ns, &decision).await?;
     publish(ctx, clone, &decision).await;
+    if let Some(rejection) = refused {
+        // Nothing of ours will change when the obstacle clears: retry with backoff.
+        return Err(Error::Refused {
+            what: format!("{:?} for clone {}", rejection.child, clone.name_any()),
+            message: rejection.message,
+        });
+    }
     ctx.reset_backoff(&ObjectRef::from_obj(clone.as_ref()));
     record_success(ctx, clone, &decision);
 

@@ -712,7 +712,13 @@ async fn a_controller_killed_midway_completes_after_restart_with_one_of_everythi
         },
     )
     .await
-    .unwrap();
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\ncontroller log:\n{}\n{}",
+            h.controller_log_text(),
+            h.dump()
+        )
+    });
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let mut child = h.spawn_controller_process().unwrap();

@@ -311,6 +311,13 @@ impl<'a> Pass<'_, 'a> {
             return self.fail(EventReason::InvalidSpec, errors.join("; "));
         }
         let strategy = self.o.clone.spec.strategy.unwrap_or_default();
+        let source_ns = self.o.clone.spec.source.namespace.as_deref();
+        if source_ns.is_some_and(|ns| ns != self.namespace()) {
+            return self.fail(
+                EventReason::InvalidSpec,
+                "source.namespace needs the DataVolume strategy, which this version of the controller does not support yet".into(),
+            );
+        }
         if strategy == CloneStrategy::DataVolume {
             return self.fail(
                 EventReason::InvalidSpec,
@@ -590,9 +597,10 @@ impl<'a> Pass<'_, 'a> {
             };
             let identity = identity_patches(&input, &vm);
             for interface in &identity.unknown_interfaces {
+                let source = &self.o.clone.spec.source;
                 let message = format!(
-                    "newMacAddresses names interface {interface}, which source VM {} does not have",
-                    self.o.clone.spec.source.name
+                    "newMacAddresses names interface {interface}, which the VM of {} {} does not have",
+                    source.kind, source.name
                 );
                 self.event(EventReason::UnknownInterface, message);
             }

@@ -463,6 +463,25 @@ fn the_datavolume_strategy_is_refused_clearly_until_it_exists() {
     );
 }
 
+#[test]
+fn a_cross_namespace_source_is_refused_until_the_datavolume_strategy_exists() {
+    for strategy in ["Auto", "DataVolume"] {
+        let mut spec = vm_spec();
+        spec["source"]["namespace"] = json!("elsewhere");
+        spec["strategy"] = json!(strategy);
+        let mut w = World::vm_source();
+        w.clone = clone_with(spec);
+        let d = w.decide();
+        assert_eq!(d.status.phase, ClonePhase::Failed, "{strategy}");
+        assert_eq!(condition(&d, "Ready").1, "InvalidSpec");
+        assert!(
+            condition(&d, "Ready").2.contains("DataVolume strategy"),
+            "{:?}",
+            condition(&d, "Ready")
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Target name and guard
 // ---------------------------------------------------------------------------------------------
@@ -789,7 +808,7 @@ fn a_mac_for_an_unknown_interface_is_reported() {
     );
     assert_eq!(
         d.events[1].message,
-        "newMacAddresses names interface eth9, which source VM golden does not have"
+        "newMacAddresses names interface eth9, which the VM of VirtualMachineSnapshot golden does not have"
     );
 }
 

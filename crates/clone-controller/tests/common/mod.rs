@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
@@ -146,10 +146,27 @@ impl Harness {
             .arg("--metrics-addr=127.0.0.1:0")
             .arg("--health-addr=127.0.0.1:0")
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(self.controller_log()?)
+            .stderr(self.controller_log()?)
             .spawn()
             .context("starting the clone-controller binary")
+    }
+
+    /// Where the controller binary of this test logs (appended to by every start).
+    pub fn controller_log_path(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("vmclone-controller-{}.log", self.ns))
+    }
+
+    /// The controller binary's log so far (for failure messages).
+    pub fn controller_log_text(&self) -> String {
+        std::fs::read_to_string(self.controller_log_path()).unwrap_or_default()
+    }
+
+    fn controller_log(&self) -> Result<std::fs::File> {
+        Ok(std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.controller_log_path())?)
     }
 
     pub fn api<K>(&self) -> Api<K>
