@@ -84,7 +84,6 @@ async fn a_vm_snapshot_becomes_ready_with_a_content_holding_the_vm_and_its_volum
         status_of("cd")["reason"],
         "Snapshot is not supported for this volumeSource type [cd]"
     );
-    assert_eq!(vm["status"]["printableStatus"], "Stopped");
     let dv = world
         .wait(
             &world.dvs(),
@@ -98,6 +97,15 @@ async fn a_vm_snapshot_becomes_ready_with_a_content_holding_the_vm_and_its_volum
         dv["metadata"]["ownerReferences"][0]["kind"],
         "VirtualMachine"
     );
+    // Provisioning while the DataVolume fills, then Stopped (halted VM).
+    world
+        .wait(
+            &world.vms(),
+            "vm",
+            "the VM to be Stopped once its DataVolume is done",
+            |vm| vm["status"]["printableStatus"] == "Stopped",
+        )
+        .await;
 
     let created = world
         .create(&world.snapshots(), snapshot("snap", "vm"))
