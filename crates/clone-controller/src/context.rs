@@ -8,7 +8,7 @@ use std::time::Duration;
 use clone_api::kubevirt::{
     KubeVirt, VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot,
 };
-use clone_api::v1beta1::VirtualMachineClone;
+use clone_api::v1beta1::{VirtualMachineClone, VirtualMachineCloneStatus};
 use clone_core::decide::GateMode;
 use kube::Client;
 use kube::core::PartialObjectMeta;
@@ -114,6 +114,7 @@ pub struct Context {
     /// Whether this replica may reconcile.
     pub leadership: crate::leader::Leadership,
     backoff: Mutex<HashMap<ObjectRef<VirtualMachineClone>, u32>>,
+    written: Mutex<HashMap<String, (u64, VirtualMachineCloneStatus)>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -142,6 +143,44 @@ impl Context {
             telemetry,
             leadership,
             backoff: Mutex::default(),
+            written: Mutex::default(),
+        }
+    }
+
+    /// Remembers the status this controller wrote for a clone (by UID) and the resourceVersion
+    /// the API server answered with.
+    pub fn remember_status(
+        &self,
+        uid: &str,
+        resource_version: u64,
+        status: VirtualMachineCloneStatus,
+    ) {
+        if let Ok(mut map) = self.written.lock() {
+            map.insert(uid.to_owned(), (resource_version, status));
+        }
+    }
+
+    /// The clone as this controller last knew it: when the cache still holds a version older
+    /// than our own last status write, that write's status replaces the cached one. Without this
+    /// a pass woken by a child object could redo the last transition (and publish its events
+    /// again) from a stale status.
+    pub fn freshest(&self, clone: &VirtualMachineClone) -> Option<VirtualMachineClone> {
+        let uid = clone.metadata.uid.as_deref()?;
+        let cached: u64 = clone.metadata.resource_version.as_deref()?.parse().ok()?;
+        let map = self.written.lock().ok()?;
+        let (written, status) = map.get(uid)?;
+        (*written > cached).then(|| {
+            let mut fresher = clone.clone();
+            fresher.status = Some(status.clone());
+            fresher.metadata.resource_version = Some(written.to_string());
+            fresher
+        })
+    }
+
+    /// Forgets a deleted clone.
+    pub fn forget(&self, uid: &str) {
+        if let Ok(mut map) = self.written.lock() {
+            map.remove(uid);
         }
     }
 

@@ -78,6 +78,8 @@ pub async fn reconcile(clone: Arc<VirtualMachineClone>, ctx: Arc<Context>) -> Re
 
 async fn reconcile_clone(clone: &Arc<VirtualMachineClone>, ctx: &Arc<Context>) -> Result<Requeue> {
     ctx.caches.ready().await;
+    let fresher = ctx.freshest(clone);
+    let clone = fresher.as_ref().unwrap_or(clone.as_ref());
     let ns = clone
         .namespace()
         .ok_or_else(|| Error::Incomplete(format!("clone {} has no namespace", clone.name_any())))?;
@@ -100,6 +102,9 @@ async fn reconcile_clone(clone: &Arc<VirtualMachineClone>, ctx: &Arc<Context>) -
     if decision.action == Action::DeleteClone {
         // The clone is gone; there is no status to write.
         publish(ctx, clone, &decision).await;
+        if let Some(uid) = &clone.metadata.uid {
+            ctx.forget(uid);
+        }
         return Ok(Requeue::await_change());
     }
     write_status(ctx, clone, &ns, &decision).await?;
@@ -111,7 +116,7 @@ async fn reconcile_clone(clone: &Arc<VirtualMachineClone>, ctx: &Arc<Context>) -
             message: rejection.message,
         });
     }
-    ctx.reset_backoff(&ObjectRef::from_obj(clone.as_ref()));
+    ctx.reset_backoff(&ObjectRef::from_obj(clone));
     record_success(ctx, clone, &decision);
 
     Ok(

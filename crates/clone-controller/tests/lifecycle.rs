@@ -695,17 +695,22 @@ async fn a_controller_killed_midway_completes_after_restart_with_one_of_everythi
     ))
     .unwrap();
     let mut child = h.spawn_controller_process().unwrap();
+    // The clone has started once its snapshot exists or its status says it moved on (with no
+    // sim latency the whole clone can finish before a poll sees the short-lived snapshot).
     let snaps = h.api::<VirtualMachineSnapshot>();
+    let clones = h.api::<VirtualMachineClone>();
     wait_for(
         "the controller started the clone",
         common::CLONE_TIMEOUT,
         || async {
+            let snapshot = !snaps
+                .list_metadata(&Default::default())
+                .await?
+                .items
+                .is_empty();
+            let status = clones.get("c").await?.status.unwrap_or_default();
             anyhow::ensure!(
-                !snaps
-                    .list_metadata(&Default::default())
-                    .await?
-                    .items
-                    .is_empty(),
+                snapshot || status.snapshot_name.is_some() || status.phase != ClonePhase::Unset,
                 "no snapshot yet"
             );
             Ok(())

@@ -154,7 +154,12 @@ impl Harness {
 
     /// Where the controller binary of this test logs (appended to by every start).
     pub fn controller_log_path(&self) -> std::path::PathBuf {
-        std::env::temp_dir().join(format!("vmclone-controller-{}.log", self.ns))
+        // The namespace names repeat across runs: the process id keeps the logs apart.
+        std::env::temp_dir().join(format!(
+            "vmclone-controller-{}-{}.log",
+            std::process::id(),
+            self.ns
+        ))
     }
 
     /// The controller binary's log so far (for failure messages).
