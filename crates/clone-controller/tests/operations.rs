@@ -97,7 +97,14 @@ impl Replica {
         Ok(body)
     }
 
-    fn kill(mut self) {
+    fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Replica {
+    // A failing test must not leave a controller running.
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -136,8 +136,9 @@ impl Harness {
         }
     }
 
-    /// The controller binary as a child process, scoped to the test's namespace.
-    pub fn spawn_controller_process(&self) -> Result<Child> {
+    /// The controller binary as a child process, scoped to the test's namespace; killed when
+    /// the handle is dropped (also when the test panics).
+    pub fn spawn_controller_process(&self) -> Result<ControllerProcess> {
         Command::new(env!("CARGO_BIN_EXE_clone-controller"))
             .arg("--namespace")
             .arg(&self.ns)
@@ -149,6 +150,7 @@ impl Harness {
             .stdout(self.controller_log()?)
             .stderr(self.controller_log()?)
             .spawn()
+            .map(ControllerProcess)
             .context("starting the clone-controller binary")
     }
 
@@ -398,6 +400,24 @@ impl Harness {
         if let Some(sim) = self.sim.take() {
             sim.stop().await;
         }
+    }
+}
+
+/// A controller binary run by a test; `SIGKILL`ed when dropped, so a failing test never leaves
+/// a controller running.
+pub struct ControllerProcess(Child);
+
+impl ControllerProcess {
+    /// `kill -9`, and wait until it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
