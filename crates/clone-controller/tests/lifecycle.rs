@@ -749,9 +749,10 @@ async fn a_controller_killed_midway_completes_after_restart_with_one_of_everythi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_temp_snapshot_deleted_midway_fails_the_clone() {
-    let h = Harness::slow("snapdel", std::time::Duration::from_secs(3))
+    let mut h = Harness::slow("snapdel", std::time::Duration::from_secs(3))
         .await
         .unwrap();
+    h.start_controller();
     h.create_source_vm("vm", "sim-snapshot").unwrap();
     h.create(&clone_manifest(
         "c",
@@ -792,9 +793,10 @@ async fn a_temp_snapshot_deleted_midway_fails_the_clone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_source_may_go_once_the_snapshot_is_ready() {
-    let h = Harness::slow("srcdel", std::time::Duration::from_secs(2))
+    let mut h = Harness::slow("srcdel", std::time::Duration::from_secs(2))
         .await
         .unwrap();
+    h.start_controller();
     h.create_source_vm("vm", "sim-snapshot").unwrap();
     h.create(&clone_manifest(
         "c",

@@ -71,14 +71,12 @@ impl Harness {
 
     /// A harness whose sim waits `latency` before each step (to catch a clone midway).
     pub async fn slow(prefix: &str, latency: Duration) -> Result<Harness> {
-        let mut h = Self::build(
+        Self::build(
             prefix,
             Some(&["Snapshot"]),
             SimConfig::default().latency(latency),
         )
-        .await?;
-        h.start_controller();
-        Ok(h)
+        .await
     }
 
     async fn build(prefix: &str, gates: Option<&[&str]>, sim: SimConfig) -> Result<Harness> {
