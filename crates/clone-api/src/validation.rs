@@ -94,6 +94,12 @@ pub fn patch_rejected_by_kubevirt(index: usize, patch: &str) -> String {
     format!("patch {index} {PATCH_NAIVE_CHECK}: {patch}")
 }
 
+/// `patch <i> does not apply to the VM in snapshot <snapshot>: <why> (<patch>)`: KubeVirt's
+/// restore would retry such a patch forever, so the clone fails before creating the restore.
+pub fn patch_does_not_apply(index: usize, snapshot: &str, why: &str, patch: &str) -> String {
+    format!("patch {index} does not apply to the VM in snapshot {snapshot}: {why} ({patch})")
+}
+
 /// Any change of `spec` after creation.
 pub const SPEC_IMMUTABLE: &str = "spec is immutable";
 

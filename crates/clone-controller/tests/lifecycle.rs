@@ -469,6 +469,32 @@ async fn a_failed_restore_fails_the_clone_and_never_succeeds() {
     let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
     let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
     assert_eq!(ready.reason.as_deref(), Some("RestoreFailed"), "{ready:?}");
+    // The failed clone releases its temporary snapshot and restore and keeps its outcome.
+    wait_for(
+        "the temporary objects to go",
+        common::CLONE_TIMEOUT,
+        || async {
+            let (snaps, restores, _) = h.inventory().await?;
+            anyhow::ensure!(
+                snaps.is_empty() && restores.is_empty(),
+                "left: {snaps:?} {restores:?}"
+            );
+            Ok::<_, anyhow::Error>(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", h.dump()));
+    let c: VirtualMachineClone = h.api().get("c").await.unwrap();
+    let status = c.status.unwrap();
+    assert_eq!(status.phase, ClonePhase::Failed);
+    assert_eq!(
+        (&status.snapshot_name, &status.restore_name),
+        (&None, &None)
+    );
+    assert_eq!(
+        status.condition("Ready").and_then(|c| c.reason.as_deref()),
+        Some("RestoreFailed")
+    );
     h.stop().await;
 }
 

@@ -15,6 +15,7 @@ use clone_api::kubevirt::{
     VirtualMachineSpec,
 };
 use clone_api::names::{self, EventReason};
+use clone_api::validation;
 use clone_api::v1beta1::{
     ClonePhase, CloneStrategy, VirtualMachineClone, VirtualMachineCloneStatus,
 };
@@ -23,6 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference,
 use serde_json::Value;
 
 use crate::identity::{IdentityInput, identity_patches};
+use crate::patch::{PatchError, apply_kubevirt};
 use crate::status::Situation;
 use crate::validate::validate_spec;
 
@@ -243,16 +245,45 @@ pub fn decide(observed: &Observed<'_>) -> Decision {
         events: Vec::new(),
         action: Action::Nothing,
     };
-    // A clone being deleted is left to the garbage collector; a failed clone is final.
-    if observed.clone.metadata.deletion_timestamp.is_some() || old.phase == ClonePhase::Failed {
+    // A clone being deleted is left to the garbage collector.
+    if observed.clone.metadata.deletion_timestamp.is_some() {
         return Decision {
             action: Action::Nothing,
             status: old,
             events: Vec::new(),
         };
     }
+    // A failed clone is final; the pass after the failure releases its temporary objects.
+    if old.phase == ClonePhase::Failed {
+        return release_after_failure(&pass.names, old);
+    }
     let situation = pass.run();
     pass.finish(&old, situation)
+}
+
+/// A failed clone keeps its outcome but not its temporary snapshot and restore: they hold
+/// storage and their error text is already in the clone's status. A source snapshot is never
+/// deleted. The failure is written first and the deletion follows in the next pass, so a crash in
+/// between cannot turn the recorded reason into `SnapshotDeleted`.
+fn release_after_failure(names: &Lookups, mut status: VirtualMachineCloneStatus) -> Decision {
+    let restore = status
+        .restore_name
+        .take()
+        .filter(|name| *name == names.restore_name);
+    let snapshot = status
+        .snapshot_name
+        .take()
+        .filter(|name| names.source_vm.is_some() && *name == names.snapshot_name);
+    let action = if restore.is_some() || snapshot.is_some() {
+        Action::Cleanup { restore, snapshot }
+    } else {
+        Action::Nothing
+    };
+    Decision {
+        action,
+        status,
+        events: Vec::new(),
+    }
 }
 
 struct Pass<'o, 'a> {
@@ -605,6 +636,9 @@ impl<'a> Pass<'_, 'a> {
                 self.event(EventReason::UnknownInterface, message);
             }
             let patches = with_run_strategy(identity.patches, &vm, &self.o.clone.spec);
+            if let Some(message) = self.user_patch_conflict(&vm, &patches) {
+                return Some(self.fail(EventReason::InvalidSpec, message));
+            }
             self.action = Action::CreateRestore(Box::new(self.build_restore(patches)));
             self.status.restore_name = Some(name.clone());
             let message = format!("created restore {name} for clone {}", self.clone_name());
@@ -629,6 +663,30 @@ impl<'a> Pass<'_, 'a> {
         );
         self.event(EventReason::RestoreReady, message);
         None
+    }
+
+    /// Why the restore's patches would not apply to the snapshot's VM, when one of the user's
+    /// patches is at fault (for example removing a label the VM does not have, or one the filters
+    /// already removed). KubeVirt retries a restore whose patches fail, so without this check the
+    /// clone would wait forever. The user's patches come last, so a failure past the generated ones
+    /// is theirs.
+    fn user_patch_conflict(&self, vm: &Value, patches: &[String]) -> Option<String> {
+        let mut trial = vm.clone();
+        let error = apply_kubevirt(&mut trial, patches).err()?;
+        let generated = patches.len() - self.o.clone.spec.patches.as_ref().map_or(0, Vec::len);
+        let (index, why) = match &error {
+            PatchError::Apply { index, source, .. } => (*index, source.to_string()),
+            PatchError::Unparsable { index, source } => (*index, source.to_string()),
+            _ => return None,
+        };
+        let user_index = index.checked_sub(generated)?;
+        let patch = patches.get(index)?;
+        Some(validation::patch_does_not_apply(
+            user_index,
+            &self.names.snapshot_name,
+            &why,
+            patch,
+        ))
     }
 
     /// After success: delete the clone when its target is gone, else clean up once every

@@ -846,7 +846,7 @@ fn target_run_strategy_is_patched_before_the_users_patches() {
     let mut spec = snapshot_source_spec();
     spec["targetRunStrategy"] = json!("Always");
     spec["patches"] =
-        json!([r#"{"op": "add", "path": "/spec/template/metadata/labels/x", "value": "y"}"#]);
+        json!([r#"{"op": "add", "path": "/metadata/labels/x", "value": "y"}"#]);
     let mut w = World::snapshot_source();
     w.clone = clone_with(spec);
     w.content = Some(good_content("golden"));
@@ -1083,6 +1083,92 @@ fn terminal_phases_are_stable() {
     assert_eq!(first.action, Action::Nothing);
     assert!(second.events.is_empty() && first.events.is_empty());
     assert!(!status_changed(&first.status, &second.status));
+}
+
+/// KubeVirt retries a restore whose patches do not apply, forever; the clone fails first, naming
+/// the user's patch (found by the fuzz tests: a `remove` of a label the VM does not have).
+#[test]
+fn a_user_patch_that_cannot_apply_fails_the_clone_instead_of_hanging() {
+    let mut spec = vm_spec();
+    spec["patches"] = json!([
+        r#"{"op":"add","path":"/metadata/labels/fine","value":"yes"}"#,
+        r#"{"op":"remove","path":"/metadata/labels/no-such-label"}"#,
+    ]);
+    let mut w = World {
+        clone: clone_with(spec),
+        ..World::vm_source()
+    }
+    .phase(ClonePhase::SnapshotInProgress, Some(SNAP), None);
+    w.temp_snapshot = Some(ready_snapshot(SNAP));
+    w.content = Some(good_content(SNAP));
+    let d = w.decide();
+    assert_eq!(d.action, Action::Nothing);
+    let (_, reason, message) = condition(&d, "Ready");
+    assert_eq!(reason, "InvalidSpec");
+    assert!(
+        message.starts_with(&format!(
+            "patch 1 does not apply to the VM in snapshot {SNAP}: "
+        )) && message.ends_with(r#"({"op":"remove","path":"/metadata/labels/no-such-label"})"#),
+        "{message}"
+    );
+    assert_eq!(reasons(&d), vec![SnapshotReady, InvalidSpec]);
+
+    // The same patch over a label the VM has goes through.
+    let mut spec = vm_spec();
+    spec["patches"] = json!([r#"{"op":"remove","path":"/metadata/labels/app"}"#]);
+    w.clone = World {
+        clone: clone_with(spec),
+        ..World::vm_source()
+    }
+    .phase(ClonePhase::SnapshotInProgress, Some(SNAP), None)
+    .clone;
+    assert!(matches!(w.decide().action, Action::CreateRestore(_)));
+}
+
+/// Upstream keeps a failed clone's temporary objects until the clone is deleted; they hold
+/// storage, so the pass after the failure deletes them (the outcome stays as it was).
+#[test]
+fn a_failed_clone_releases_its_temporary_objects_in_the_next_pass() {
+    let mut w = World::vm_source().phase(ClonePhase::RestoreInProgress, Some(SNAP), Some(RESTORE));
+    w.temp_snapshot = Some(ready_snapshot(SNAP));
+    w.restore = Some(restore(json!({"complete": false, "conditions": [
+        {"type": "Failure", "status": "True", "reason": "Operation failed", "message": "target not ready"}]})));
+    let (failed, next) = w.decide_twice();
+    // The failure is written first, with the names still recorded.
+    assert_eq!(failed.action, Action::Nothing);
+    assert_eq!(failed.status.phase, ClonePhase::Failed);
+    assert_eq!(failed.status.restore_name.as_deref(), Some(RESTORE));
+    assert_eq!(
+        next.action,
+        Action::Cleanup {
+            restore: Some(RESTORE.into()),
+            snapshot: Some(SNAP.into()),
+        }
+    );
+    assert!(next.events.is_empty());
+    assert_eq!(next.status.restore_name, None);
+    assert_eq!(next.status.snapshot_name, None);
+    assert_eq!(next.status.conditions, failed.status.conditions);
+    assert_eq!(next.status.phase, ClonePhase::Failed);
+    // Then nothing more.
+    w.clone.status = Some(next.status.clone());
+    let last = w.decide();
+    assert_eq!(last.action, Action::Nothing);
+    assert_eq!(last.status, next.status);
+}
+
+#[test]
+fn a_failed_clone_never_deletes_a_source_snapshot_or_foreign_names() {
+    let w = World::snapshot_source().phase(ClonePhase::Failed, Some("golden"), None);
+    assert_eq!(w.decide().action, Action::Nothing);
+    // Names that are not this clone's temporary objects are cleared, never deleted.
+    let w = World::vm_source().phase(ClonePhase::Failed, Some("someone-else"), Some("other"));
+    let d = w.decide();
+    assert_eq!(d.action, Action::Nothing);
+    assert_eq!(
+        (d.status.snapshot_name, d.status.restore_name),
+        (None, None)
+    );
 }
 
 #[test]
