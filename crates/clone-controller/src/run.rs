@@ -85,12 +85,60 @@ where
 {
     let (reader, writer) = reflector::store();
     let (synced, mark) = Synced::new();
-    let stream = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
+    let stream = watcher(api, watch_config())
+        .backoff(WatchBackoff::default())
         .reflect(writer)
         .inspect_ok(move |event| mark(event))
         .touched_objects();
     (reader, synced, stream)
+}
+
+/// How every watch lists: a consistent read (`resourceVersion=""`), never from the API server's
+/// watch cache at any age (`resourceVersion="0"`). After an etcd restart a cached list can hand
+/// back a resourceVersion the watch then refuses as too old (410), and relisting from the same
+/// cache repeats it: the fault suite saw watches stuck that way for minutes, growing their backoff
+/// to 30 s while new clones went unseen. A consistent list ends that loop on the first relist.
+fn watch_config() -> watcher::Config {
+    watcher::Config::default()
+}
+
+/// How long a watch waits before retrying after an error: 250 ms, doubling up to 5 s, back to
+/// the start on the first event that gets through.
+///
+/// kube-runtime's default goes up to 30 s. An API server restart costs a watch several failed
+/// connects and then a 410 on its old resourceVersion, each doubling the wait, so with that default
+/// the fault suite saw watches (the clones' among them) stay away for tens of seconds after the
+/// API server was back. Seven watches per replica retrying every 5 s are no burden for it.
+#[derive(Debug, Clone)]
+struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(delay)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
 }
 
 /// Runs the controller until `shutdown` completes; in-flight reconciles finish first.
@@ -124,17 +172,14 @@ pub async fn run_with(
     let (clones_synced, mark_clones) = Synced::new();
     let clone_stream = {
         let index = index.clone();
-        watcher(
-            api::<VirtualMachineClone>(&client, ns),
-            watcher::Config::default().any_semantic(),
-        )
-        .default_backoff()
-        .reflect(clone_writer)
-        .inspect_ok(move |event| {
-            index.apply(event);
-            mark_clones(event);
-        })
-        .applied_objects()
+        watcher(api::<VirtualMachineClone>(&client, ns), watch_config())
+            .backoff(WatchBackoff::default())
+            .reflect(clone_writer)
+            .inspect_ok(move |event| {
+                index.apply(event);
+                mark_clones(event);
+            })
+            .applied_objects()
     };
     let controller = Controller::for_stream(clone_stream, clones.clone())
         .with_config(controller::Config::default().concurrency(config.concurrency));
@@ -149,15 +194,15 @@ pub async fn run_with(
         cached_watch(Api::<KubeVirt>::all(client.clone()));
     let pvc_stream = watcher(
         api::<PartialObjectMeta<PersistentVolumeClaim>>(&client, ns),
-        watcher::Config::default().any_semantic(),
+        watch_config(),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .touched_objects();
     let content_stream = watcher(
         api::<PartialObjectMeta<VirtualMachineSnapshotContent>>(&client, ns),
-        watcher::Config::default().any_semantic(),
+        watch_config(),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .touched_objects();
 
     let caches = Caches {
@@ -323,4 +368,19 @@ pub async fn run_with(
         election.release().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod watch_backoff_tests {
+    use super::*;
+    use kube::runtime::utils::Backoff as _;
+
+    #[test]
+    fn doubles_up_to_five_seconds_and_resets() {
+        let mut backoff = WatchBackoff::default();
+        let ms: Vec<u128> = backoff.by_ref().take(7).map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [250, 500, 1000, 2000, 4000, 5000, 5000]);
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(Duration::from_millis(250)));
+    }
 }
