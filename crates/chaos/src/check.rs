@@ -1,0 +1,368 @@
+//! The invariants a chaos run must keep, checked once every clone has settled:
+//!
+//! 1. every clone that was not deleted ends `Succeeded` or `Failed` with a reason, as its plan
+//!    expects (a clone whose source was deleted under it may instead wait with
+//!    `SourceDoesNotExist`); every deleted clone is gone;
+//! 2. exactly one target VM per successful clone, made by that clone's restore, with the promised
+//!    identity (firmware UUID from the clone UID, the requested or generated serial, new or no
+//!    MAC addresses, the label and annotation filters applied);
+//! 3. no VM the run cannot explain (every VM is a source, a pre-existing VM, or the target of one
+//!    of its clones);
+//! 4. no temporary snapshot or restore left;
+//! 5. no source or pre-existing VM changed (hash of labels, annotations and spec), and the golden
+//!    snapshot still there;
+//! 6. the controller never panicked and never exited on its own (logs and exit statuses).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::Result;
+use clone_api::kubevirt::{VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot};
+use clone_api::names::{LAST_RESTORE_UID_ANNOTATION, TEMP_RESTORE_PREFIX, TEMP_SNAPSHOT_PREFIX};
+use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
+use clone_core::filter::FilterSet;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use testenv::wait_for;
+
+use crate::plan::{self, Expect};
+use crate::replicas::Replicas;
+use crate::{Report, Tracked};
+
+/// How long the garbage collector and the controller's cleanup may take after the clones settled.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Fingerprints of what exists before the clones.
+#[derive(Debug, Clone)]
+pub struct World {
+    /// VM name → hash of its labels, annotations and spec.
+    pub vm_hashes: BTreeMap<String, String>,
+}
+
+impl World {
+    /// Fingerprints every VM in the namespace.
+    pub async fn record(client: &Client, ns: &str) -> Result<World> {
+        let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), ns);
+        let vm_hashes = vms
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .map(|vm| Ok((vm.name_any(), fingerprint(vm)?)))
+            .collect::<Result<_>>()?;
+        Ok(World { vm_hashes })
+    }
+}
+
+/// What a controller may never change about a VM it did not create.
+fn fingerprint(vm: &VirtualMachine) -> Result<String> {
+    let mut hash = Sha256::new();
+    hash.update(serde_json::to_vec(&vm.metadata.labels)?);
+    hash.update(serde_json::to_vec(&vm.metadata.annotations)?);
+    hash.update(serde_json::to_vec(&vm.spec)?);
+    Ok(format!("{:x}", hash.finalize()))
+}
+
+/// The reason of a clone's Ready condition.
+pub fn ready_reason(c: &VirtualMachineClone) -> Option<String> {
+    c.status
+        .as_ref()
+        .and_then(|s| s.condition(clone_api::names::condition::READY))
+        .and_then(|c| c.reason.clone())
+        .filter(|r| !r.is_empty())
+}
+
+/// Checks every invariant, adding each violation to `report.problems` and each clone's outcome
+/// to `report.outcomes`.
+pub async fn run(
+    client: &Client,
+    ns: &str,
+    tracked: &[Tracked],
+    world: &World,
+    replicas: &Replicas,
+    report: &mut Report,
+) -> Result<()> {
+    let problems = &mut report.problems;
+    let clones: Api<VirtualMachineClone> = Api::namespaced(client.clone(), ns);
+    let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), ns);
+
+    // 4 first: it may take the garbage collector a moment. A clone still waiting (its source
+    // deleted before its snapshot was ready) keeps its objects; no one else may.
+    let temp_left = wait_for(
+        "no temporary snapshot or restore left",
+        CLEANUP_TIMEOUT,
+        || async {
+            let waiting: Vec<String> = clones
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .filter(|c| !c.status.as_ref().is_some_and(|s| s.phase.is_terminal()))
+                .filter_map(|c| c.uid())
+                .collect();
+            let left: Vec<String> = temporary_objects(client, ns)
+                .await?
+                .into_iter()
+                .filter(|name| !waiting.iter().any(|uid| name.ends_with(uid.as_str())))
+                .collect();
+            anyhow::ensure!(left.is_empty(), "left: {left:?}");
+            Ok::<_, anyhow::Error>(())
+        },
+    )
+    .await;
+    if let Err(e) = temp_left {
+        problems.push(format!("{e:#}"));
+    }
+
+    let present: BTreeMap<String, VirtualMachineClone> = clones
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|c| (c.name_any(), c))
+        .collect();
+    let all_vms: BTreeMap<String, VirtualMachine> = vms
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|vm| (vm.name_any(), vm))
+        .collect();
+
+    // 1 and 2.
+    let mut explained: BTreeSet<String> = BTreeSet::new();
+    for t in tracked {
+        let name = &t.plan.name;
+        let Some(clone) = present.get(name) else {
+            if t.deleted {
+                report.outcomes.insert(name.clone(), "deleted".into());
+            } else {
+                problems.push(format!("clone {name} disappeared without being deleted"));
+                report.outcomes.insert(name.clone(), "missing".into());
+            }
+            // A deleted clone's target may exist (deletion never removes a created VM).
+            if let Some(uid) = &t.uid {
+                explained.extend(made_by(&all_vms, uid));
+            }
+            continue;
+        };
+        if t.deleted {
+            problems.push(format!("clone {name} was deleted but still exists"));
+        }
+        let status = clone.status.clone().unwrap_or_default();
+        let reason = ready_reason(clone);
+        let outcome = match status.phase {
+            ClonePhase::Succeeded => "Succeeded".to_owned(),
+            p => format!("{}/{}", p.as_str(), reason.as_deref().unwrap_or("-")),
+        };
+        report.outcomes.insert(name.clone(), outcome.clone());
+        let uid = clone.uid().unwrap_or_default();
+        match (t.plan.expect, status.phase, reason.as_deref()) {
+            (Expect::Succeed | Expect::SourceMayVanish, ClonePhase::Succeeded, _) => {}
+            (Expect::Fail(want), ClonePhase::Failed, Some(got)) if want == got => {}
+            (Expect::SourceMayVanish, ClonePhase::Failed, Some(_)) => {}
+            (Expect::SourceMayVanish, p, Some("SourceDoesNotExist")) if !p.is_terminal() => {}
+            (expect, _, _) => problems.push(format!(
+                "clone {name} ({:?}) ended {outcome}, expected {expect:?}",
+                t.plan.flavour
+            )),
+        }
+        let made = made_by(&all_vms, &uid);
+        explained.extend(made.iter().cloned());
+        if status.phase == ClonePhase::Succeeded {
+            let target = status.target_name.clone().unwrap_or_default();
+            if made != [target.clone()] {
+                problems.push(format!(
+                    "clone {name} succeeded with target {target:?} but its restore made {made:?}"
+                ));
+            }
+            match all_vms.get(&target) {
+                Some(vm) => identity(ns, clone, t, vm, problems)?,
+                None => problems.push(format!("clone {name}: target VM {target} does not exist")),
+            }
+        } else if t.plan.expect == Expect::Fail("TargetExists") && !made.is_empty() {
+            problems.push(format!(
+                "clone {name} failed on TargetExists yet made {made:?}"
+            ));
+        }
+    }
+
+    // 3 and 5.
+    for (name, vm) in &all_vms {
+        match world.vm_hashes.get(name) {
+            Some(before) => {
+                if fingerprint(vm)? != *before {
+                    problems.push(format!("VM {name}, which no clone created, was changed"));
+                }
+            }
+            None if explained.contains(name) => {}
+            None => problems.push(format!("VM {name} exists but no clone of the run made it")),
+        }
+    }
+    for name in world.vm_hashes.keys() {
+        if !all_vms.contains_key(name) && name != plan::DOOMED_SOURCE {
+            problems.push(format!("VM {name}, which no clone created, is gone"));
+        }
+    }
+    let snapshots: Api<VirtualMachineSnapshot> = Api::namespaced(client.clone(), ns);
+    if snapshots.get_opt(plan::GOLDEN_SNAPSHOT).await?.is_none() {
+        problems.push(format!(
+            "the source snapshot {} is gone",
+            plan::GOLDEN_SNAPSHOT
+        ));
+    }
+
+    // 6.
+    for (replica, status) in &replicas.unexpected_exits {
+        problems.push(format!("controller {replica} exited on its own: {status}"));
+    }
+    for (replica, log) in replicas.logs()? {
+        if let Some(line) = log.lines().find(|l| l.contains("panicked")) {
+            problems.push(format!("controller {replica} panicked: {line}"));
+        }
+    }
+    Ok(())
+}
+
+/// Names of the VMs a clone's restore made (`lastRestoreUID` names its temporary restore).
+fn made_by(vms: &BTreeMap<String, VirtualMachine>, clone_uid: &str) -> Vec<String> {
+    let restore = format!("{TEMP_RESTORE_PREFIX}{clone_uid}");
+    vms.iter()
+        .filter(|(_, vm)| {
+            vm.annotations()
+                .get(LAST_RESTORE_UID_ANNOTATION)
+                .is_some_and(|v| v.starts_with(&restore))
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+async fn temporary_objects(client: &Client, ns: &str) -> Result<Vec<String>> {
+    let snapshots: Api<VirtualMachineSnapshot> = Api::namespaced(client.clone(), ns);
+    let restores: Api<VirtualMachineRestore> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default();
+    let mut left: Vec<String> = snapshots
+        .list_metadata(&lp)
+        .await?
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .filter(|n| n.starts_with(TEMP_SNAPSHOT_PREFIX))
+        .collect();
+    left.extend(
+        restores
+            .list_metadata(&lp)
+            .await?
+            .items
+            .iter()
+            .map(ResourceExt::name_any)
+            .filter(|n| n.starts_with(TEMP_RESTORE_PREFIX)),
+    );
+    Ok(left)
+}
+
+/// The identity the clone promised its target.
+fn identity(
+    ns: &str,
+    clone: &VirtualMachineClone,
+    t: &Tracked,
+    vm: &VirtualMachine,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let name = clone.name_any();
+    let uid = clone.uid().unwrap_or_default();
+    let target = vm.name_any();
+    let json = serde_json::to_value(vm)?;
+    let domain = json
+        .pointer("/spec/template/spec/domain")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut expect = |what: &str, got: Option<&str>, want: Option<&str>| {
+        if got != want {
+            problems.push(format!(
+                "clone {name}: target {target} has {what} {got:?}, expected {want:?}"
+            ));
+        }
+    };
+    let uuid = clone_core::names::firmware_uuid(&uid);
+    expect(
+        "firmware UUID",
+        domain.pointer("/firmware/uuid").and_then(Value::as_str),
+        Some(&uuid),
+    );
+    let spec = &t.plan.manifest["spec"];
+    let serial = spec["newSMBiosSerial"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| clone_core::names::generated_serial(ns, &target));
+    expect(
+        "serial",
+        domain.pointer("/firmware/serial").and_then(Value::as_str),
+        Some(&serial),
+    );
+    let mac = spec["newMacAddresses"]["default"]
+        .as_str()
+        .map(clone_core::names::normalize_mac);
+    expect(
+        "MAC address",
+        domain
+            .pointer("/devices/interfaces/0/macAddress")
+            .and_then(Value::as_str),
+        mac.as_deref(),
+    );
+    // The filters: what the source had, filtered, is what the target has.
+    let strings = |v: &Value| -> Option<Vec<String>> {
+        v.as_array().map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+    };
+    let (source_labels, source_annotations) = source_metadata(t.plan.source_vm);
+    for (field, filters, source, got) in [
+        (
+            "labels",
+            strings(&spec["labelFilters"]),
+            source_labels,
+            vm.labels(),
+        ),
+        (
+            "annotations",
+            strings(&spec["annotationFilters"]),
+            source_annotations,
+            vm.annotations(),
+        ),
+    ] {
+        let filter = FilterSet::parse_lossy(field, filters.as_deref());
+        for key in source {
+            let kept = got.contains_key(&key);
+            if kept != filter.keeps(&key) {
+                problems.push(format!(
+                    "clone {name}: target {target} {} {field} key {key}",
+                    if kept { "kept" } else { "lost" }
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The label and annotation keys of a source VM, as the plan created it.
+fn source_metadata(source_vm: &str) -> (Vec<String>, Vec<String>) {
+    let vm = plan::initial_objects()
+        .into_iter()
+        .find(|o| o["kind"] == "VirtualMachine" && o["metadata"]["name"] == source_vm)
+        .unwrap_or(Value::Null);
+    let keys = |v: &Value| -> Vec<String> {
+        v.as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    (
+        keys(&vm["metadata"]["labels"]),
+        keys(&vm["metadata"]["annotations"]),
+    )
+}
