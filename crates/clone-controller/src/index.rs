@@ -31,7 +31,9 @@ pub fn keys(clone: &VirtualMachineClone) -> Vec<Key> {
     let source = &clone.spec.source;
     let source_ns = source.namespace.clone().unwrap_or_else(|| ns.clone());
     let mut keys = vec![Key::Target(ns.clone(), decide::target_name(clone))];
-    if source.kind == names::VIRTUAL_MACHINE_SNAPSHOT_KIND {
+    if !decide::source_matters(clone) {
+        // Found by its source only while the source can change its next step.
+    } else if source.kind == names::VIRTUAL_MACHINE_SNAPSHOT_KIND {
         keys.push(Key::SourceSnapshot(source_ns, source.name.clone()));
     } else {
         keys.push(Key::SourceVm(source_ns, source.name.clone()));
@@ -165,5 +167,43 @@ mod tests {
         );
         index.apply(&watcher::Event::Init);
         assert!(index.get(&Key::Uid("uid-b".into())).is_empty());
+    }
+
+    #[test]
+    fn clones_past_their_source_are_not_found_by_it() {
+        let index = CloneIndex::default();
+        let with_phase = |mut c: VirtualMachineClone, phase: &str| {
+            c.status = serde_json::from_value(json!({"phase": phase})).expect("status");
+            c
+        };
+        let vm_source =
+            json!({"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "vm"}});
+        let snapshot_source = json!({"source": {"apiGroup": "snapshot.kubevirt.io",
+            "kind": "VirtualMachineSnapshot", "name": "golden"}});
+        index.apply(&watcher::Event::Apply(with_phase(
+            clone("a", "uid-a", vm_source.clone()),
+            "SnapshotInProgress",
+        )));
+        index.apply(&watcher::Event::Apply(with_phase(
+            clone("b", "uid-b", snapshot_source.clone()),
+            "SnapshotInProgress",
+        )));
+        index.apply(&watcher::Event::Apply(with_phase(
+            clone("c", "uid-c", snapshot_source),
+            "RestoreInProgress",
+        )));
+        index.apply(&watcher::Event::Apply(clone("d", "uid-d", vm_source)));
+        let names = |key: Key| {
+            let mut n: Vec<String> = index.get(&key).into_iter().map(|r| r.name).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(Key::SourceVm("ns".into(), "vm".into())), ["d"]);
+        assert_eq!(
+            names(Key::SourceSnapshot("ns".into(), "golden".into())),
+            ["b"]
+        );
+        // Still found by UID (their temporary objects) whatever the phase.
+        assert_eq!(names(Key::Uid("uid-a".into())), ["a"]);
     }
 }

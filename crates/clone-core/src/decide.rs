@@ -15,10 +15,10 @@ use clone_api::kubevirt::{
     VirtualMachineSpec,
 };
 use clone_api::names::{self, EventReason};
-use clone_api::validation;
 use clone_api::v1beta1::{
     ClonePhase, CloneStrategy, VirtualMachineClone, VirtualMachineCloneStatus,
 };
+use clone_api::validation;
 use k8s_openapi::api::core::v1::TypedLocalObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde_json::Value;
@@ -165,6 +165,24 @@ pub fn lookups(clone: &VirtualMachineClone) -> Lookups {
         restore_name: crate::names::temp_restore_name(uid),
         source_vm: vm_source.then(|| source.name.clone()),
         source_snapshot: (!vm_source).then(|| source.name.clone()),
+    }
+}
+
+/// Whether a change of the clone's source (the VM, or the source snapshot and its content) can
+/// change the clone's next decision.
+///
+/// A VM source is read for the preconditions and the snapshot until the clone has created its
+/// snapshot; from then on the clone follows the snapshot, and once that is ready the source is not
+/// needed at all. A source snapshot is the snapshot in use, so it matters until the restore
+/// exists. Watches use this to wake only the clones a change concerns: a golden VM or snapshot
+/// shared by thousands of clones would otherwise wake all of them on every status write.
+pub fn source_matters(clone: &VirtualMachineClone) -> bool {
+    let phase = clone.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    let vm_source = clone.spec.source.kind != names::VIRTUAL_MACHINE_SNAPSHOT_KIND;
+    match phase {
+        ClonePhase::Unset | ClonePhase::Unknown => true,
+        ClonePhase::SnapshotInProgress => !vm_source,
+        _ => false,
     }
 }
 
