@@ -845,8 +845,7 @@ fn a_refused_restore_warns_or_fails() {
 fn target_run_strategy_is_patched_before_the_users_patches() {
     let mut spec = snapshot_source_spec();
     spec["targetRunStrategy"] = json!("Always");
-    spec["patches"] =
-        json!([r#"{"op": "add", "path": "/metadata/labels/x", "value": "y"}"#]);
+    spec["patches"] = json!([r#"{"op": "add", "path": "/metadata/labels/x", "value": "y"}"#]);
     let mut w = World::snapshot_source();
     w.clone = clone_with(spec);
     w.content = Some(good_content("golden"));
