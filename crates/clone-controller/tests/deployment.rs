@@ -24,7 +24,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
@@ -35,7 +35,7 @@ use clap::Parser as _;
 use clone_api::kubevirt::{VirtualMachine, VirtualMachineSnapshot};
 use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
 use clone_controller::cli::{Args, LogFormat};
-use common::{CLONE_TIMEOUT, Harness};
+use common::{CLONE_TIMEOUT, Harness, free_addr, http_get};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::authorization::v1::{SelfSubjectRulesReview, SelfSubjectRulesReviewSpec};
@@ -50,7 +50,6 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use testenv::{KubectlOutput, TestEnv, wait_for};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 
 const SYSTEM_NS: &str = "vmclone-system";
@@ -550,13 +549,6 @@ struct ControllerProcess {
     health: SocketAddr,
 }
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 impl ControllerProcess {
     /// Starts the binary with the Deployment's flags (its listen addresses moved to free loopback
     /// ports) and the environment the Deployment gives it.
@@ -566,7 +558,7 @@ impl ControllerProcess {
         dir: &Path,
         identity: &str,
     ) -> Result<ControllerProcess> {
-        let (metrics, health) = (free_addr(), free_addr());
+        let (metrics, health) = (free_addr().unwrap(), free_addr().unwrap());
         let log = dir.join("controller.log");
         let out = File::create(&log)?;
         let args = deployed_args
@@ -629,28 +621,6 @@ impl Drop for ControllerProcess {
         let _ = child.kill();
         let _ = child.wait();
     }
-}
-
-/// A plain HTTP/1.0 GET: (status code, body).
-async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut stream =
-        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-            .await??;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response)).await??;
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no HTTP status line")?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
 }
 
 async fn wait_http_ok(ctl: &ControllerProcess, addr: SocketAddr, path: &str) -> Result<String> {

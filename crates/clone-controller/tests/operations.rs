@@ -6,45 +6,18 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clone_api::v1beta1::ClonePhase;
-use common::{Harness, clone_manifest};
+use common::{Harness, clone_manifest, free_addr, http_get};
 use k8s_openapi::api::coordination::v1::Lease;
 use serde_json::json;
 use testenv::wait_for;
 
 /// Long enough that a loaded machine (CI runs two cores) renews in time, short enough for a test.
 const LEASE_SECONDS: u64 = 10;
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// A plain HTTP/1.0 GET: (status code, body).
-fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
-}
 
 /// The value of a sample line `name{labels} value` in an OpenMetrics text.
 fn sample(text: &str, prefix: &str) -> Option<f64> {
@@ -63,7 +36,7 @@ struct Replica {
 
 impl Replica {
     fn spawn(h: &Harness, name: &str, leader_elect: bool) -> Replica {
-        let (metrics, health) = (free_addr(), free_addr());
+        let (metrics, health) = (free_addr().unwrap(), free_addr().unwrap());
         let mut command = Command::new(env!("CARGO_BIN_EXE_clone-controller"));
         command
             .arg(format!("--namespace={}", h.ns))
@@ -91,8 +64,8 @@ impl Replica {
         }
     }
 
-    fn scrape(&self) -> anyhow::Result<String> {
-        let (code, body) = http_get(self.metrics, "/metrics")?;
+    async fn scrape(&self) -> anyhow::Result<String> {
+        let (code, body) = http_get(self.metrics, "/metrics").await?;
         anyhow::ensure!(code == 200, "metrics answered {code}");
         Ok(body)
     }
@@ -115,7 +88,7 @@ async fn health_readiness_and_metrics_that_move() {
     let h = Harness::without_controller("ops-metrics").await.unwrap();
     let replica = Replica::spawn(&h, "solo", false);
     wait_for("/healthz ok", Duration::from_secs(30), || async {
-        let (code, body) = http_get(replica.health, "/healthz")?;
+        let (code, body) = http_get(replica.health, "/healthz").await?;
         anyhow::ensure!(code == 200 && body == "ok", "{code} {body}");
         Ok(())
     })
@@ -125,7 +98,7 @@ async fn health_readiness_and_metrics_that_move() {
         "/readyz ok once caches are synced",
         Duration::from_secs(30),
         || async {
-            let (code, body) = http_get(replica.health, "/readyz")?;
+            let (code, body) = http_get(replica.health, "/readyz").await?;
             anyhow::ensure!(code == 200, "{code} {body}");
             Ok(())
         },
@@ -133,7 +106,7 @@ async fn health_readiness_and_metrics_that_move() {
     .await
     .unwrap();
 
-    let before = replica.scrape().unwrap();
+    let before = replica.scrape().await.unwrap();
     assert_eq!(sample(&before, "vmclone_leader "), Some(1.0), "{before}");
     assert_eq!(
         sample(&before, "vmclone_reconciles_total{result=\"ok\"}"),
@@ -156,7 +129,7 @@ async fn health_readiness_and_metrics_that_move() {
         "metrics to show the clone",
         Duration::from_secs(30),
         || async {
-            let text = replica.scrape()?;
+            let text = replica.scrape().await?;
             anyhow::ensure!(
                 sample(&text, "vmclone_clone_duration_seconds_count") == Some(1.0),
                 "{text}"
@@ -194,7 +167,7 @@ async fn only_the_leader_reconciles_and_a_killed_leader_hands_over() {
     // Both replicas become ready (caches synced); exactly one says it leads, and it holds the Lease.
     for r in &replicas {
         wait_for("replica ready", Duration::from_secs(60), || async {
-            let (code, _) = http_get(r.health, "/readyz")?;
+            let (code, _) = http_get(r.health, "/readyz").await?;
             anyhow::ensure!(code == 200, "{code}");
             Ok(())
         })
@@ -210,13 +183,13 @@ async fn only_the_leader_reconciles_and_a_killed_leader_hands_over() {
                 .and_then(|l| l.spec)
                 .and_then(|s| s.holder_identity)
                 .unwrap_or_default();
-            let leading: Vec<&str> = replicas
-                .iter()
-                .filter(|r| {
-                    r.scrape().ok().and_then(|t| sample(&t, "vmclone_leader ")) == Some(1.0)
-                })
-                .map(|r| r.name.as_str())
-                .collect();
+            let mut leading: Vec<&str> = Vec::new();
+            for r in &replicas {
+                let text = r.scrape().await.unwrap_or_default();
+                if sample(&text, "vmclone_leader ") == Some(1.0) {
+                    leading.push(r.name.as_str());
+                }
+            }
             anyhow::ensure!(
                 leading == [holder.as_str()],
                 "holder {holder:?}, leading {leading:?}"
@@ -232,7 +205,7 @@ async fn only_the_leader_reconciles_and_a_killed_leader_hands_over() {
         follower.into_iter().next().unwrap(),
     );
     assert_eq!(
-        sample(&follower.scrape().unwrap(), "vmclone_leader "),
+        sample(&follower.scrape().await.unwrap(), "vmclone_leader "),
         Some(0.0)
     );
 
@@ -246,7 +219,7 @@ async fn only_the_leader_reconciles_and_a_killed_leader_hands_over() {
     ))
     .unwrap();
     h.wait_phase("first", ClonePhase::Succeeded).await.unwrap();
-    let follower_metrics = follower.scrape().unwrap();
+    let follower_metrics = follower.scrape().await.unwrap();
     assert_eq!(
         sample(&follower_metrics, "vmclone_reconciles_total{result=\"ok\"}"),
         None,
@@ -254,7 +227,7 @@ async fn only_the_leader_reconciles_and_a_killed_leader_hands_over() {
     );
     assert!(
         sample(
-            &leader.scrape().unwrap(),
+            &leader.scrape().await.unwrap(),
             "vmclone_reconciles_total{result=\"ok\"}"
         )
         .unwrap_or(0.0)
@@ -288,7 +261,7 @@ async fn only_the_leader_reconciles_and_a_killed_leader_hands_over() {
     .unwrap();
     h.wait_phase("second", ClonePhase::Succeeded).await.unwrap();
     assert_eq!(
-        sample(&follower.scrape().unwrap(), "vmclone_leader "),
+        sample(&follower.scrape().await.unwrap(), "vmclone_leader "),
         Some(1.0)
     );
     follower.kill();
