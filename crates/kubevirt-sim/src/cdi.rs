@@ -474,16 +474,7 @@ async fn clone(
         .await?;
         return Ok(None);
     };
-    if claim_phase(pvc) != "Bound" {
-        let waiting =
-            waits_for_consumer(ctx, pvc) && !consumed(ctx, pvc, &pass.namespace, &pass.name);
-        let phase = if waiting {
-            "WaitForFirstConsumer"
-        } else {
-            "CloneScheduled"
-        };
-        pass.write(phase, "N/A", Some(pvc), Running("False", "", "Pending"))
-            .await?;
+    if waiting_for_claim(&pass, pvc, "CloneScheduled").await? {
         return Ok(None);
     }
     if current_phase != "CloneInProgress" {
@@ -520,6 +511,28 @@ async fn clone(
     Ok(None)
 }
 
+/// While the DataVolume's claim is not bound, records why (`WaitForFirstConsumer`, or
+/// `scheduled` while binding is under way) and returns true.
+async fn waiting_for_claim(
+    pass: &Pass<'_>,
+    pvc: &PersistentVolumeClaim,
+    scheduled: &str,
+) -> Result<bool, Error> {
+    if claim_phase(pvc) == "Bound" {
+        return Ok(false);
+    }
+    let ctx = pass.ctx;
+    let waiting = waits_for_consumer(ctx, pvc) && !consumed(ctx, pvc, &pass.namespace, &pass.name);
+    let phase = if waiting {
+        "WaitForFirstConsumer"
+    } else {
+        scheduled
+    };
+    pass.write(phase, "N/A", Some(pvc), Running("False", "", "Pending"))
+        .await?;
+    Ok(true)
+}
+
 async fn import(pass: Pass<'_>, pvc: Option<&PersistentVolumeClaim>) -> Result<Requeue, Error> {
     let ctx = pass.ctx;
     let Some(pvc) = pvc else {
@@ -541,16 +554,7 @@ async fn import(pass: Pass<'_>, pvc: Option<&PersistentVolumeClaim>) -> Result<R
         .await?;
         return Ok(None);
     };
-    if claim_phase(pvc) != "Bound" {
-        let waiting =
-            waits_for_consumer(ctx, pvc) && !consumed(ctx, pvc, &pass.namespace, &pass.name);
-        let phase = if waiting {
-            "WaitForFirstConsumer"
-        } else {
-            "ImportScheduled"
-        };
-        pass.write(phase, "N/A", Some(pvc), Running("False", "", "Pending"))
-            .await?;
+    if waiting_for_claim(&pass, pvc, "ImportScheduled").await? {
         return Ok(None);
     }
     ctx.pace().await;
