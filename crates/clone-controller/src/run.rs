@@ -87,10 +87,17 @@ where
     let (synced, mark) = Synced::new();
     let stream = watcher(api, watch_config())
         .backoff(WatchBackoff::default())
+        .modify(slim)
         .reflect(writer)
         .inspect_ok(move |event| mark(event))
         .touched_objects();
     (reader, synced, stream)
+}
+
+/// Drops what no pass reads before an object goes into a cache: `managedFields`, often the
+/// largest part of a small object's metadata (every writer and every field it owns).
+fn slim<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
 }
 
 /// How every watch lists: a consistent read (`resourceVersion=""`), never from the API server's
@@ -174,6 +181,7 @@ pub async fn run_with(
         let index = index.clone();
         watcher(api::<VirtualMachineClone>(&client, ns), watch_config())
             .backoff(WatchBackoff::default())
+            .modify(slim)
             .reflect(clone_writer)
             .inspect_ok(move |event| {
                 index.apply(event);
