@@ -289,14 +289,14 @@ pub async fn run(config: Config) -> Result<Report> {
                         at: t0.elapsed(),
                         what,
                     });
+                    continue;
                 }
-                // Nothing to act on yet (no clone midway): try again later.
+                // Nothing to act on yet (no clone midway): try again on a later tick.
                 None if !(all_created && all_settled) => pending_faults.push(fault),
                 None => report
                     .skipped
                     .push(format!("{fault:?}: nothing left to act on")),
             }
-            continue;
         }
         if all_created && (pending_faults.is_empty() || all_settled) {
             for f in pending_faults.drain(..) {
