@@ -6,12 +6,11 @@
 //! condition=Ready`, `kubectl get vm vm-clone-target -o yaml`. Prints a summary and stops
 //! everything, or with `--keep` leaves the sandbox running until Ctrl-C.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::json;
 use testenv::TestEnv;
 
@@ -26,12 +25,16 @@ fn step(started: Instant, text: &str) {
     eprintln!("[demo {:>5.1}s] {text}", started.elapsed().as_secs_f64());
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+/// Installs the stand-in's storage classes and admission policies, and a `KubeVirt` CR
+/// (`kubevirt/kubevirt`) with the `Snapshot` feature gate on. Shared with `cargo xtask bench`.
+pub(crate) async fn install_stand_in(client: &kube::Client) -> Result<()> {
+    kubevirt_sim::install(client.clone()).await?;
+    kubevirt_sim::set_feature_gates(client.clone(), &["Snapshot"]).await
 }
 
-/// The source VM of the user guide, with a disk on storage that supports snapshots.
-fn source_vm() -> String {
+/// The source VM of the user guide, with a disk on storage that supports snapshots (a `List` of
+/// its PVC and the VM, without namespaces). Shared with `cargo xtask bench`.
+pub(crate) fn source_vm() -> String {
     let pvc = json!({
         "apiVersion": "v1", "kind": "PersistentVolumeClaim",
         "metadata": {"name": "vm-cirros-disk"},
@@ -75,7 +78,7 @@ pub fn run(args: Args) -> Result<()> {
 
 async fn demo(args: Args) -> Result<()> {
     let started = Instant::now();
-    let clone_yaml = repo().join("manifests/examples/clone.yaml");
+    let clone_yaml = crate::repo().join("manifests/examples/clone.yaml");
     if !clone_yaml.exists() {
         bail!("{} is missing", clone_yaml.display());
     }
@@ -96,28 +99,7 @@ async fn demo(args: Args) -> Result<()> {
         started,
         "installing the KubeVirt stand-in and enabling the Snapshot feature gate",
     );
-    kubevirt_sim::install(client.clone()).await?;
-    let ssa = PatchParams::apply("vmclone-demo").force();
-    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-        .patch(
-            "kubevirt",
-            &ssa,
-            &Patch::Apply(
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubevirt"}}),
-            ),
-        )
-        .await?;
-    Api::<clone_api::kubevirt::KubeVirt>::namespaced(client.clone(), "kubevirt")
-        .patch(
-            "kubevirt",
-            &ssa,
-            &Patch::Apply(json!({
-                "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
-                "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
-                "spec": {"configuration": {"developerConfiguration": {"featureGates": ["Snapshot"]}}},
-            })),
-        )
-        .await?;
+    install_stand_in(&client).await?;
     let sim = kubevirt_sim::Sim::start(client.clone(), kubevirt_sim::SimConfig::default()).await?;
 
     step(started, "starting the clone controller");
@@ -144,7 +126,7 @@ async fn demo(args: Args) -> Result<()> {
         &format!(
             "$ kubectl create -f {}",
             clone_yaml
-                .strip_prefix(repo())
+                .strip_prefix(crate::repo())
                 .unwrap_or(&clone_yaml)
                 .display()
         ),

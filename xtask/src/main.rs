@@ -2,9 +2,13 @@
 //!
 //! Each command lives in its own module; this file only parses the command line.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod chaos;
 mod control_plane;
 mod demo;
 mod gen_crds;
@@ -24,6 +28,23 @@ enum Command {
     ControlPlane(control_plane::Args),
     /// Clone a VM on the local testbed, as the KubeVirt user guide does, and show the result.
     Demo(demo::Args),
+    /// Run the fault suite: many clones while the controller, kube-apiserver and etcd are killed.
+    Chaos(chaos::Args),
+    /// Measure throughput, latency, API requests, CPU and memory of cloning on a private testbed
+    /// and write docs/benchmarks.{json,md} and docs/benchmarks-latency.svg.
+    Bench(bench::Args),
+}
+
+/// The workspace root.
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_owned)
+}
+
+/// Cargo's target directory.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from)
 }
 
 fn main() -> Result<()> {
@@ -31,5 +52,7 @@ fn main() -> Result<()> {
         Command::GenCrds(args) => gen_crds::run(args),
         Command::ControlPlane(args) => control_plane::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Chaos(args) => chaos::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clone_api::kubevirt::VirtualMachineSnapshot;
 use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use kubevirt_sim::{Sim, SimConfig};
 use serde_json::json;
@@ -203,7 +203,7 @@ pub async fn run(config: Config) -> Result<Report> {
         .context("starting the control plane")?;
     let client = env.client().await?;
     kubevirt_sim::install(client.clone()).await?;
-    enable_snapshot_gate(&client).await?;
+    kubevirt_sim::set_feature_gates(client.clone(), &["Snapshot"]).await?;
     let ns = env.namespace("chaos").await?;
     let sim = Sim::start(
         client.clone(),
@@ -424,32 +424,6 @@ async fn fire(
             format!("deleted clone {name} in phase {}", p.as_str())
         }
     }))
-}
-
-/// Turns on KubeVirt's Snapshot feature gate (the KubeVirt CR, cluster-wide).
-async fn enable_snapshot_gate(client: &Client) -> Result<()> {
-    let ssa = PatchParams::apply("vmclone-chaos").force();
-    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-        .patch(
-            "kubevirt",
-            &ssa,
-            &Patch::Apply(
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubevirt"}}),
-            ),
-        )
-        .await?;
-    Api::<clone_api::kubevirt::KubeVirt>::namespaced(client.clone(), "kubevirt")
-        .patch(
-            "kubevirt",
-            &ssa,
-            &Patch::Apply(json!({
-                "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
-                "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
-                "spec": {"configuration": {"developerConfiguration": {"featureGates": ["Snapshot"]}}},
-            })),
-        )
-        .await?;
-    Ok(())
 }
 
 /// Creates the sources, the untouchable VMs and the golden snapshot; returns their fingerprints.

@@ -32,6 +32,38 @@ fn storage_class(name: &str, binding: &str) -> Value {
     })
 }
 
+/// Creates (or updates) KubeVirt's configuration: the `kubevirt` namespace and the `KubeVirt` CR
+/// `kubevirt/kubevirt` listing `gates` in `developerConfiguration.featureGates` (the Snapshot
+/// strategy needs `Snapshot`). The CR is cluster-wide: every controller reading gates sees it.
+pub async fn set_feature_gates(client: Client, gates: &[&str]) -> Result<()> {
+    let params = PatchParams::apply(names::FIELD_MANAGER).force();
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            KUBEVIRT_NAMESPACE,
+            &params,
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace",
+                                 "metadata": {"name": KUBEVIRT_NAMESPACE}})),
+        )
+        .await
+        .context("applying the kubevirt namespace")?;
+    Api::<clone_api::kubevirt::KubeVirt>::namespaced(client, KUBEVIRT_NAMESPACE)
+        .patch(
+            "kubevirt",
+            &params,
+            &Patch::Apply(json!({
+                "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
+                "metadata": {"name": "kubevirt", "namespace": KUBEVIRT_NAMESPACE},
+                "spec": {"configuration": {"developerConfiguration": {"featureGates": gates}}},
+            })),
+        )
+        .await
+        .context("applying the KubeVirt CR")?;
+    Ok(())
+}
+
+/// Where KubeVirt lives.
+const KUBEVIRT_NAMESPACE: &str = "kubevirt";
+
 /// Creates (or updates) the sim's storage classes (`sim-snapshot` and `sim-nosnapshot`
 /// Immediate, `sim-wffc` WaitForFirstConsumer; provisioner `sim.vmclone.dev/fake`) and KubeVirt's
 /// snapshot/restore admission as `ValidatingAdmissionPolicy`s, then waits until the API server

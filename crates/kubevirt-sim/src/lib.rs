@@ -56,7 +56,7 @@ use tokio::task::JoinHandle;
 
 pub use config::SimConfig;
 pub use error::Error;
-pub use install::{allow_restores_in, install, reject_restores_in};
+pub use install::{allow_restores_in, install, reject_restores_in, set_feature_gates};
 pub use types::{VirtualMachineInstance, VirtualMachineInstanceSpec, VirtualMachineInstanceStatus};
 pub use units::parse_go_duration;
 

@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result, ensure};
 use clone_api::kubevirt::{VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot};
 use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use kubevirt_sim::{Sim, SimConfig, SimHandle};
 use serde_json::{Value, json};
@@ -30,29 +30,9 @@ pub struct Harness {
     controller: Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
 }
 
-/// A KubeVirt CR with the Snapshot feature gate, cluster-wide (one per control plane).
+/// A KubeVirt CR with these feature gates, cluster-wide (one per control plane).
 pub async fn ensure_kubevirt(client: &Client, gates: &[&str]) -> Result<()> {
-    let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    ns.patch(
-        "kubevirt",
-        &PatchParams::apply("vmclone-tests").force(),
-        &Patch::Apply(
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubevirt"}}),
-        ),
-    )
-    .await?;
-    let api: Api<clone_api::kubevirt::KubeVirt> = Api::namespaced(client.clone(), "kubevirt");
-    api.patch(
-        "kubevirt",
-        &PatchParams::apply("vmclone-tests").force(),
-        &Patch::Apply(json!({
-            "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
-            "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
-            "spec": {"configuration": {"developerConfiguration": {"featureGates": gates}}},
-        })),
-    )
-    .await?;
-    Ok(())
+    kubevirt_sim::set_feature_gates(client.clone(), gates).await
 }
 
 impl Harness {

@@ -1,0 +1,471 @@
+//! `cargo xtask bench`: measures the controller on the local testbed and writes
+//! `docs/benchmarks.json`, `docs/benchmarks.md` and `docs/benchmarks-latency.svg`.
+//!
+//! In order: build the release binaries; run the engine's criterion bench; start a private
+//! testbed (etcd, kube-apiserver, kube-controller-manager) with the stand-in's storage classes,
+//! admission and a `KubeVirt` CR with the `Snapshot` gate; measure the API server's raw create
+//! throughput; count the writes one clone needs (clones one after the other); then, per size N
+//! (and again with unrelated VMs present), create N clones at once in a fresh namespace with a
+//! fresh controller and stand-in process, and measure time, latency, API requests, CPU and
+//! memory. Numbers are reported, never asserted. See `docs/benchmarks.md` for the method.
+
+mod attribution;
+mod criterion;
+mod live;
+mod model;
+mod procfs;
+mod prom;
+mod report;
+mod scenario;
+mod stats;
+mod svg;
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use testenv::TestEnv;
+
+use self::live::{Ledger, Progress, ServerPids};
+use self::model::{Engine, Limit, Machine, RawCreates, Report, Settings};
+use self::scenario::Bed;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Numbers of clones created at once, one scenario each.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
+    sizes: Vec<usize>,
+    /// Unrelated VMs present in the namespace for the second series (0: skip that series).
+    #[arg(long, default_value_t = 10_000)]
+    unrelated_vms: usize,
+    /// The controller's `--concurrency`, and the number of concurrent creators of the bench.
+    #[arg(long, default_value_t = 16)]
+    concurrency: u16,
+    /// Folder for benchmarks.json, benchmarks.md and benchmarks-latency.svg (relative paths are
+    /// relative to the workspace root).
+    #[arg(long, default_value = "docs")]
+    out: PathBuf,
+    /// Skip the engine's criterion bench.
+    #[arg(long)]
+    no_engine: bool,
+    /// Skip `cargo build --release` and use the binaries in target/release as they are.
+    #[arg(long)]
+    no_build: bool,
+    /// ConfigMaps per raw create run.
+    #[arg(long, default_value_t = 3000)]
+    raw_objects: usize,
+    /// Raw create runs (min, median and max are reported).
+    #[arg(long, default_value_t = 3)]
+    raw_runs: usize,
+    /// Clones run one after the other to count the writes one clone needs.
+    #[arg(long, default_value_t = 10)]
+    calibration_clones: usize,
+    /// Source VMs per namespace; clone i clones source i mod K. The default, one, is the
+    /// golden-image case: every clone's snapshot waits for the source VM's snapshot lock.
+    #[arg(long, default_value_t = 1)]
+    sources: usize,
+    /// Seconds a scenario may take at most; unfinished clones are then reported as such
+    /// (default: the larger of 180 and 60 + N / 10, i.e. it gives up below about 10 clones/s).
+    #[arg(long)]
+    scenario_timeout: Option<u64>,
+    /// Leave each scenario's namespace in place instead of deleting it.
+    #[arg(long)]
+    keep_namespaces: bool,
+    /// Measure nothing: write benchmarks.md and the plot again from this benchmarks.json (after
+    /// changing the report's generator).
+    #[arg(long, value_name = "JSON")]
+    from_json: Option<PathBuf>,
+}
+
+/// The larger of 180 s and 60 s + N / 10 clones per second.
+fn default_timeout(clones: usize) -> u64 {
+    (60 + clones as u64 / 10).max(180)
+}
+
+use crate::{repo, target_dir};
+
+fn cargo() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// Child output goes to our stderr, so stdout carries only the summary.
+fn to_stderr() -> Stdio {
+    std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_or_else(|_| Stdio::inherit(), Stdio::from)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if let Some(json) = &args.from_json {
+        let text =
+            std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+        let report: Report = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {} as a bench report", json.display()))?;
+        let out = out_dir(&args.out);
+        write_markdown_and_plot(&out, &report)?;
+        println!("{}", report::summary(&report));
+        eprintln!(
+            "[bench] wrote {}/benchmarks.md and benchmarks-latency.svg from {}",
+            out.display(),
+            json.display()
+        );
+        return Ok(());
+    }
+    if args.sizes.is_empty() || args.sizes.contains(&0) {
+        bail!("--sizes needs positive numbers of clones");
+    }
+    if args.sources == 0 {
+        bail!("--sources needs at least one source VM");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(bench(args))
+}
+
+async fn bench(args: Args) -> Result<()> {
+    let progress = Progress(Instant::now());
+    let command = std::iter::once("cargo xtask bench".to_owned())
+        .chain(std::env::args().skip(2))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = out_dir(&args.out);
+    let mut machine = machine_info();
+    let mut errors = Vec::new();
+    progress.say(&format!(
+        "{command}: {} cores, load average {:?}",
+        machine.nproc, machine.load_average_start
+    ));
+
+    let release = target_dir().join("release");
+    if !args.no_build {
+        progress.say(
+            "building the release binaries: cargo build --release -p clone-controller -p kubevirt-sim --bins",
+        );
+        let status = Command::new(cargo())
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "clone-controller",
+                "-p",
+                "kubevirt-sim",
+                "--bins",
+            ])
+            .current_dir(repo())
+            .stdout(to_stderr())
+            .status()
+            .context("running cargo build")?;
+        if !status.success() {
+            bail!("cargo build --release failed ({status})");
+        }
+    }
+    let controller_bin = release.join("clone-controller");
+    let sim_bin = release.join("kubevirt-sim");
+    for bin in [&controller_bin, &sim_bin] {
+        if !bin.is_file() {
+            bail!("{} is missing (run without --no-build)", bin.display());
+        }
+    }
+
+    let engine = if args.no_engine {
+        Engine {
+            ran: false,
+            note: Some("skipped (--no-engine)".into()),
+            ..Engine::default()
+        }
+    } else {
+        run_engine(progress)
+    };
+
+    progress.say(
+        "starting a private testbed: etcd, kube-apiserver, kube-controller-manager (minutes on first use)",
+    );
+    let env = TestEnv::start().await.context("starting the testbed")?;
+    let client = env.client().await?;
+    machine.kube_apiserver_version = client
+        .apiserver_version()
+        .await
+        .map(|v| v.git_version)
+        .unwrap_or_default();
+    progress.say("installing the stand-in's storage classes and admission, and the KubeVirt CR");
+    crate::demo::install_stand_in(&client).await?;
+    let env_dir = env
+        .kubeconfig_path()
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_default();
+    // One folder per run, so a later run never removes the logs an earlier report points at.
+    let logs = target_dir().join("bench-logs").join(
+        jiff::Timestamp::now()
+            .strftime("%Y%m%dT%H%M%SZ")
+            .to_string(),
+    );
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let bed = Bed {
+        servers: ServerPids::of(&env_dir),
+        env,
+        client,
+        ledger: Ledger::default(),
+        controller_bin,
+        sim_bin,
+        logs: logs.clone(),
+        concurrency: args.concurrency,
+        clock_ticks: machine.clock_ticks_per_second,
+        progress,
+        keep_namespaces: args.keep_namespaces,
+        sources: args.sources,
+    };
+
+    let raw_creates = match raw_creates(&bed, &args).await {
+        Ok(raw) => Some(raw),
+        Err(err) => {
+            errors.push(format!("raw create throughput: {err:#}"));
+            None
+        }
+    };
+    let calibration = match bed.calibrate(args.calibration_clones).await {
+        Ok(calibration) => {
+            progress.say(&format!(
+                "  one clone needs {:.1} writes: controller {:.1} ({:.1} without events), stand-in {:.1}, garbage collector {:.1}",
+                calibration.writes.needed,
+                calibration.writes.controller,
+                calibration.writes.controller_without_events,
+                calibration.writes.stand_in,
+                calibration.writes.garbage_collector
+            ));
+            Some(calibration)
+        }
+        Err(err) => {
+            progress.say(&format!("  calibration failed: {err:#}"));
+            errors.push(format!("calibration: {err:#}"));
+            None
+        }
+    };
+    let limit = match (&raw_creates, &calibration) {
+        (Some(raw), Some(cal)) if cal.writes.needed > 0.0 => {
+            let raw = raw.spread.median;
+            Some(Limit {
+                raw_creates_per_second: raw,
+                writes_per_clone: cal.writes.needed,
+                clones_per_second: raw / cal.writes.needed,
+                clones_per_second_with_create: raw / (cal.writes.needed + 1.0),
+            })
+        }
+        _ => None,
+    };
+    if let Some(limit) = &limit {
+        progress.say(&format!(
+            "  API server limit: {:.0} creates/s / {:.1} writes per clone = {:.1} clones/s",
+            limit.raw_creates_per_second, limit.writes_per_clone, limit.clones_per_second
+        ));
+    }
+
+    let mut scenarios = Vec::new();
+    let series: Vec<usize> = if args.unrelated_vms > 0 {
+        vec![0, args.unrelated_vms]
+    } else {
+        vec![0]
+    };
+    for &unrelated in &series {
+        for &size in &args.sizes {
+            let timeout = Duration::from_secs(
+                args.scenario_timeout
+                    .unwrap_or_else(|| default_timeout(size)),
+            );
+            let scenario = bed.scenario(size, unrelated, timeout).await;
+            if let Some(err) = &scenario.error {
+                errors.push(format!("scenario {}: {err}", scenario.name));
+            }
+            scenarios.push(scenario);
+        }
+    }
+
+    progress.say("stopping the testbed");
+    drop(bed);
+    machine.load_average_end = procfs::loadavg();
+    machine.date_end = jiff::Timestamp::now().to_string();
+    let report = Report {
+        command,
+        machine,
+        settings: Settings {
+            sizes: args.sizes.clone(),
+            unrelated_vms: args.unrelated_vms,
+            concurrency: args.concurrency,
+            raw_objects: args.raw_objects,
+            raw_runs: args.raw_runs,
+            calibration_clones: args.calibration_clones,
+            sources: args.sources,
+            scenario_timeout_seconds: args
+                .sizes
+                .iter()
+                .map(|&n| args.scenario_timeout.unwrap_or_else(|| default_timeout(n)))
+                .collect(),
+            controller_log_level: "warn".into(),
+            stand_in_latency: "0s".into(),
+        },
+        raw_creates,
+        calibration,
+        limit,
+        scenarios,
+        engine,
+        errors,
+        total_seconds: progress.0.elapsed().as_secs_f64(),
+        logs_dir: logs
+            .strip_prefix(repo())
+            .unwrap_or(&logs)
+            .display()
+            .to_string(),
+    };
+    write_outputs(&out, &report)?;
+    println!("{}", report::summary(&report));
+    progress.say(&format!(
+        "wrote {}/benchmarks.json, benchmarks.md and benchmarks-latency.svg; logs in {}",
+        out.display(),
+        logs.display()
+    ));
+    Ok(())
+}
+
+async fn raw_creates(bed: &Bed, args: &Args) -> Result<RawCreates> {
+    let namespace = "bench-raw";
+    bed.progress.say(&format!(
+        "raw create throughput: {} runs of {} ConfigMaps with {} creators",
+        args.raw_runs, args.raw_objects, args.concurrency
+    ));
+    bed.create_namespace(namespace).await?;
+    let mut runs = Vec::new();
+    for run in 1..=args.raw_runs.max(1) {
+        let rate = bed.raw_creates(namespace, run, args.raw_objects).await?;
+        bed.progress
+            .say(&format!("  run {run}: {rate:.0} ConfigMaps/s"));
+        runs.push(rate);
+    }
+    bed.delete_namespace(namespace, Duration::from_secs(600))
+        .await?;
+    let spread = stats::spread(&runs).context("no raw create run")?;
+    Ok(RawCreates {
+        objects_per_run: args.raw_objects,
+        concurrency: args.concurrency,
+        runs,
+        spread,
+    })
+}
+
+fn run_engine(progress: Progress) -> Engine {
+    let command =
+        "cargo bench -p clone-core --bench engine -- --warm-up-time 1 --measurement-time 3";
+    progress.say(&format!("engine: {command}"));
+    let started = SystemTime::now();
+    let status = Command::new(cargo())
+        .args([
+            "bench",
+            "-p",
+            "clone-core",
+            "--bench",
+            "engine",
+            "--",
+            "--warm-up-time",
+            "1",
+            "--measurement-time",
+            "3",
+        ])
+        .current_dir(repo())
+        .stdout(to_stderr())
+        .status();
+    let mut engine = Engine {
+        ran: true,
+        command: command.into(),
+        ..Engine::default()
+    };
+    match status {
+        Ok(status) if status.success() => {}
+        Ok(status) => engine.note = Some(format!("`{command}` failed ({status})")),
+        Err(err) => engine.note = Some(format!("`{command}` could not run: {err}")),
+    }
+    let root = target_dir().join("criterion");
+    match criterion::read_results(&root, Some(started)) {
+        Ok(results) => {
+            if results.is_empty() && engine.note.is_none() {
+                engine.note = Some(format!(
+                    "no criterion results were written under {} (the bench defines no benchmarks yet?)",
+                    root.display()
+                ));
+            }
+            engine.results = results;
+        }
+        Err(err) => engine.note = Some(format!("reading criterion results: {err:#}")),
+    }
+    progress.say(&format!(
+        "  {} engine benchmarks{}",
+        engine.results.len(),
+        engine
+            .note
+            .as_ref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default()
+    ));
+    engine
+}
+
+fn output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .current_dir(repo())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine_info() -> Machine {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    Machine {
+        nproc: std::thread::available_parallelism().map_or(1, usize::from),
+        cpu_model: procfs::parse_cpu_model(&read("/proc/cpuinfo")).unwrap_or_default(),
+        memory_mib: procfs::parse_mem_total_kib(&read("/proc/meminfo")).unwrap_or(0) / 1024,
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+        load_average_start: procfs::loadavg(),
+        load_average_end: [0.0; 3],
+        date_start: jiff::Timestamp::now().to_string(),
+        date_end: String::new(),
+        git_commit: output("git", &["rev-parse", "HEAD"]),
+        git_dirty: !output("git", &["--no-optional-locks", "status", "--porcelain"]).is_empty(),
+        clock_ticks_per_second: procfs::clock_ticks_per_second(),
+        kube_apiserver_version: String::new(),
+        rustc: output("rustc", &["--version"]),
+    }
+}
+
+fn out_dir(out: &Path) -> PathBuf {
+    if out.is_absolute() {
+        out.to_owned()
+    } else {
+        repo().join(out)
+    }
+}
+
+fn write_outputs(out: &Path, report: &Report) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let json = serde_json::to_string_pretty(report)?;
+    std::fs::write(out.join("benchmarks.json"), json + "\n")?;
+    write_markdown_and_plot(out, report)
+}
+
+fn write_markdown_and_plot(out: &Path, report: &Report) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let md_path = out.join("benchmarks.md");
+    let previous = std::fs::read_to_string(&md_path).unwrap_or_default();
+    std::fs::write(&md_path, report::markdown(report, &previous))?;
+    std::fs::write(
+        out.join("benchmarks-latency.svg"),
+        report::latency_svg(report),
+    )?;
+    Ok(())
+}

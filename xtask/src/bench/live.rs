@@ -1,0 +1,577 @@
+//! The bench's tools against the live testbed: child processes, the ledger of the bench's own
+//! requests, scraping, parallel creators, the clone watch and CPU snapshots.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
+use futures::StreamExt;
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+use kube::{Client, ResourceExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::attribution::EventSeen;
+use super::procfs::{self, MachineTicks};
+use super::prom::{RequestCounts, RequestKey};
+
+/// Prints a progress line to stderr with the time since the bench started.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress(pub Instant);
+
+impl Progress {
+    pub fn say(&self, text: &str) {
+        eprintln!("[bench {:>7.1}s] {text}", self.0.elapsed().as_secs_f64());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------------------------
+
+/// Starts `"$@"` with `/dev/null` as stdin, writes its pid to `$1`, and sends it `SIGTERM` when
+/// this shell's stdin reaches end-of-file: when the bench closes it, or when the bench dies
+/// however it dies. So a killed bench leaves no controller or stand-in running.
+const SUPERVISOR: &str = r#"pidfile=$1
+shift
+exec 3<&0 </dev/null
+"$@" 3<&- &
+child=$!
+echo "$child" > "$pidfile"
+{ cat >/dev/null; kill -TERM "$child" 2>/dev/null; } <&3 &
+exec 3<&-
+wait "$child"
+"#;
+
+/// A child process of the bench (the controller or the stand-in) with its log file.
+#[derive(Debug)]
+pub struct Managed {
+    pub pid: u32,
+    pub log: PathBuf,
+    shell: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+}
+
+impl Managed {
+    pub async fn start(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, String)],
+        log: &Path,
+    ) -> Result<Self> {
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone().context("duplicating the log file handle")?;
+        let pid_file = log.with_extension("pid");
+        let _ = std::fs::remove_file(&pid_file);
+        let mut command = tokio::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg(SUPERVISOR)
+            .arg("sh")
+            .arg(&pid_file)
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(out)
+            .stderr(err);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut shell = command
+            .spawn()
+            .with_context(|| format!("starting {name} ({})", program.display()))?;
+        let stdin = shell.stdin.take();
+        let started = Instant::now();
+        let pid = loop {
+            if let Some(pid) = procfs::read_pid_file(&pid_file) {
+                break pid;
+            }
+            if let Some(status) = shell.try_wait()? {
+                bail!("{name} exited at once ({status}); see {}", log.display());
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("{name} did not start within 10s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let _ = std::fs::remove_file(&pid_file);
+        Ok(Self {
+            pid,
+            log: log.to_owned(),
+            shell,
+            stdin,
+        })
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.shell.try_wait().ok().flatten()
+    }
+
+    /// Asks the process to stop (`SIGTERM`), waits up to `grace`, then kills it.
+    pub async fn stop(mut self, grace: Duration) {
+        drop(self.stdin.take());
+        if tokio::time::timeout(grace, self.shell.wait())
+            .await
+            .is_err()
+        {
+            // Our own child, by its pid.
+            let _ = std::process::Command::new("kill")
+                .arg("-KILL")
+                .arg(self.pid.to_string())
+                .status();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.shell.wait()).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ledger of the bench's own requests
+// ---------------------------------------------------------------------------------------------
+
+/// Counts the API requests the bench itself makes, to subtract them from the API server's
+/// counts.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger(Arc<Mutex<RequestCounts>>);
+
+impl Ledger {
+    pub fn add(&self, verb: &str, group: &str, resource: &str, subresource: &str) {
+        if let Ok(mut counts) = self.0.lock() {
+            *counts
+                .entry(RequestKey::new(verb, group, resource, subresource))
+                .or_default() += 1.0;
+        }
+    }
+
+    pub fn snapshot(&self) -> RequestCounts {
+        self.0.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+// ---------------------------------------------------------------------------------------------
+
+/// `GET path` on `127.0.0.1:port` over plain HTTP/1.0: the status code and the body.
+pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+            .await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        anyhow::Ok(String::from_utf8_lossy(&response).into_owned())
+    };
+    let response = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .context("no answer within 10s")??;
+    let code = response
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status line")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// kube-apiserver's `/metrics`, with the admin token of the client.
+pub async fn scrape_apiserver(client: &Client) -> Result<String> {
+    let request = kube::core::Request::new("/metrics")
+        .list(&ListParams::default())
+        .context("building the /metrics request")?;
+    client
+        .request_text(request)
+        .await
+        .context("scraping kube-apiserver /metrics")
+}
+
+/// The controller's health and metrics ports: the listening ports of its process, told apart by
+/// what they answer.
+#[derive(Debug, Clone, Copy)]
+pub struct ControllerPorts {
+    pub health: u16,
+    pub metrics: u16,
+}
+
+/// Waits until the controller listens on two ports and `/readyz` answers 200.
+pub async fn wait_controller_ready(
+    controller: &mut Managed,
+    timeout: Duration,
+) -> Result<ControllerPorts> {
+    let started = Instant::now();
+    let mut last = String::from("no listening port yet");
+    loop {
+        if let Some(status) = controller.exited() {
+            bail!(
+                "the controller exited ({status}); see {}",
+                controller.log.display()
+            );
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "the controller was not ready within {timeout:?} ({last}); see {}",
+                controller.log.display()
+            );
+        }
+        let ports = procfs::process_listening_ports(controller.pid).unwrap_or_default();
+        let mut health = None;
+        let mut metrics = None;
+        for port in ports {
+            match http_get(port, "/readyz").await {
+                Ok((200, _)) => health = Some(port),
+                Ok((503, body)) => {
+                    last = format!("/readyz: 503 {}", body.trim());
+                }
+                _ => {
+                    if let Ok((200, body)) = http_get(port, "/metrics").await
+                        && body.contains("vmclone_")
+                    {
+                        metrics = Some(port);
+                    }
+                }
+            }
+        }
+        if let (Some(health), Some(metrics)) = (health, metrics) {
+            return Ok(ControllerPorts { health, metrics });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parallel creators
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `make(i)` for `i` in `0..count` with `concurrency` tasks; returns, per index, when the
+/// call returned. A failed call is tried again (up to 5 times, with a short pause) and `on_try`
+/// is called for every attempt.
+pub async fn run_parallel<F, Fut>(
+    count: usize,
+    concurrency: usize,
+    make: F,
+    on_try: impl Fn() + Send + Sync + 'static,
+) -> Result<Vec<Instant>>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<()>> + Send,
+{
+    let make = Arc::new(make);
+    let on_try = Arc::new(on_try);
+    let next = Arc::new(AtomicUsize::new(0));
+    let done: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; count]));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (make, on_try, next, done) = (make.clone(), on_try.clone(), next.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return anyhow::Ok(());
+                }
+                let mut attempt = 1;
+                loop {
+                    on_try();
+                    match make(i).await {
+                        Ok(()) => break,
+                        Err(err) if attempt < 5 => {
+                            eprintln!(
+                                "  (attempt {attempt} of item {i} failed: {err:#}; trying again)"
+                            );
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                        }
+                        Err(err) => return Err(err.context(format!("item {i}"))),
+                    }
+                }
+                if let Ok(mut done) = done.lock() {
+                    done[i] = Some(Instant::now());
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.context("a creator task panicked")??;
+    }
+    let done = done.lock().map(|d| d.clone()).unwrap_or_default();
+    done.into_iter()
+        .enumerate()
+        .map(|(i, t)| t.with_context(|| format!("item {i} was never created")))
+        .collect()
+}
+
+/// Whether an API error is "already exists" (a retried create whose first attempt went through).
+pub fn already_exists(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == 409 && status.reason == "AlreadyExists")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The clone watch
+// ---------------------------------------------------------------------------------------------
+
+/// What the watch has seen of the clones of one namespace.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub succeeded: HashMap<String, Instant>,
+    /// Name → (when, reason of the `Ready` condition or the phase).
+    pub failed: HashMap<String, (Instant, String)>,
+    pub watch_errors: usize,
+}
+
+/// A watch on the clones of a namespace that records when each first reaches a terminal phase.
+/// Its LIST and WATCH requests go into the ledger.
+#[derive(Debug)]
+pub struct CloneWatch {
+    pub seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CloneWatch {
+    pub async fn start(client: Client, namespace: &str, ledger: Ledger) -> Result<Self> {
+        let api: Api<VirtualMachineClone> = Api::namespaced(client, namespace);
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        // The first list before returning, so nothing created afterwards is missed.
+        ledger.add("LIST", "clone.kubevirt.io", "virtualmachineclones", "");
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .context("listing clones")?;
+        let mut version = list.metadata.resource_version.clone().unwrap_or_default();
+        for clone in &list.items {
+            record(&seen, clone);
+        }
+        let task = {
+            let (seen, stop) = (seen.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    ledger.add("WATCH", "clone.kubevirt.io", "virtualmachineclones", "");
+                    let params = WatchParams::default().timeout(290);
+                    let stream = match api.watch(&params, &version).await {
+                        Ok(stream) => stream,
+                        Err(_) => {
+                            note_error(&seen);
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            continue;
+                        }
+                    };
+                    let mut stream = std::pin::pin!(stream);
+                    let mut relist = false;
+                    while let Some(event) = stream.next().await {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        match event {
+                            Ok(WatchEvent::Added(c) | WatchEvent::Modified(c)) => {
+                                version = c.resource_version().unwrap_or(version);
+                                record(&seen, &c);
+                            }
+                            Ok(WatchEvent::Deleted(c)) => {
+                                version = c.resource_version().unwrap_or(version);
+                            }
+                            Ok(WatchEvent::Bookmark(b)) => version = b.metadata.resource_version,
+                            Ok(WatchEvent::Error(status)) => {
+                                note_error(&seen);
+                                relist = status.code == 410;
+                                break;
+                            }
+                            Err(_) => note_error(&seen),
+                        }
+                    }
+                    if relist {
+                        // Too old a version: list again (pages of 500) and go on from there.
+                        let mut params = ListParams::default().limit(500);
+                        loop {
+                            ledger.add("LIST", "clone.kubevirt.io", "virtualmachineclones", "");
+                            match api.list(&params).await {
+                                Ok(page) => {
+                                    for clone in &page.items {
+                                        record(&seen, clone);
+                                    }
+                                    match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                                        Some(token) => params = params.continue_token(&token),
+                                        None => {
+                                            version =
+                                                page.metadata.resource_version.unwrap_or_default();
+                                            break;
+                                        }
+                                    }
+                                }
+                                Err(_) => {
+                                    note_error(&seen);
+                                    tokio::time::sleep(Duration::from_millis(500)).await;
+                                    params = ListParams::default().limit(500);
+                                }
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        Ok(Self { seen, stop, task })
+    }
+
+    /// (succeeded, failed) so far.
+    pub fn counts(&self) -> (usize, usize) {
+        self.seen
+            .lock()
+            .map(|s| (s.succeeded.len(), s.failed.len()))
+            .unwrap_or_default()
+    }
+
+    /// Stops watching and returns what was seen.
+    pub fn stop(&self) -> Seen {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.abort();
+        self.seen
+            .lock()
+            .map(|s| Seen {
+                succeeded: s.succeeded.clone(),
+                failed: s.failed.clone(),
+                watch_errors: s.watch_errors,
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for CloneWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.abort();
+    }
+}
+
+fn note_error(seen: &Mutex<Seen>) {
+    if let Ok(mut seen) = seen.lock() {
+        seen.watch_errors += 1;
+    }
+}
+
+fn record(seen: &Mutex<Seen>, clone: &VirtualMachineClone) {
+    let Some(status) = &clone.status else { return };
+    let now = Instant::now();
+    let name = clone.name_any();
+    let Ok(mut seen) = seen.lock() else { return };
+    match status.phase {
+        ClonePhase::Succeeded => {
+            seen.succeeded.entry(name).or_insert(now);
+        }
+        ClonePhase::Failed => {
+            let reason = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready")
+                .and_then(|c| c.reason.clone())
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "Failed".to_owned());
+            seen.failed.entry(name).or_insert((now, reason));
+        }
+        _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events and lists
+// ---------------------------------------------------------------------------------------------
+
+/// Every events.k8s.io event of the namespace (pages of 500), for telling whose they are.
+pub async fn list_events(
+    client: &Client,
+    namespace: &str,
+    ledger: &Ledger,
+) -> Result<Vec<EventSeen>> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
+    let mut params = ListParams::default().limit(500);
+    let mut out = Vec::new();
+    loop {
+        ledger.add("LIST", "events.k8s.io", "events", "");
+        let page = api.list(&params).await.context("listing events")?;
+        for event in page.items {
+            out.push(EventSeen {
+                name: event.metadata.name.clone().unwrap_or_default(),
+                reporter: event.reporting_controller.clone().unwrap_or_default(),
+                count: event
+                    .series
+                    .as_ref()
+                    .map(|s| u64::try_from(s.count).unwrap_or(1))
+                    .unwrap_or(1),
+            });
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU
+// ---------------------------------------------------------------------------------------------
+
+/// CPU time of the machine and of each process of interest at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct CpuSnapshot {
+    pub at: Option<Instant>,
+    pub machine: MachineTicks,
+    pub processes: BTreeMap<&'static str, u64>,
+}
+
+/// Pids of the testbed's servers, from the pid files testenv's supervisor writes.
+#[derive(Debug, Clone, Default)]
+pub struct ServerPids {
+    pub kube_apiserver: Option<u32>,
+    pub etcd: Option<u32>,
+    pub kube_controller_manager: Option<u32>,
+}
+
+impl ServerPids {
+    pub fn of(env_dir: &Path) -> Self {
+        let pid = |name: &str| procfs::read_pid_file(&env_dir.join("pids").join(name));
+        Self {
+            kube_apiserver: pid("kube-apiserver"),
+            etcd: pid("etcd"),
+            kube_controller_manager: pid("kube-controller-manager"),
+        }
+    }
+}
+
+pub fn cpu_snapshot(
+    servers: &ServerPids,
+    controller: Option<u32>,
+    stand_in: Option<u32>,
+) -> CpuSnapshot {
+    let mut processes = BTreeMap::new();
+    let mut put = |name: &'static str, pid: Option<u32>| {
+        if let Some(pid) = pid
+            && let Ok(ticks) = procfs::process_cpu(pid)
+        {
+            processes.insert(name, ticks.total());
+        }
+    };
+    put("kube-apiserver", servers.kube_apiserver);
+    put("etcd", servers.etcd);
+    put("kube-controller-manager", servers.kube_controller_manager);
+    put("controller", controller);
+    put("stand-in", stand_in);
+    put("bench", Some(std::process::id()));
+    CpuSnapshot {
+        at: Some(Instant::now()),
+        machine: procfs::machine_cpu().unwrap_or_default(),
+        processes,
+    }
+}
