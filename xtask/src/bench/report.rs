@@ -983,7 +983,11 @@ pub fn analysis(report: &Report) -> Vec<String> {
             f(sequential, 1)
         ));
     }
-    if let Some(cal) = report.calibration.as_ref().filter(|_| report.settings.sources <= 1) {
+    if let Some(cal) = report
+        .calibration
+        .as_ref()
+        .filter(|_| report.settings.sources <= 1)
+    {
         let lock: f64 = cal
             .requests
             .rows
