@@ -119,7 +119,7 @@ fn from_kubebuilder_assets() -> Option<Binaries> {
 }
 
 /// `$XDG_CACHE_HOME/vmclone` or `$HOME/.cache/vmclone`.
-fn cache_root() -> Result<PathBuf> {
+pub(crate) fn cache_root() -> Result<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         Some(xdg) => PathBuf::from(xdg),
         None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
@@ -134,7 +134,7 @@ fn cache_root() -> Result<PathBuf> {
 ///
 /// `build` gets an empty work folder and an output folder inside it to fill; the output folder
 /// is then renamed to `final_dir`, so `final_dir` either does not exist or is complete.
-fn build_once(
+pub(crate) fn build_once(
     cache: &Path,
     final_dir: &Path,
     expected: &[&str],
@@ -370,13 +370,13 @@ fn published_staging_replaces(upstream_go_mod: &str, staging_version: &str) -> R
     Ok(lines)
 }
 
-fn write(path: &Path, contents: &str) -> Result<()> {
+pub(crate) fn write(path: &Path, contents: &str) -> Result<()> {
     fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The local Go toolchain and the environment its builds need.
 #[derive(Debug)]
-struct GoToolchain {
+pub(crate) struct GoToolchain {
     go: PathBuf,
     /// `GOEXPERIMENT` to set, if the toolchain needs one.
     experiment: Option<String>,
@@ -385,7 +385,7 @@ struct GoToolchain {
 impl GoToolchain {
     /// The first `go` that answers `go env GOVERSION`: on `PATH`, under `$GOROOT`, or in the
     /// default install location.
-    fn find() -> Result<Self> {
+    pub(crate) fn find() -> Result<Self> {
         let mut candidates = vec![PathBuf::from("go")];
         if let Some(root) = std::env::var_os("GOROOT") {
             candidates.push(PathBuf::from(root).join("bin").join("go"));
@@ -426,11 +426,14 @@ impl GoToolchain {
     }
 
     /// Runs `go <args>` in `dir`, echoing its stderr as progress; returns its stdout.
-    fn run<S: AsRef<str>>(&self, step: &str, dir: &Path, args: &[S]) -> Result<String> {
+    ///
+    /// cgo is off: every binary built here is static, so a prebuilt one runs on any Linux.
+    pub(crate) fn run<S: AsRef<str>>(&self, step: &str, dir: &Path, args: &[S]) -> Result<String> {
         let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
         let mut command = Command::new(&self.go);
         command
             .args(&args)
+            .env("CGO_ENABLED", "0")
             .current_dir(dir)
             // A go.work of the caller's must not pull other modules into this build.
             .env("GOWORK", "off")

@@ -3,7 +3,11 @@
 //!
 //! Start-up order: etcd (healthy) → kube-apiserver (`/readyz` ok) → kubeconfig written →
 //! kube-controller-manager → CRDs applied and `Established` → the `default` ServiceAccount exists
-//! (proof that the controller manager runs its controllers).
+//! (proof that the controller manager runs its controllers) → with [`Options::kubevirt`],
+//! KubeVirt's virt-api and virt-controller (see the `kubevirt` module).
+//!
+//! Every component has its own user (a bearer token in the API server's token file, group
+//! `system:masters`) and kubeconfig, so the API server's records tell their requests apart.
 
 use std::collections::hash_map::RandomState;
 use std::ffi::OsString;
@@ -24,6 +28,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 
 use crate::binaries::{Binaries, ensure_binaries};
+use crate::certs::TestCa;
+use crate::kubevirt::{self as kubevirt_servers, KubeVirtOptions, KubeVirtServers};
+use crate::kubevirt_binaries::{KubeVirtBinaries, ensure_kubevirt_binaries};
 use crate::manifests;
 use crate::process::{FOLDER_PREFIX, FolderReaper, Supervised, free_ports, sweep_stale_folders};
 use crate::progress::{human, say};
@@ -33,6 +40,12 @@ use crate::wait::wait_for;
 const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 /// Folders (relative to the workspace) whose CRDs every control plane gets.
 const CRD_FOLDERS: [&str; 2] = ["manifests/crds", "crates/kubevirt-sim/crds"];
+/// Upstream KubeVirt's own clone CRD (v1.7.0, as virt-operator installs it), for
+/// [`CloneCrd::Upstream`].
+const UPSTREAM_CLONE_CRD: &str =
+    "crates/testenv/upstream/virtualmachineclones.clone.kubevirt.io.yaml";
+/// The users besides `admin`, one per component that talks to the API server.
+pub const IDENTITIES: [&str; 2] = ["virt-controller", "virt-api"];
 
 const ETCD_READY: Duration = Duration::from_secs(60);
 /// Generous: on a 2-core machine the API server may start while other crates compile.
@@ -46,6 +59,38 @@ serviceaccount-controller,serviceaccount-token-controller,\
 root-ca-certificate-publisher-controller,clusterrole-aggregation-controller";
 
 static SHARED: OnceCell<std::result::Result<TestEnv, String>> = OnceCell::const_new();
+static SHARED_KUBEVIRT: OnceCell<std::result::Result<TestEnv, String>> = OnceCell::const_new();
+
+/// What a control plane runs besides etcd, kube-apiserver and kube-controller-manager.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// KubeVirt's own virt-api and virt-controller ([`KubeVirtOptions`]); `None`: no KubeVirt
+    /// process runs (tests then use the stand-in, kubevirt-sim).
+    pub kubevirt: Option<KubeVirtOptions>,
+    /// Which clone CRD is installed.
+    pub clone_crd: CloneCrd,
+}
+
+impl Options {
+    /// KubeVirt v1.7.0's virt-api and virt-controller, with upstream's clone controller off.
+    pub fn kubevirt() -> Self {
+        Self {
+            kubevirt: Some(KubeVirtOptions::default()),
+            clone_crd: CloneCrd::Vmclone,
+        }
+    }
+}
+
+/// The `virtualmachineclones.clone.kubevirt.io` CRD a control plane gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CloneCrd {
+    /// vmclone's generated CRD (`manifests/crds/`).
+    #[default]
+    Vmclone,
+    /// Upstream KubeVirt's own, as virt-operator installs it (no validation rules; unknown fields
+    /// pruned).
+    Upstream,
+}
 static NAMESPACE_COUNTER: AtomicU64 = AtomicU64::new(1);
 
 /// A running control plane: etcd, kube-apiserver and kube-controller-manager on 127.0.0.1.
@@ -54,6 +99,8 @@ static NAMESPACE_COUNTER: AtomicU64 = AtomicU64::new(1);
 /// process exits (also on panic or `kill -9`); its temporary folder is removed then too.
 #[derive(Debug)]
 pub struct TestEnv {
+    // Dropped first: KubeVirt talks to the API server until it stops.
+    kubevirt: Option<KubeVirtServers>,
     etcd: Supervised,
     apiserver: Supervised,
     controller_manager: Supervised,
@@ -62,6 +109,8 @@ pub struct TestEnv {
     admin_token: String,
     kubeconfig: PathBuf,
     dir: PathBuf,
+    ca: TestCa,
+    options: Options,
     // Dropped after the servers (fields drop in order): the folder first, then its reaper.
     _folder: tempfile::TempDir,
     _reaper: FolderReaper,
@@ -108,8 +157,25 @@ impl TestEnv {
     /// Builds the binaries first if the machine has none (minutes, once). If the start fails,
     /// every caller in the process gets the same error without trying again.
     pub async fn shared() -> Result<&'static TestEnv> {
-        let started = SHARED
-            .get_or_init(|| async { TestEnv::start().await.map_err(|e| format!("{e:#}")) })
+        Self::shared_in(&SHARED, Options::default()).await
+    }
+
+    /// Like [`TestEnv::shared`], with KubeVirt's own virt-api and virt-controller running
+    /// ([`Options::kubevirt`]): a second control plane of the process, apart from the first.
+    pub async fn shared_kubevirt() -> Result<&'static TestEnv> {
+        Self::shared_in(&SHARED_KUBEVIRT, Options::kubevirt()).await
+    }
+
+    async fn shared_in(
+        cell: &'static OnceCell<std::result::Result<TestEnv, String>>,
+        options: Options,
+    ) -> Result<&'static TestEnv> {
+        let started = cell
+            .get_or_init(|| async {
+                TestEnv::start_with_options(options)
+                    .await
+                    .map_err(|e| format!("{e:#}"))
+            })
             .await;
         match started {
             Ok(env) => Ok(env),
@@ -119,12 +185,25 @@ impl TestEnv {
 
     /// A private control plane (for tests that restart kube-apiserver or etcd); stopped on drop.
     pub async fn start() -> Result<TestEnv> {
+        Self::start_with_options(Options::default()).await
+    }
+
+    /// A private control plane with `options`; stopped on drop.
+    pub async fn start_with_options(options: Options) -> Result<TestEnv> {
         let binaries = tokio::task::spawn_blocking(ensure_binaries)
             .await
             .context("the binaries build panicked")??;
+        let kubevirt = match options.kubevirt {
+            Some(_) => Some(
+                tokio::task::spawn_blocking(ensure_kubevirt_binaries)
+                    .await
+                    .context("the KubeVirt build panicked")??,
+            ),
+            None => None,
+        };
         let mut attempt = 1;
         loop {
-            match Self::start_with(&binaries).await {
+            match Self::start_with(&binaries, kubevirt.as_ref(), &options).await {
                 Ok(env) => return Ok(env),
                 // Free ports are picked before the servers bind them; another process may win.
                 Err(err)
@@ -140,7 +219,11 @@ impl TestEnv {
         }
     }
 
-    async fn start_with(binaries: &Binaries) -> Result<TestEnv> {
+    async fn start_with(
+        binaries: &Binaries,
+        kubevirt: Option<&KubeVirtBinaries>,
+        options: &Options,
+    ) -> Result<TestEnv> {
         let started = Instant::now();
         let temp = std::env::temp_dir();
         sweep_stale_folders(&temp);
@@ -152,12 +235,19 @@ impl TestEnv {
         let dir = folder.path().to_owned();
 
         let admin_token = random_hex();
+        let identity_tokens: Vec<(&str, String)> = IDENTITIES
+            .iter()
+            .map(|name| (*name, random_hex()))
+            .collect();
         let tokens = dir.join("tokens.csv");
-        std::fs::write(
-            &tokens,
-            format!("{admin_token},admin,admin,\"system:masters\"\n"),
-        )
-        .context("writing the token file")?;
+        let mut token_file = format!("{admin_token},admin,admin,\"system:masters\"\n");
+        for (name, token) in &identity_tokens {
+            let _ = writeln!(token_file, "{token},{name},{name},\"system:masters\"");
+        }
+        std::fs::write(&tokens, token_file).context("writing the token file")?;
+        let test_ca = TestCa::new("testenv-ca")?;
+        let ca_file = dir.join("testenv-ca.crt");
+        test_ca.write(&ca_file)?;
         let (sa_key, sa_pub) = service_account_keys(&dir)?;
 
         let [etcd_port, peer_port, apiserver_port, kcm_port] = free_ports(4)?[..] else {
@@ -195,6 +285,13 @@ impl TestEnv {
             "--disable-admission-plugins=ServiceAccount".into(),
             // The default reconciler loops trying to publish a loopback endpoint.
             "--endpoint-reconciler-type=none".into(),
+            // Published in kube-system/extension-apiserver-authentication, which virt-api reads
+            // at start (it trusts no proxied requests here; nothing proxies to it).
+            arg("--requestheader-client-ca-file=", &ca_file),
+            "--requestheader-allowed-names=front-proxy-client".into(),
+            "--requestheader-username-headers=X-Remote-User".into(),
+            "--requestheader-group-headers=X-Remote-Group".into(),
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
         ];
         let mut apiserver = Supervised::new(
             "kube-apiserver",
@@ -229,6 +326,14 @@ impl TestEnv {
 
         let apiserver_url = format!("https://127.0.0.1:{apiserver_port}");
         write_kubeconfig(&kubeconfig, &apiserver_url, &ca, &admin_token)?;
+        for (name, token) in &identity_tokens {
+            write_kubeconfig(
+                &dir.join(format!("kubeconfig-{name}")),
+                &apiserver_url,
+                &ca,
+                token,
+            )?;
+        }
 
         etcd.start()?;
         wait_for_etcd(&mut etcd, etcd_port).await?;
@@ -236,6 +341,7 @@ impl TestEnv {
         apiserver.start()?;
 
         let mut env = TestEnv {
+            kubevirt: None,
             etcd,
             apiserver,
             controller_manager,
@@ -244,6 +350,8 @@ impl TestEnv {
             admin_token,
             kubeconfig,
             dir,
+            ca: test_ca,
+            options: options.clone(),
             _folder: folder,
             _reaper: reaper,
         };
@@ -251,16 +359,42 @@ impl TestEnv {
         let apiserver_ready = started.elapsed();
         env.controller_manager.start()?;
 
-        let crd_paths: Vec<PathBuf> = CRD_FOLDERS
+        let mut crd_paths: Vec<PathBuf> = CRD_FOLDERS
             .iter()
             .map(|folder| Path::new(WORKSPACE).join(folder))
             .collect();
+        if options.clone_crd == CloneCrd::Upstream {
+            crd_paths[0] = Path::new(WORKSPACE).join(UPSTREAM_CLONE_CRD);
+        }
         env.install_crds_from(&crd_paths).await?;
         let crds_ready = started.elapsed();
         env.wait_for_controllers().await?;
 
+        let mut kubevirt_note = String::new();
+        if let (Some(kubevirt_options), Some(kubevirt_binaries)) = (&options.kubevirt, kubevirt) {
+            let before = started.elapsed();
+            let servers = kubevirt_servers::start(
+                kubevirt_servers::Inputs {
+                    dir: &env.dir,
+                    client: env.client().await?,
+                    ca: &env.ca,
+                    virt_api_kubeconfig: env.identity_kubeconfig("virt-api"),
+                    virt_controller_kubeconfig: env.identity_kubeconfig("virt-controller"),
+                    binaries: kubevirt_binaries,
+                },
+                kubevirt_options,
+            )
+            .await?;
+            env.kubevirt = Some(servers);
+            kubevirt_note = format!(
+                ", KubeVirt {} virt-api and virt-controller {}",
+                crate::KUBEVIRT_VERSION,
+                human(started.elapsed() - before)
+            );
+        }
+
         say(&format!(
-            "control plane ready in {} (etcd {}, kube-apiserver {}, CRDs {}) at {} (kubeconfig {})",
+            "control plane ready in {} (etcd {}, kube-apiserver {}, CRDs {}{kubevirt_note}) at {} (kubeconfig {})",
             human(started.elapsed()),
             human(etcd_ready),
             human(apiserver_ready),
@@ -282,6 +416,34 @@ impl TestEnv {
     /// The kubeconfig file of the admin user (`kubectl --kubeconfig`, `KUBECONFIG`).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The kubeconfig of one of the [`IDENTITIES`] (a `system:masters` user of its own).
+    pub fn identity_kubeconfig(&self, identity: &str) -> PathBuf {
+        self.dir.join(format!("kubeconfig-{identity}"))
+    }
+
+    /// What this control plane runs besides the three Kubernetes servers.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Whether KubeVirt's own virt-api and virt-controller run here.
+    pub fn runs_kubevirt(&self) -> bool {
+        self.kubevirt.is_some()
+    }
+
+    /// Restarts virt-controller with `options` (e.g. upstream's clone controller on or off) and
+    /// waits until it reconciles VMs again. Meant for a private control plane.
+    pub async fn restart_virt_controller(&mut self, options: KubeVirtOptions) -> Result<()> {
+        let client = self.client().await?;
+        let servers = self
+            .kubevirt
+            .as_mut()
+            .context("this control plane does not run KubeVirt")?;
+        servers.start_controller(&client, &options).await?;
+        self.options.kubevirt = Some(servers.options().clone());
+        Ok(())
     }
 
     /// `https://127.0.0.1:<port>` of kube-apiserver.
@@ -402,7 +564,11 @@ impl TestEnv {
     /// The last `lines` lines of each server's log, for failure messages.
     pub fn log_tails(&self, lines: usize) -> String {
         let mut out = String::new();
-        for server in [&self.etcd, &self.apiserver, &self.controller_manager] {
+        let kubevirt = self.kubevirt.iter().flat_map(KubeVirtServers::servers);
+        for server in [&self.etcd, &self.apiserver, &self.controller_manager]
+            .into_iter()
+            .chain(kubevirt)
+        {
             let _ = writeln!(out, "--- {} ---\n{}", server.name(), server.log_tail(lines));
         }
         out
@@ -466,7 +632,11 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        // Ask all three at once, then wait for each; the folder is removed after (field order).
+        // Ask all at once, then wait for each; the folder is removed after (field order).
+        if let Some(kubevirt) = self.kubevirt.as_mut() {
+            kubevirt.request_stop();
+        }
+        self.kubevirt = None;
         self.controller_manager.request_stop();
         self.apiserver.request_stop();
         self.etcd.request_stop();

@@ -13,19 +13,29 @@
 //!
 //! Modules:
 //! - `binaries`: finding or building the three binaries;
+//! - `kubevirt_binaries`: finding or building KubeVirt's virt-controller and virt-api;
 //! - `env`: starting, using and stopping a control plane;
+//! - `kubevirt`: running KubeVirt's virt-api (with its webhooks) and virt-controller in it;
+//! - `certs`: the control plane's own CA and serving certificates;
 //! - `manifests`: applying YAML (CRDs first, until `Established`);
 //! - `process`: servers that die with the test process, temporary folders removed after it;
 //! - `wait`: [`wait_for`], polling with a deadline and a readable failure;
 //! - `progress`: timestamped progress lines on stderr.
 
 mod binaries;
+mod certs;
 mod env;
+mod kubevirt;
+mod kubevirt_binaries;
 mod manifests;
 mod process;
 mod progress;
 mod wait;
 
 pub use binaries::{Binaries, ETCD_VERSION, KUBERNETES_VERSION, ensure_binaries};
-pub use env::{KubectlOutput, TestEnv};
+pub use env::{CloneCrd, IDENTITIES, KubectlOutput, Options, TestEnv};
+pub use kubevirt::{KUBEVIRT_NAME, KUBEVIRT_NAMESPACE, KubeVirtOptions};
+pub use kubevirt_binaries::{
+    KUBEVIRT_BINARIES_ENV, KUBEVIRT_VERSION, KubeVirtBinaries, ensure_kubevirt_binaries,
+};
 pub use wait::{Attempt, wait_for};

@@ -87,6 +87,11 @@ impl Supervised {
         }
     }
 
+    /// Replaces the command-line arguments of the next [`start`](Self::start).
+    pub(crate) fn set_args(&mut self, args: Vec<OsString>) {
+        self.args = args;
+    }
+
     pub(crate) fn name(&self) -> &'static str {
         self.name
     }

@@ -1,0 +1,303 @@
+//! Finding or building KubeVirt's `virt-controller` and `virt-api`, and the admission webhook
+//! configurations virt-operator would install for virt-api.
+//!
+//! Like the control plane (see `binaries`), they come from, in this order:
+//! 1. `VMCLONE_KUBEVIRT_BINARIES`, when it names a folder holding `virt-controller`, `virt-api`
+//!    and `webhooks.json`;
+//! 2. the cache (`<cache>/vmclone/kubevirt-<version>/`);
+//! 3. a build with the local Go toolchain from `kubevirt.io/kubevirt` at [`KUBEVIRT_VERSION`].
+//!
+//! The build's go.mod is derived from the downloaded module's own: kubevirt replaces
+//! `kubevirt.io/api` and `kubevirt.io/client-go` with `./staging` folders, which a dependent
+//! module cannot use, so those two are required at the same release instead, and every other
+//! (non-local) `replace` line is copied. The wrapper's `webhooks` command (ours) prints KubeVirt's
+//! own webhook configurations, from its generator at the same release, into `webhooks.json`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::binaries::{GoToolchain, build_once, cache_root, write};
+use crate::progress::say;
+
+/// The KubeVirt release virt-controller and virt-api are built from.
+pub const KUBEVIRT_VERSION: &str = "v1.7.0";
+
+/// The environment variable naming a folder with prebuilt KubeVirt binaries.
+pub const KUBEVIRT_BINARIES_ENV: &str = "VMCLONE_KUBEVIRT_BINARIES";
+
+const KUBEVIRT_MODULE: &str = "kubevirt.io/kubevirt";
+/// Modules kubevirt.io/kubevirt keeps in its `./staging` folder and publishes at its own version.
+const STAGING_MODULES: [&str; 2] = ["kubevirt.io/api", "kubevirt.io/client-go"];
+const COMMANDS: [&str; 2] = ["virt-controller", "virt-api"];
+const GO_MOD_HEADER: &str = include_str!("../go/kubevirt/go.mod.in");
+const DOC_GO: &str = include_str!("../go/kubevirt/doc.go");
+const WEBHOOKS_GO: &str = include_str!("../go/kubevirt/webhooks/main.go");
+const WEBHOOKS_JSON: &str = "webhooks.json";
+
+/// Where KubeVirt's binaries and webhook configurations are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeVirtBinaries {
+    /// `virt-controller`.
+    pub virt_controller: PathBuf,
+    /// `virt-api`.
+    pub virt_api: PathBuf,
+    /// The validating and mutating webhook configurations of virt-api (a JSON array of two).
+    pub webhooks: PathBuf,
+}
+
+impl KubeVirtBinaries {
+    fn in_folder(dir: &Path) -> Self {
+        Self {
+            virt_controller: dir.join(COMMANDS[0]),
+            virt_api: dir.join(COMMANDS[1]),
+            webhooks: dir.join(WEBHOOKS_JSON),
+        }
+    }
+
+    fn missing(&self) -> Vec<&Path> {
+        [&self.virt_controller, &self.virt_api, &self.webhooks]
+            .into_iter()
+            .map(PathBuf::as_path)
+            .filter(|path| !path.is_file())
+            .collect()
+    }
+}
+
+/// Returns KubeVirt's binaries, building them first if this machine has none yet.
+///
+/// Blocking: a build on a fresh machine takes several minutes and prints its progress.
+pub fn ensure_kubevirt_binaries() -> Result<KubeVirtBinaries> {
+    if let Some(dir) = std::env::var_os(KUBEVIRT_BINARIES_ENV).filter(|v| !v.is_empty()) {
+        let binaries = KubeVirtBinaries::in_folder(Path::new(&dir));
+        let missing = binaries.missing();
+        if !missing.is_empty() {
+            bail!(
+                "{KUBEVIRT_BINARIES_ENV}={} lacks {missing:?}: point it at a folder with \
+                 virt-controller, virt-api and webhooks.json, or unset it to build them",
+                Path::new(&dir).display()
+            );
+        }
+        return Ok(binaries);
+    }
+    let cache = cache_root()?;
+    let dir = cache.join(format!("kubevirt-{KUBEVIRT_VERSION}"));
+    let binaries = KubeVirtBinaries::in_folder(&dir);
+    if binaries.missing().is_empty() {
+        return Ok(binaries);
+    }
+    let go = GoToolchain::find()?;
+    build_once(
+        &cache,
+        &dir,
+        &[COMMANDS[0], COMMANDS[1], WEBHOOKS_JSON],
+        |work, out| build_kubevirt(&go, work, out),
+    )?;
+    let missing = binaries.missing();
+    if !missing.is_empty() {
+        bail!("the KubeVirt build finished but {missing:?} are missing");
+    }
+    Ok(binaries)
+}
+
+fn build_kubevirt(go: &GoToolchain, work: &Path, out: &Path) -> Result<()> {
+    let module = format!("{KUBEVIRT_MODULE}@{KUBEVIRT_VERSION}");
+    let download = go.run(
+        &format!("go mod download {module}"),
+        work,
+        &["mod", "download", "-json", &module],
+    )?;
+    let info: serde_json::Value = serde_json::from_str(&download)
+        .with_context(|| format!("parsing `go mod download -json` output: {download}"))?;
+    let upstream_go_mod = info
+        .get("GoMod")
+        .and_then(|v| v.as_str())
+        .with_context(|| format!("`go mod download -json` gave no GoMod: {download}"))?;
+    let upstream = fs::read_to_string(upstream_go_mod)
+        .with_context(|| format!("reading {upstream_go_mod}"))?;
+    let go_mod = wrapper_go_mod(&upstream, KUBEVIRT_VERSION)?;
+    write(&work.join("go.mod"), &go_mod)?;
+    write(&work.join("doc.go"), DOC_GO)?;
+    fs::create_dir_all(work.join("webhooks")).context("creating the webhooks package")?;
+    write(&work.join("webhooks").join("main.go"), WEBHOOKS_GO)?;
+
+    go.run(
+        "go mod tidy (downloads the modules)",
+        work,
+        &["mod", "tidy"],
+    )?;
+
+    let version = format!("-s -w -X kubevirt.io/client-go/version.gitVersion={KUBEVIRT_VERSION}");
+    let mut build = vec![
+        "build".to_owned(),
+        "-o".to_owned(),
+        format!("{}/", out.display()),
+        "-ldflags".to_owned(),
+        version,
+    ];
+    build.extend(
+        COMMANDS
+            .iter()
+            .map(|c| format!("{KUBEVIRT_MODULE}/cmd/{c}")),
+    );
+    build.push("./webhooks".to_owned());
+    go.run(
+        "go build virt-controller virt-api (the long step)",
+        work,
+        &build,
+    )?;
+
+    let generator = out.join("webhooks");
+    let printed = std::process::Command::new(&generator)
+        .output()
+        .context("running the webhooks generator")?;
+    if !printed.status.success() {
+        bail!(
+            "the webhooks generator failed: {}",
+            String::from_utf8_lossy(&printed.stderr)
+        );
+    }
+    let configurations: serde_json::Value = serde_json::from_slice(&printed.stdout)
+        .context("the webhooks generator printed no JSON")?;
+    if configurations.as_array().map(Vec::len) != Some(2) {
+        bail!("the webhooks generator printed {configurations}, not two configurations");
+    }
+    fs::write(out.join(WEBHOOKS_JSON), &printed.stdout).context("writing webhooks.json")?;
+    fs::remove_file(&generator).context("removing the webhooks generator")?;
+    say(&format!(
+        "KubeVirt {KUBEVIRT_VERSION}: virt-controller, virt-api and its webhook configurations"
+    ));
+    Ok(())
+}
+
+/// The wrapper module's go.mod: our header, the release and its staging modules required at the
+/// same version, kubevirt's non-local `replace` lines, and a `tool` line per command (so that
+/// `go mod tidy` keeps what they need).
+fn wrapper_go_mod(upstream_go_mod: &str, version: &str) -> Result<String> {
+    let replaces = published_replaces(upstream_go_mod);
+    if replaces.is_empty() {
+        bail!("found no `replace` lines in {KUBEVIRT_MODULE}'s go.mod");
+    }
+    let mut go_mod = String::from(GO_MOD_HEADER);
+    go_mod.push_str("\nrequire (\n");
+    for module in std::iter::once(KUBEVIRT_MODULE).chain(STAGING_MODULES) {
+        go_mod.push_str(&format!("\t{module} {version}\n"));
+    }
+    go_mod.push_str(")\n\n");
+    for line in &replaces {
+        go_mod.push_str(line);
+        go_mod.push('\n');
+    }
+    go_mod.push('\n');
+    for command in COMMANDS {
+        go_mod.push_str(&format!("tool {KUBEVIRT_MODULE}/cmd/{command}\n"));
+    }
+    Ok(go_mod)
+}
+
+/// `replace A => B v` for every replacement in `go_mod` whose target is a published module
+/// (local paths such as `./staging/...` only work inside kubevirt's own repository).
+fn published_replaces(go_mod: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut in_block = false;
+    for raw in go_mod.lines() {
+        let line = raw.split("//").next().unwrap_or_default().trim();
+        let directive = if in_block {
+            if line == ")" {
+                in_block = false;
+                continue;
+            }
+            line
+        } else if let Some(rest) = line.strip_prefix("replace") {
+            let rest = rest.trim();
+            if rest == "(" {
+                in_block = true;
+                continue;
+            }
+            rest
+        } else {
+            continue;
+        };
+        let Some((old, new)) = directive.split_once("=>") else {
+            continue;
+        };
+        let target = new.trim();
+        if target.starts_with("./") || target.starts_with("../") || target.starts_with('/') {
+            continue;
+        }
+        lines.push(format!("replace {} => {target}", old.trim()));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UPSTREAM: &str = "module kubevirt.io/kubevirt
+
+go 1.24.0
+
+require (
+\tkubevirt.io/api v0.0.0-00010101000000-000000000000
+\tk8s.io/api v0.33.5
+)
+
+replace (
+\tgithub.com/openshift/api => github.com/openshift/api v0.0.0-20210105115604-44119421ec6b
+\tk8s.io/api => k8s.io/api v0.33.5 // pinned
+
+\tkubevirt.io/api => ./staging/src/kubevirt.io/api
+\tkubevirt.io/client-go => ./staging/src/kubevirt.io/client-go
+)
+
+replace k8s.io/klog => k8s.io/klog v0.4.0
+";
+
+    #[test]
+    fn local_replacements_are_dropped_and_published_ones_kept() {
+        assert_eq!(
+            published_replaces(UPSTREAM),
+            [
+                "replace github.com/openshift/api => github.com/openshift/api v0.0.0-20210105115604-44119421ec6b",
+                "replace k8s.io/api => k8s.io/api v0.33.5",
+                "replace k8s.io/klog => k8s.io/klog v0.4.0",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_wrapper_requires_the_staging_modules_at_the_release_and_names_the_tools() {
+        let go_mod = wrapper_go_mod(UPSTREAM, "v1.7.0").unwrap();
+        for line in [
+            "\tkubevirt.io/kubevirt v1.7.0\n",
+            "\tkubevirt.io/api v1.7.0\n",
+            "\tkubevirt.io/client-go v1.7.0\n",
+            "tool kubevirt.io/kubevirt/cmd/virt-controller\n",
+            "tool kubevirt.io/kubevirt/cmd/virt-api\n",
+            "replace k8s.io/klog => k8s.io/klog v0.4.0\n",
+        ] {
+            assert!(go_mod.contains(line), "{line:?} missing from\n{go_mod}");
+        }
+        assert!(!go_mod.contains("./staging"), "{go_mod}");
+        assert!(go_mod.contains("\nmodule vmclone.local/testenv/kubevirt\n"));
+    }
+
+    #[test]
+    fn a_go_mod_without_replacements_is_an_error() {
+        let err = wrapper_go_mod("module x\n\ngo 1.24\n", "v1.7.0").unwrap_err();
+        assert!(err.to_string().contains("replace"), "{err}");
+    }
+
+    #[test]
+    fn a_prebuilt_folder_must_hold_all_three_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let binaries = KubeVirtBinaries::in_folder(dir.path());
+        assert_eq!(binaries.missing().len(), 3);
+        for name in ["virt-controller", "virt-api", "webhooks.json"] {
+            fs::write(dir.path().join(name), "").unwrap();
+        }
+        assert!(binaries.missing().is_empty());
+    }
+}
