@@ -44,8 +44,25 @@ const CRD_FOLDERS: [&str; 2] = ["manifests/crds", "crates/kubevirt-sim/crds"];
 /// [`CloneCrd::Upstream`].
 const UPSTREAM_CLONE_CRD: &str =
     "crates/testenv/upstream/virtualmachineclones.clone.kubevirt.io.yaml";
-/// The users besides `admin`, one per component that talks to the API server.
-pub const IDENTITIES: [&str; 2] = ["virt-controller", "virt-api"];
+/// The users besides `admin`, one per component that talks to the API server (each a
+/// `system:masters` member with a kubeconfig of its own, [`TestEnv::identity_kubeconfig`]), so
+/// that the audit log attributes every request exactly.
+pub const IDENTITIES: [&str; 5] = [
+    "virt-controller",
+    "virt-api",
+    "kubevirt-sim",
+    "clone-controller",
+    "bench",
+];
+
+/// The audit policy of [`Options::audit_log`]: every request at `Metadata` level (who, verb,
+/// resource, response code; no bodies).
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+";
 
 const ETCD_READY: Duration = Duration::from_secs(60);
 /// Generous: on a 2-core machine the API server may start while other crates compile.
@@ -58,6 +75,8 @@ const CONTROLLERS: &str = "garbage-collector-controller,namespace-controller,\
 serviceaccount-controller,serviceaccount-token-controller,\
 root-ca-certificate-publisher-controller,clusterrole-aggregation-controller";
 
+const AUDIT_LOG: &str = "audit.log";
+
 static SHARED: OnceCell<std::result::Result<TestEnv, String>> = OnceCell::const_new();
 static SHARED_KUBEVIRT: OnceCell<std::result::Result<TestEnv, String>> = OnceCell::const_new();
 
@@ -69,6 +88,9 @@ pub struct Options {
     pub kubevirt: Option<KubeVirtOptions>,
     /// Which clone CRD is installed.
     pub clone_crd: CloneCrd,
+    /// Have kube-apiserver write an audit log ([`TestEnv::audit_log_path`]): one JSON line per
+    /// request, `Metadata` level. For benchmarks that attribute requests to their senders.
+    pub audit_log: bool,
 }
 
 impl Options {
@@ -76,7 +98,7 @@ impl Options {
     pub fn kubevirt() -> Self {
         Self {
             kubevirt: Some(KubeVirtOptions::default()),
-            clone_crd: CloneCrd::Vmclone,
+            ..Self::default()
         }
     }
 }
@@ -293,6 +315,16 @@ impl TestEnv {
             "--requestheader-group-headers=X-Remote-Group".into(),
             "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
         ];
+        let mut apiserver_args = apiserver_args;
+        if options.audit_log {
+            let policy = dir.join("audit-policy.yaml");
+            std::fs::write(&policy, AUDIT_POLICY).context("writing the audit policy")?;
+            apiserver_args.push(arg("--audit-policy-file=", &policy));
+            apiserver_args.push(arg("--audit-log-path=", dir.join(AUDIT_LOG)));
+            // Written as requests finish, never rotated away during a run.
+            apiserver_args.push("--audit-log-mode=blocking".into());
+            apiserver_args.push("--audit-log-maxbackup=0".into());
+        }
         let mut apiserver = Supervised::new(
             "kube-apiserver",
             &dir,
@@ -421,6 +453,16 @@ impl TestEnv {
     /// The kubeconfig of one of the [`IDENTITIES`] (a `system:masters` user of its own).
     pub fn identity_kubeconfig(&self, identity: &str) -> PathBuf {
         self.dir.join(format!("kubeconfig-{identity}"))
+    }
+
+    /// A [`kube::Client`] acting as one of the [`IDENTITIES`].
+    pub async fn identity_client(&self, identity: &str) -> Result<Client> {
+        client_for(&self.identity_kubeconfig(identity)).await
+    }
+
+    /// The audit log of kube-apiserver, with [`Options::audit_log`].
+    pub fn audit_log_path(&self) -> Option<PathBuf> {
+        self.options.audit_log.then(|| self.dir.join(AUDIT_LOG))
     }
 
     /// What this control plane runs besides the three Kubernetes servers.

@@ -251,3 +251,36 @@ async fn a_private_control_plane_survives_restarts_and_cleans_up_on_drop() {
         "kube-apiserver still listens on {port}"
     );
 }
+
+#[tokio::test]
+async fn the_audit_log_names_each_component_by_its_own_user() {
+    let env = TestEnv::start_with_options(testenv::Options {
+        audit_log: true,
+        ..testenv::Options::default()
+    })
+    .await
+    .unwrap();
+    let log = env.audit_log_path().unwrap();
+    let api: Api<ConfigMap> =
+        Api::namespaced(env.identity_client("bench").await.unwrap(), "default");
+    api.create(&PostParams::default(), &config_map("audited", None))
+        .await
+        .unwrap();
+    let line = wait_for("the create in the audit log", TIMEOUT, || async {
+        let text = std::fs::read_to_string(&log)?;
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| {
+                e["verb"] == "create"
+                    && e["objectRef"]["resource"] == "configmaps"
+                    && e["objectRef"]["name"] == "audited"
+                    && e["stage"] == "ResponseComplete"
+            })
+            .ok_or_else(|| anyhow::anyhow!("not logged yet"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(line["user"]["username"], "bench", "{line}");
+    assert_eq!(line["responseStatus"]["code"], 201, "{line}");
+    assert!(TestEnv::start().await.unwrap().audit_log_path().is_none());
+}
