@@ -15,14 +15,24 @@
 //! namespace, or the ConfigMap [`CONFIG_MAP`] (key [`CONFIG_REJECT_RESTORES`]) in the restore's
 //! namespace or in [`CONFIG_NAMESPACE`], refuses restore creation with the given message.
 //!
-//! Simplified: upstream's checks that need other objects (another restore in progress for the
-//! same target, backend storage of the snapshotted VM, volume override fields) are not made.
+//! Simplified — what a policy cannot do and virt-api's webhook does: every denial is `422` with
+//! the policy's wording (`ValidatingAdmissionPolicy '<policy>' with binding '<binding>' denied
+//! request: <message>`), where virt-api answers `admission webhook
+//! "virtualmachinerestore-validator.snapshot.kubevirt.io" denied the request: <message>` and uses
+//! `400` for its errors (the `Snapshot` gate off, a snapshot that has no content yet, a content
+//! that is gone, a failed read); only the first failing rule is reported where virt-api joins
+//! all its causes; nothing that needs another object is checked (the gate in the `KubeVirt` CR,
+//! the snapshot and its content, another restore in progress for the same target, backend
+//! storage of the snapshotted VM), nor volume overrides and policies. The sim's webhook
+//! ([`crate::webhook`]) does all of that; in a namespace labelled [`RESTORE_WEBHOOK_LABEL`]
+//! (which it labels) this policy leaves KubeVirt's rules to it and keeps only the injected
+//! rejection.
 
 use serde_json::{Value, json};
 
 use crate::names::{
     CONFIG_MAP, CONFIG_NAMESPACE, CONFIG_REJECT_RESTORES, REJECT_RESTORE_ANNOTATION,
-    REJECTION_POLICY, RESTORE_POLICY, SNAPSHOT_POLICY,
+    REJECTION_POLICY, RESTORE_POLICY, RESTORE_WEBHOOK_LABEL, SNAPSHOT_POLICY,
 };
 
 /// Longest message an expression returns (keeps the CEL cost of messages bounded).
@@ -73,9 +83,9 @@ fn target_rules(field: &str, operation_guard: &str) -> Vec<Value> {
     ]
 }
 
-fn immutable_spec() -> Value {
+fn immutable_spec(skip: &str) -> Value {
     json!({
-        "expression": "request.operation != 'UPDATE' || object.spec == oldObject.spec",
+        "expression": format!("{skip}request.operation != 'UPDATE' || object.spec == oldObject.spec"),
         "message": "spec in immutable after creation",
     })
 }
@@ -116,12 +126,14 @@ fn binding(name: &str, policy: &str, param_ref: Option<Value>) -> Value {
 /// KubeVirt's restore admission and the annotation-driven rejection.
 pub fn restore_policy() -> Value {
     let create_only = "request.operation != 'CREATE'";
-    let mut validations = target_rules("target", create_only);
+    // Where the sim's webhook validates, KubeVirt's rules are its.
+    let kubevirt_rules = "variables.webhookServes || request.operation != 'CREATE'";
+    let mut validations = target_rules("target", kubevirt_rules);
     validations.push(json!({
-        "expression": format!("{create_only} || !variables.validTarget || variables.patchErrors == ''"),
+        "expression": format!("{kubevirt_rules} || !variables.validTarget || variables.patchErrors == ''"),
         "messageExpression": bounded("variables.patchErrors"),
     }));
-    validations.push(immutable_spec());
+    validations.push(immutable_spec("variables.webhookServes || "));
     let annotation = REJECT_RESTORE_ANNOTATION;
     validations.push(json!({
         "expression": format!(
@@ -142,6 +154,12 @@ pub fn restore_policy() -> Value {
             "matchConstraints": match_rules("virtualmachinerestores", &["CREATE", "UPDATE"]),
             "variables": [
                 {
+                    "name": "webhookServes",
+                    "expression": format!(
+                        "has(namespaceObject.metadata.labels) && '{RESTORE_WEBHOOK_LABEL}' in namespaceObject.metadata.labels"
+                    ),
+                },
+                {
                     "name": "validTarget",
                     "expression": "has(object.spec.target.apiGroup) && object.spec.target.apiGroup == 'kubevirt.io' && object.spec.target.kind == 'VirtualMachine'",
                 },
@@ -155,7 +173,7 @@ pub fn restore_policy() -> Value {
 /// KubeVirt's snapshot admission.
 pub fn snapshot_policy() -> Value {
     let mut validations = target_rules("source", "request.operation != 'CREATE'");
-    validations.push(immutable_spec());
+    validations.push(immutable_spec(""));
     policy(
         SNAPSHOT_POLICY,
         json!({

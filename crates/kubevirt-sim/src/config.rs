@@ -36,6 +36,10 @@ pub struct SimConfig {
     pub strict_clone_checks: bool,
     /// Objects each controller reconciles at the same time. Default 16.
     pub workers: usize,
+    /// Play only storage and CDI (the PVC binder, the CSI snapshotter, CDI's DataVolume
+    /// controller), not KubeVirt's VM, snapshot and restore controllers: for a testbed where
+    /// KubeVirt's own virt-controller runs. Default off.
+    pub storage_only: bool,
 }
 
 impl Default for SimConfig {
@@ -52,6 +56,7 @@ impl Default for SimConfig {
             namespace: None,
             strict_clone_checks: true,
             workers: 16,
+            storage_only: false,
         }
     }
 }
@@ -100,6 +105,13 @@ impl SimConfig {
         S: Into<String>,
     {
         self.snapshot_storage_classes = classes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Play only storage and CDI, beside KubeVirt's real controllers.
+    #[must_use]
+    pub fn storage_only(mut self, storage_only: bool) -> Self {
+        self.storage_only = storage_only;
         self
     }
 

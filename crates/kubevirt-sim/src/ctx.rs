@@ -16,7 +16,7 @@ use tracing::debug;
 
 use crate::config::SimConfig;
 use crate::runtime::{Cache, ObjKey, WorkQueue};
-use crate::types::VirtualMachineInstance;
+use crate::types::{VirtualMachineInstance, VolumeSnapshot};
 
 /// Names of the secondary indexes.
 pub mod index {
@@ -30,6 +30,8 @@ pub mod index {
     pub const DV_BY_SOURCE: &str = "dv-by-source";
     /// VMs by `<namespace>/<claim>` of each PVC or DataVolume volume and DataVolume template.
     pub const VM_BY_CLAIM: &str = "vm-by-claim";
+    /// VolumeSnapshots by `<namespace>/<source claim>`.
+    pub const VOLUME_SNAPSHOT_BY_CLAIM: &str = "volume-snapshot-by-claim";
 }
 
 /// The controllers' queues.
@@ -45,6 +47,8 @@ pub struct Queues {
     pub pvc: WorkQueue,
     /// CDI DataVolume controller.
     pub dv: WorkQueue,
+    /// CSI snapshotter (VolumeSnapshots).
+    pub csi: WorkQueue,
 }
 
 /// Who reports an event.
@@ -76,6 +80,8 @@ pub struct Ctx {
     pub pvcs: Arc<Cache<PersistentVolumeClaim>>,
     /// DataVolumes.
     pub dvs: Arc<Cache<DataVolume>>,
+    /// CSI VolumeSnapshots.
+    pub volume_snapshots: Arc<Cache<VolumeSnapshot>>,
     /// StorageClasses (cluster-wide).
     pub classes: Arc<Cache<StorageClass>>,
     /// Namespaces (for annotation-driven failure injection).
@@ -134,6 +140,17 @@ fn dv_by_source(dv: &DataVolume) -> Vec<String> {
         .collect()
 }
 
+fn volume_snapshot_by_claim(snapshot: &VolumeSnapshot) -> Vec<String> {
+    let namespace = snapshot.metadata.namespace.clone().unwrap_or_default();
+    snapshot
+        .spec
+        .source
+        .persistent_volume_claim_name
+        .iter()
+        .map(|claim| key_text(&namespace, claim))
+        .collect()
+}
+
 fn vm_by_claim(vm: &VirtualMachine) -> Vec<String> {
     let namespace = vm.metadata.namespace.clone().unwrap_or_default();
     let mut claims: Vec<String> = vm
@@ -189,6 +206,10 @@ impl Ctx {
             dvs: Arc::new(Cache::new(
                 "DataVolume",
                 vec![(index::DV_BY_SOURCE, dv_by_source)],
+            )),
+            volume_snapshots: Arc::new(Cache::new(
+                "VolumeSnapshot",
+                vec![(index::VOLUME_SNAPSHOT_BY_CLAIM, volume_snapshot_by_claim)],
             )),
             classes: Arc::new(Cache::new("StorageClass", vec![])),
             namespaces: Arc::new(Cache::new("Namespace", vec![])),
@@ -338,6 +359,10 @@ pub fn on_pvc(ctx: &Ctx, pvc: &PersistentVolumeClaim) {
     let text = key.to_string();
     ctx.queues.pvc.enqueue(key.clone());
     ctx.queues.dv.enqueue(key.clone());
+    ctx.queues.csi.enqueue_all(
+        ctx.volume_snapshots
+            .lookup(index::VOLUME_SNAPSHOT_BY_CLAIM, &text),
+    );
     ctx.queues
         .dv
         .enqueue_all(ctx.dvs.lookup(index::DV_BY_SOURCE, &text));
@@ -388,6 +413,26 @@ pub fn on_dv(ctx: &Ctx, dv: &DataVolume) {
             .restore
             .enqueue(ObjKey::new(key.namespace.clone(), restore.clone()));
     }
+}
+
+/// A VolumeSnapshot changed: the snapshotter, and the claims restored from it (they wait for it
+/// to be ready).
+pub fn on_volume_snapshot(ctx: &Ctx, snapshot: &VolumeSnapshot) {
+    let key = ObjKey::of(snapshot);
+    ctx.queues.csi.enqueue(key.clone());
+    let restored: Vec<ObjKey> = ctx
+        .pvcs
+        .in_namespace(&key.namespace)
+        .iter()
+        .filter(|pvc| {
+            pvc.spec
+                .as_ref()
+                .and_then(|s| s.data_source.as_ref())
+                .is_some_and(|d| d.kind == "VolumeSnapshot" && d.name == key.name)
+        })
+        .map(|pvc| ObjKey::of(pvc.as_ref()))
+        .collect();
+    ctx.queues.pvc.enqueue_all(restored);
 }
 
 /// A storage class changed: every PVC of that class.

@@ -10,7 +10,9 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -20,12 +22,12 @@ use crate::names;
 
 const ENFORCEMENT_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn storage_class(name: &str, binding: &str) -> Value {
+fn storage_class(name: &str, binding: &str, provisioner: &str) -> Value {
     json!({
         "apiVersion": "storage.k8s.io/v1",
         "kind": "StorageClass",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "kubevirt-sim"}},
-        "provisioner": names::PROVISIONER,
+        "provisioner": provisioner,
         "reclaimPolicy": "Delete",
         "volumeBindingMode": binding,
         "allowVolumeExpansion": true,
@@ -34,7 +36,9 @@ fn storage_class(name: &str, binding: &str) -> Value {
 
 /// Creates (or updates) KubeVirt's configuration: the `kubevirt` namespace and the `KubeVirt` CR
 /// `kubevirt/kubevirt` listing `gates` in `developerConfiguration.featureGates` (the Snapshot
-/// strategy needs `Snapshot`). The CR is cluster-wide: every controller reading gates sees it.
+/// strategy needs `Snapshot`), with `status.phase: Deployed` as virt-operator leaves it (KubeVirt,
+/// and the sim's restore webhook, ignore a CR without a phase). The CR is cluster-wide: every
+/// controller reading gates sees it.
 pub async fn set_feature_gates(client: Client, gates: &[&str]) -> Result<()> {
     let params = PatchParams::apply(names::FIELD_MANAGER).force();
     Api::<Namespace>::all(client.clone())
@@ -46,7 +50,8 @@ pub async fn set_feature_gates(client: Client, gates: &[&str]) -> Result<()> {
         )
         .await
         .context("applying the kubevirt namespace")?;
-    Api::<clone_api::kubevirt::KubeVirt>::namespaced(client, KUBEVIRT_NAMESPACE)
+    let kubevirts = Api::<clone_api::kubevirt::KubeVirt>::namespaced(client, KUBEVIRT_NAMESPACE);
+    kubevirts
         .patch(
             "kubevirt",
             &params,
@@ -58,29 +63,96 @@ pub async fn set_feature_gates(client: Client, gates: &[&str]) -> Result<()> {
         )
         .await
         .context("applying the KubeVirt CR")?;
+    kubevirts
+        .patch_status(
+            "kubevirt",
+            &params,
+            &Patch::Apply(json!({
+                "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
+                "status": {"phase": "Deployed"},
+            })),
+        )
+        .await
+        .context("setting the KubeVirt CR's status.phase")?;
     Ok(())
 }
 
 /// Where KubeVirt lives.
 const KUBEVIRT_NAMESPACE: &str = "kubevirt";
 
-/// Creates (or updates) the sim's storage classes (`sim-snapshot` and `sim-nosnapshot`
-/// Immediate, `sim-wffc` WaitForFirstConsumer; provisioner `sim.vmclone.dev/fake`) and KubeVirt's
-/// snapshot/restore admission as `ValidatingAdmissionPolicy`s, then waits until the API server
-/// enforces them. Idempotent.
-pub async fn install(client: Client) -> Result<()> {
+/// Creates (or updates) the sim's storage: the classes `sim-snapshot` (Immediate) and `sim-wffc`
+/// (WaitForFirstConsumer) of provisioner `sim.vmclone.dev/fake`, the VolumeSnapshotClass
+/// `sim-snapshot` whose driver is that provisioner (so KubeVirt finds their volumes
+/// snapshottable), and `sim-nosnapshot` (Immediate) of provisioner `sim.vmclone.dev/nosnapshot`,
+/// which no VolumeSnapshotClass names. All the real KubeVirt backend needs from the sim's
+/// installation. Idempotent.
+pub async fn install_storage(client: Client) -> Result<()> {
     let params = PatchParams::apply(names::FIELD_MANAGER).force();
     let classes: Api<StorageClass> = Api::all(client.clone());
-    for (name, binding) in [
-        (names::STORAGE_CLASS_SNAPSHOT, "Immediate"),
-        (names::STORAGE_CLASS_WFFC, "WaitForFirstConsumer"),
-        (names::STORAGE_CLASS_NO_SNAPSHOT, "Immediate"),
+    for (name, binding, provisioner) in [
+        (
+            names::STORAGE_CLASS_SNAPSHOT,
+            "Immediate",
+            names::PROVISIONER,
+        ),
+        (
+            names::STORAGE_CLASS_WFFC,
+            "WaitForFirstConsumer",
+            names::PROVISIONER,
+        ),
+        (
+            names::STORAGE_CLASS_NO_SNAPSHOT,
+            "Immediate",
+            names::PROVISIONER_NO_SNAPSHOT,
+        ),
     ] {
         classes
-            .patch(name, &params, &Patch::Apply(storage_class(name, binding)))
+            .patch(
+                name,
+                &params,
+                &Patch::Apply(storage_class(name, binding, provisioner)),
+            )
             .await
             .with_context(|| format!("applying StorageClass {name}"))?;
     }
+    let snapshot_classes: Api<DynamicObject> =
+        Api::all_with(client, &volume_snapshot_class_resource());
+    snapshot_classes
+        .patch(
+            names::VOLUME_SNAPSHOT_CLASS,
+            &params,
+            &Patch::Apply(json!({
+                "apiVersion": "snapshot.storage.k8s.io/v1",
+                "kind": "VolumeSnapshotClass",
+                "metadata": {"name": names::VOLUME_SNAPSHOT_CLASS,
+                             "labels": {"app.kubernetes.io/managed-by": "kubevirt-sim"}},
+                "driver": names::PROVISIONER,
+                "deletionPolicy": "Delete",
+            })),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "applying VolumeSnapshotClass {}",
+                names::VOLUME_SNAPSHOT_CLASS
+            )
+        })?;
+    Ok(())
+}
+
+fn volume_snapshot_class_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshotClass"),
+        "volumesnapshotclasses",
+    )
+}
+
+/// [`install_storage`], plus KubeVirt's snapshot/restore admission as
+/// `ValidatingAdmissionPolicy`s (for the stand-in backend, where no virt-api runs), then waits
+/// until the API server enforces them. Idempotent.
+pub async fn install(client: Client) -> Result<()> {
+    install_storage(client.clone()).await?;
+    let params = PatchParams::apply(names::FIELD_MANAGER).force();
     let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
     for policy in [
         admission::restore_policy(),

@@ -2,12 +2,15 @@
 //! relies on — faithful enough that a controller passing against it works against real
 //! KubeVirt; where it simplifies, the module that does says so. Tests and sandbox only.
 //!
-//! - [`install()`]: storage classes and KubeVirt's snapshot/restore admission as
-//!   `ValidatingAdmissionPolicy`s (the API server enforces them itself; module `admission`).
+//! - [`install()`]: storage classes, the VolumeSnapshotClass, and KubeVirt's snapshot/restore
+//!   admission as `ValidatingAdmissionPolicy`s (the API server enforces them itself; module
+//!   `admission`); [`install_storage()`]: only the storage part, for the real KubeVirt backend.
 //! - [`Sim::start`]: the controllers, as tokio tasks, sharing one watch and cache per kind:
 //!   VirtualMachine (module `vm`: VMIs, DataVolumes from templates with `SubjectAccessReview`s,
 //!   status), VirtualMachineSnapshot (`snapshot`), VirtualMachineRestore (`restore`), the PVC
-//!   binder (`storage`) and CDI's DataVolume controller (`cdi`).
+//!   binder (`storage`), the CSI snapshotter (`csi`) and CDI's DataVolume controller (`cdi`).
+//!   With [`SimConfig::storage_only`] only the last three run: KubeVirt's own virt-controller
+//!   plays the rest (see `testenv`'s real KubeVirt backend).
 //! - [`SimConfig`]: latency, failure injection, scope; per-object failure injection through the
 //!   annotations in [`names`].
 //!
@@ -28,9 +31,12 @@ mod admission;
 mod cdi;
 mod conditions;
 mod config;
+mod csi;
 mod ctx;
 mod error;
+mod go_vm;
 mod install;
+mod jsonpatch;
 mod meta;
 pub mod names;
 mod restore;
@@ -40,6 +46,7 @@ mod storage;
 mod types;
 mod units;
 mod vm;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,7 +63,9 @@ use tokio::task::JoinHandle;
 
 pub use config::SimConfig;
 pub use error::Error;
-pub use install::{allow_restores_in, install, reject_restores_in, set_feature_gates};
+pub use install::{
+    allow_restores_in, install, install_storage, reject_restores_in, set_feature_gates,
+};
 pub use types::{VirtualMachineInstance, VirtualMachineInstanceSpec, VirtualMachineInstanceStatus};
 pub use units::parse_go_duration;
 
@@ -75,14 +84,18 @@ pub struct SimHandle {
     tasks: Vec<JoinHandle<()>>,
     client: Client,
     config: SimConfig,
+    webhook: Option<webhook::RestoreWebhook>,
 }
 
 impl Sim {
     /// Starts the controllers and returns once their caches are filled.
     ///
     /// Needs the CRDs (fails fast when they are missing) and, for storage and admission,
-    /// [`install()`]. With [`SimConfig::reject_restores`], also makes the API server refuse
-    /// restores (in the configured namespace, or everywhere) before returning.
+    /// [`install()`]. A sim scoped to a namespace (and not [`SimConfig::storage_only`]) also
+    /// serves KubeVirt's restore admission webhook there ([`webhook`]); it needs the `KubeVirt`
+    /// CR ([`set_feature_gates`]) to admit restores. With [`SimConfig::reject_restores`], also
+    /// makes the API server refuse restores (in the configured namespace, or everywhere) before
+    /// returning.
     pub async fn start(client: Client, config: SimConfig) -> Result<SimHandle> {
         let scope = config.namespace.clone();
         let probe: Api<VirtualMachine> = match &scope {
@@ -99,18 +112,21 @@ impl Sim {
         let (restore_queue, restore_rx) = runtime::queue();
         let (pvc_queue, pvc_rx) = runtime::queue();
         let (dv_queue, dv_rx) = runtime::queue();
+        let (csi_queue, csi_rx) = runtime::queue();
         let queues = Queues {
             vm: vm_queue,
             snapshot: snapshot_queue,
             restore: restore_queue,
             pvc: pvc_queue,
             dv: dv_queue,
+            csi: csi_queue,
         };
         let ctx = Arc::new(Ctx::new(client.clone(), config.clone(), queues));
         let mut handle = SimHandle {
             tasks: Vec::new(),
             client: client.clone(),
             config: config.clone(),
+            webhook: None,
         };
 
         let scope_ref = scope.as_deref();
@@ -121,6 +137,12 @@ impl Sim {
         handle.watch(&ctx, scope_ref, ctx.restores.clone(), ctx::on_restore);
         handle.watch(&ctx, scope_ref, ctx.pvcs.clone(), ctx::on_pvc);
         handle.watch(&ctx, scope_ref, ctx.dvs.clone(), ctx::on_dv);
+        handle.watch(
+            &ctx,
+            scope_ref,
+            ctx.volume_snapshots.clone(),
+            ctx::on_volume_snapshot,
+        );
         handle.watch_cluster(
             &ctx,
             ctx.classes.clone(),
@@ -146,6 +168,7 @@ impl Sim {
             ctx.restores.wait_ready().await;
             ctx.pvcs.wait_ready().await;
             ctx.dvs.wait_ready().await;
+            ctx.volume_snapshots.wait_ready().await;
             ctx.classes.wait_ready().await;
             ctx.namespaces.wait_ready().await;
         };
@@ -154,14 +177,19 @@ impl Sim {
             .context("the sim's watches did not list everything within a minute")?;
 
         let workers = config.workers;
-        handle.controller(&ctx, "virtualmachine", vm_rx, workers, |c, k| {
-            Box::pin(vm::reconcile(c, k))
-        });
-        handle.controller(&ctx, "snapshot", snapshot_rx, workers, |c, k| {
-            Box::pin(snapshot::reconcile(c, k))
-        });
-        handle.controller(&ctx, "restore", restore_rx, workers, |c, k| {
-            Box::pin(restore::reconcile(c, k))
+        if !config.storage_only {
+            handle.controller(&ctx, "virtualmachine", vm_rx, workers, |c, k| {
+                Box::pin(vm::reconcile(c, k))
+            });
+            handle.controller(&ctx, "snapshot", snapshot_rx, workers, |c, k| {
+                Box::pin(snapshot::reconcile(c, k))
+            });
+            handle.controller(&ctx, "restore", restore_rx, workers, |c, k| {
+                Box::pin(restore::reconcile(c, k))
+            });
+        }
+        handle.controller(&ctx, "csi", csi_rx, workers, |c, k| {
+            Box::pin(csi::reconcile(c, k))
         });
         handle.controller(&ctx, "pvc", pvc_rx, workers, |c, k| {
             Box::pin(storage::reconcile(c, k))
@@ -170,6 +198,18 @@ impl Sim {
             Box::pin(cdi::reconcile(c, k))
         });
 
+        // KubeVirt's restore admission, served as virt-api serves it (status codes included).
+        // Scoped sims only: cluster-wide, the admission policies of `install()` answer first.
+        if !config.storage_only
+            && let Some(ns) = &scope
+        {
+            let webhook_config = webhook::WebhookConfig::default().namespace(ns.clone());
+            handle.webhook = Some(
+                webhook::RestoreWebhook::start(client.clone(), webhook_config)
+                    .await
+                    .context("starting the sim's restore admission webhook")?,
+            );
+        }
         install::configure_rejection(&client, scope_ref, config.reject_restores.as_deref()).await?;
         tracing::info!(?config, "kubevirt-sim started");
         Ok(handle)
@@ -270,6 +310,9 @@ impl SimHandle {
         }
         for task in self.tasks.drain(..) {
             let _ = task.await;
+        }
+        if let Some(webhook) = self.webhook.take() {
+            webhook.stop().await;
         }
         if self.config.reject_restores.is_some()
             && let Err(err) =

@@ -44,6 +44,10 @@ struct Args {
     /// Do not create the storage classes and admission policies at start.
     #[arg(long, env = "SIM_NO_INSTALL")]
     no_install: bool,
+    /// Play only storage and CDI (KubeVirt's own virt-controller and virt-api run beside it):
+    /// installs no admission policies and runs no VM, snapshot or restore controller.
+    #[arg(long, env = "SIM_STORAGE_ONLY")]
+    storage_only: bool,
 }
 
 fn parse_latency(text: &str) -> Result<Duration, String> {
@@ -64,7 +68,11 @@ async fn main() -> Result<()> {
         .await
         .context("connecting to the cluster of the current kubeconfig")?;
     if !args.no_install {
-        kubevirt_sim::install(client.clone()).await?;
+        if args.storage_only {
+            kubevirt_sim::install_storage(client.clone()).await?;
+        } else {
+            kubevirt_sim::install(client.clone()).await?;
+        }
     }
     let config = SimConfig {
         snapshot_storage_classes: args.snapshot_storage_classes,
@@ -75,6 +83,7 @@ async fn main() -> Result<()> {
         namespace: args.namespace,
         strict_clone_checks: !args.lenient_clone_checks,
         workers: args.workers,
+        storage_only: args.storage_only,
     };
     let sim = Sim::start(client, config).await?;
     tokio::signal::ctrl_c()

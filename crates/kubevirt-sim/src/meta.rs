@@ -1,5 +1,5 @@
-//! Metadata helpers shared by the controllers: owner references, annotations, finalizers,
-//! idempotent creates.
+//! Metadata helpers shared by the controllers: owner references, annotations, finalizers
+//! (KubeVirt's guarded JSON patches), idempotent creates.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -49,6 +49,42 @@ pub fn has_finalizer(meta: &ObjectMeta, finalizer: &str) -> bool {
     meta.finalizers.iter().flatten().any(|f| f == finalizer)
 }
 
+/// JSON Patch operations replacing the finalizers `current` with `desired`, guarded by a `test`
+/// of the current list (KubeVirt's `generateFinalizerPatch`).
+pub fn finalizer_operations(current: Option<&Vec<String>>, desired: &[String]) -> Vec<Value> {
+    match current {
+        Some(current) => vec![
+            json!({"op": "test", "path": "/metadata/finalizers", "value": current}),
+            json!({"op": "replace", "path": "/metadata/finalizers", "value": desired}),
+        ],
+        None => vec![json!({"op": "add", "path": "/metadata/finalizers", "value": desired})],
+    }
+}
+
+/// Applies JSON Patch `operations` to `name`; a failed `test` (the object changed since the
+/// cache saw it) is [`Error::Stale`], so the reconcile retries with the new version.
+pub async fn json_patch<K>(api: &Api<K>, name: &str, operations: Vec<Value>) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let patch: json_patch::Patch =
+        serde_json::from_value(Value::Array(operations)).map_err(|source| Error::Json {
+            action: format!("building a JSON patch of {name}"),
+            source,
+        })?;
+    match api
+        .patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 422 => Err(Error::Stale(format!(
+            "{name} changed meanwhile: {}",
+            status.message
+        ))),
+        Err(err) => Err(err).kube(|| format!("patching {name}")),
+    }
+}
+
 /// Replaces the finalizers of `name` with `desired`, guarded by a JSON Patch `test` of the
 /// current list (so a concurrent change makes the patch fail and the reconcile retry).
 pub async fn patch_finalizers<K>(
@@ -60,29 +96,45 @@ pub async fn patch_finalizers<K>(
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
-    let operations = match current {
-        Some(current) => json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": current},
-            {"op": "replace", "path": "/metadata/finalizers", "value": desired},
-        ]),
-        None => json!([{"op": "add", "path": "/metadata/finalizers", "value": desired}]),
-    };
-    let patch: json_patch::Patch =
-        serde_json::from_value(operations).map_err(|source| Error::Json {
-            action: "building a finalizer patch".into(),
-            source,
-        })?;
-    match api
-        .patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        // The `test` failed: someone changed the finalizers since the cache saw them.
-        Err(kube::Error::Api(status)) if status.code == 422 => Err(Error::Stale(format!(
-            "the finalizers of {name} changed meanwhile"
-        ))),
-        Err(err) => Err(err).kube(|| format!("patching the finalizers of {name}")),
+    json_patch(api, name, finalizer_operations(current, &desired)).await
+}
+
+/// Removes `finalizer` from `meta` (of `name`), if it is there.
+pub async fn remove_finalizer<K>(
+    api: &Api<K>,
+    meta: &ObjectMeta,
+    finalizer: &str,
+) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    if !has_finalizer(meta, finalizer) {
+        return Ok(());
     }
+    let current = meta.finalizers.as_ref();
+    let desired = current
+        .into_iter()
+        .flatten()
+        .filter(|f| *f != finalizer)
+        .cloned()
+        .collect();
+    let name = meta.name.clone().unwrap_or_default();
+    patch_finalizers(api, &name, current, desired).await
+}
+
+/// Adds `finalizer` to `meta` (of `name`), unless it is there.
+pub async fn add_finalizer<K>(api: &Api<K>, meta: &ObjectMeta, finalizer: &str) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    if has_finalizer(meta, finalizer) {
+        return Ok(());
+    }
+    let current = meta.finalizers.as_ref();
+    let mut desired: Vec<String> = current.into_iter().flatten().cloned().collect();
+    desired.push(finalizer.to_owned());
+    let name = meta.name.clone().unwrap_or_default();
+    patch_finalizers(api, &name, current, desired).await
 }
 
 /// A JSON merge patch of `body` on the status subresource of `name`.

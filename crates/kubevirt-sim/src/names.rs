@@ -126,3 +126,59 @@ pub fn volume_mode_mismatch(source: &str, target: &str) -> String {
 /// Strict-mode message: the target is smaller than the source.
 pub const TARGET_TOO_SMALL: &str =
     "target resources requests storage size is smaller than the source";
+
+/// The provisioner of the sim's storage class without snapshot support (no VolumeSnapshotClass
+/// names it as its driver, so KubeVirt, like the sim, finds its volumes not snapshottable).
+pub const PROVISIONER_NO_SNAPSHOT: &str = "sim.vmclone.dev/nosnapshot";
+/// The sim's VolumeSnapshotClass, whose driver is [`PROVISIONER`].
+pub const VOLUME_SNAPSHOT_CLASS: &str = "sim-snapshot";
+
+// ---------------------------------------------------------------------------------------------
+// KubeVirt v1.7.0: finalizers, deletion, restore admission (virt-api's webhook)
+// ---------------------------------------------------------------------------------------------
+
+/// Finalizer KubeVirt puts on a VirtualMachineSnapshot while it is not terminating.
+pub const SNAPSHOT_FINALIZER: &str = "snapshot.kubevirt.io/vmsnapshot-protection";
+/// Finalizer KubeVirt creates a VirtualMachineSnapshotContent with.
+pub const CONTENT_FINALIZER: &str = "snapshot.kubevirt.io/vmsnapshotcontent-protection";
+/// Finalizer KubeVirt puts on a VirtualMachineRestore while it is in progress.
+pub const RESTORE_FINALIZER: &str = "snapshot.kubevirt.io/vmrestore-protection";
+/// Snapshot condition reason (and phase `Deleting`) while an unfinished snapshot is deleted.
+pub const SNAPSHOT_DELETING: &str = "VM snapshot is deleting";
+/// Restore condition reason while a restore is deleted.
+pub const RESTORE_DELETING: &str = "VM restore is deleting";
+
+/// Annotation (value `"true"`) on a VirtualMachineSnapshot, on its source VM or on a Namespace:
+/// the snapshot's content stays at its first step (created, `creationTime` set, source unlocked,
+/// snapshot `Succeeded`) with `readyToUse: false` until the annotation is removed — a CSI driver
+/// that cuts snapshots at once and uploads them slowly.
+pub const HOLD_SNAPSHOT_READY_ANNOTATION: &str = "sim.vmclone.dev/hold-snapshot-ready";
+/// Annotation on a VirtualMachineRestore: the sim's restore admission webhook answers its
+/// creation as virt-api answers an internal error (HTTP 400, the annotation's value as message;
+/// [`ADMISSION_INTERNAL_ERROR`] when empty).
+pub const ADMISSION_ERROR_ANNOTATION: &str = "sim.vmclone.dev/admission-error";
+/// The message of [`ADMISSION_ERROR_ANNOTATION`] without a value.
+pub const ADMISSION_INTERNAL_ERROR: &str = "kubevirt-sim: injected internal error";
+/// Label on a Namespace whose restores the sim's admission webhook validates (value
+/// `"webhook"`): the restore admission policy then leaves KubeVirt's rules to the webhook.
+pub const RESTORE_WEBHOOK_LABEL: &str = "sim.vmclone.dev/restore-admission";
+
+/// virt-api's restore webhook, as virt-operator registers it.
+pub const RESTORE_WEBHOOK: &str = "virtualmachinerestore-validator.snapshot.kubevirt.io";
+/// virt-api's path of [`RESTORE_WEBHOOK`].
+pub const RESTORE_WEBHOOK_PATH: &str = "/virtualmachinerestores-validate";
+/// Prefix of the sim's ValidatingWebhookConfigurations (`-<namespace>` when scoped).
+pub const RESTORE_WEBHOOK_CONFIGURATION: &str = "kubevirt-sim-restore-validator";
+/// Where virt-api reads the `KubeVirt` CR (its own namespace) unless configured otherwise.
+pub const KUBEVIRT_INSTALL_NAMESPACE: &str = "kubevirt";
+/// The feature gate KubeVirt's snapshot and restore admission require (Beta in v1.7.0: on only
+/// when listed in `developerConfiguration.featureGates`).
+pub const SNAPSHOT_GATE: &str = "Snapshot";
+/// virt-api's answer to a restore while [`SNAPSHOT_GATE`] is off (HTTP 400).
+pub const GATE_NOT_ENABLED: &str = "Snapshot/Restore feature gate not enabled";
+/// Restore admission: the snapshot's status names no content (HTTP 400).
+pub const SNAPSHOT_CONTENT_NAME_NIL: &str = "snapshot content name is nil in vmSnapshot status";
+/// Restore admission: the snapshot content holds no VM (HTTP 400).
+pub const UNEXPECTED_SNAPSHOT_SOURCE: &str = "unexpected snapshot source";
+/// Restore admission: restoring a VM with persistent TPM or EFI into another VM (HTTP 422).
+pub const RESTORE_BACKEND_STORAGE: &str = "Restore to a different VM is not supported when snapshotted VM has backend storage (persistent TPM or EFI)";

@@ -500,16 +500,27 @@ mod tests {
         }));
         queue.enqueue(ObjKey::new("ns", "retry"));
         queue.enqueue(ObjKey::new("ns", "later"));
+        // All at once: before its first run or during it, so they coalesce into at most one
+        // more run, however slow the machine.
         for _ in 0..50 {
             queue.enqueue(ObjKey::new("ns", "slow"));
-            tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let settled = || {
+            let calls = calls.lock().unwrap();
+            calls.get("retry") == Some(&2)
+                && calls.get("later") == Some(&3)
+                && calls.contains_key("slow")
+                && in_flight.load(Ordering::SeqCst) == 0
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !settled() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let calls = calls.lock().unwrap().clone();
         assert_eq!(calls.get("retry"), Some(&2), "{calls:?}");
         assert_eq!(calls.get("later"), Some(&3), "{calls:?}");
         let slow = calls.get("slow").copied().unwrap_or_default();
-        assert!((1..=3).contains(&slow), "{calls:?}");
+        assert!((1..=2).contains(&slow), "{calls:?}");
         assert_eq!(
             overlap.load(Ordering::SeqCst),
             0,

@@ -1,38 +1,56 @@
-//! KubeVirt's VirtualMachineSnapshot controller.
+//! KubeVirt's VirtualMachineSnapshot controller and its content controller (v1.7.0's
+//! `updateVMSnapshot` and `updateVMSnapshotContent`, one after the other in each pass).
 //!
-//! Per snapshot: fail it (phase `Failed`, condition `Failure` = `snapshot deadline exceeded`)
-//! when its `failureDeadline` (default 5m) passed or a failure is injected; otherwise lock the
-//! source VM once all its claims exist and are bound and populated (`status.snapshotInProgress`
-//! and a finalizer, as upstream), create the content `vmsnapshot-content-<snapshot UID>` with the VM
-//! manifest and one volume backup per bound, snapshot-capable claim, mark the content ready,
-//! mirror it into the snapshot's status (`Succeeded`, `readyToUse`) and unlock the VM.
-//! A snapshot of a VM that does not exist waits (until its deadline), like upstream.
+//! Per snapshot: while it is not terminating, the finalizer
+//! `snapshot.kubevirt.io/vmsnapshot-protection`. While in progress, lock the source VM once all
+//! its claims exist and are bound and populated (`status.snapshotInProgress` and the finalizer
+//! `snapshot.kubevirt.io/snapshot-source-protection`, as upstream), then create the content
+//! `vmsnapshot-content-<snapshot UID>` (finalizer `snapshot.kubevirt.io/vmsnapshotcontent-protection`,
+//! no owner) with the VM manifest and one volume backup per bound, snapshot-capable claim.
+//! Readiness comes in two steps, as with a CSI driver that cuts snapshots at once and finishes
+//! them later: the content gets `creationTime` (`readyToUse: false`), the snapshot mirrors it
+//! (`Succeeded`, `Ready` false `Not ready`) and the source is unlocked; only then does the content
+//! become `readyToUse`, and the snapshot with it (`Ready` true). The annotation
+//! [`HOLD_SNAPSHOT_READY_ANNOTATION`](crate::names::HOLD_SNAPSHOT_READY_ANNOTATION) on the
+//! snapshot, its VM or its namespace holds the second step back. A content without volume
+//! backups is ready in its first write, as upstream's. A snapshot of a VM that does not exist
+//! waits (until its deadline), like upstream.
 //!
-//! Simplified: no VolumeSnapshot objects are created (their CRDs are not installed): each backup
-//! records the `volumeSnapshotName` KubeVirt would use, and the content reports them ready at
-//! once. No guest freeze; an online snapshot copies the live VM spec instead of the VMI's
-//! controller revision; instance type revisions are not captured; the snapshot and content get no
-//! finalizers — the content is garbage-collected through an owner reference to the snapshot
-//! (absent with `deletionPolicy: Retain`, which keeps the content).
+//! Terminating (deleted, or failed: phase `Failed`, condition `Failure` = `snapshot deadline
+//! exceeded` when its `failureDeadline` (default 5m) passes or a failure is injected): the content
+//! is deleted unless `deletionPolicy: Retain` keeps a ready one, and loses its finalizer; the
+//! source is unlocked once the content is gone (or kept); a deleted snapshot in progress is
+//! phase `Deleting` (`VM snapshot is deleting`) and loses its finalizer on the pass after the
+//! unlock. A content whose snapshot is gone loses its finalizer.
+//!
+//! Simplified: no VolumeSnapshot objects are created: each backup records the
+//! `volumeSnapshotName` KubeVirt would use, and the content reports them itself. No guest freeze;
+//! an online snapshot copies the live VM spec instead of the VMI's controller revision; instance
+//! type revisions are not captured.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use clone_api::kubevirt::{VirtualMachine, VirtualMachineSnapshot, VirtualMachineSnapshotContent};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::DeleteParams;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::conditions;
 use crate::ctx::{Component, Ctx};
-use crate::error::Error;
-use crate::meta::{self, annotation_true, controller_of, controller_ref};
+use crate::error::{Error, KubeContext, is_not_found};
+use crate::meta::{self, annotation_true, controller_of};
 use crate::names;
 use crate::runtime::{ObjKey, Requeue};
 use crate::units::{now_rfc3339, parse_go_duration, seconds_since};
 
 /// Upstream's default `failureDeadline`.
 const DEFAULT_FAILURE_DEADLINE: Duration = Duration::from_secs(5 * 60);
+/// Upstream's `snapshotRetryInterval`: another look after an attempt to lock the source.
+const LOCK_RETRY: Duration = Duration::from_secs(5);
+/// The lock message of a locked source.
+const LOCKED: &str = "Source locked and operation in progress";
 
 /// The snapshot holding the VM's snapshot lock, if any.
 pub fn snapshot_in_progress(vm: &VirtualMachine) -> Option<&str> {
@@ -205,173 +223,299 @@ pub fn normalized(value: &Value) -> Value {
     }
 }
 
-/// Reconciles one VirtualMachineSnapshot.
+/// The name of the snapshot's content: from its status, else `vmsnapshot-content-<UID>`.
+pub fn content_name(snapshot: &VirtualMachineSnapshot) -> String {
+    snapshot
+        .status
+        .as_ref()
+        .and_then(|s| s.virtual_machine_snapshot_content_name.clone())
+        .unwrap_or_else(|| {
+            format!(
+                "{}{}",
+                names::CONTENT_PREFIX,
+                snapshot.metadata.uid.clone().unwrap_or_default()
+            )
+        })
+}
+
+fn phase(snapshot: &VirtualMachineSnapshot) -> Option<&str> {
+    snapshot.status.as_ref().and_then(|s| s.phase.as_deref())
+}
+
+/// Upstream's `vmSnapshotProgressing`: neither `Succeeded` nor `Failed`.
+fn progressing(snapshot: &VirtualMachineSnapshot) -> bool {
+    !is_terminal(snapshot)
+}
+
+/// Upstream's `vmSnapshotDeadlineExceeded` (an injected failure counts as a passed deadline).
+fn deadline_exceeded(
+    ctx: &Ctx,
+    snapshot: &VirtualMachineSnapshot,
+    vm: Option<&VirtualMachine>,
+) -> bool {
+    match phase(snapshot) {
+        Some("Failed") => true,
+        Some("Succeeded") => false,
+        _ => failure_injected(ctx, snapshot, vm) || time_left(snapshot).is_some_and(|l| l < 0.0),
+    }
+}
+
+fn content_ready(content: &VirtualMachineSnapshotContent) -> bool {
+    content.status.as_ref().and_then(|s| s.ready_to_use) == Some(true)
+}
+
+/// Upstream's `shouldDeleteContent`: the policy says so, or the content is not ready (no point
+/// keeping it).
+fn should_delete_content(
+    snapshot: &VirtualMachineSnapshot,
+    content: &VirtualMachineSnapshotContent,
+) -> bool {
+    snapshot.spec.deletion_policy.as_deref() != Some("Retain") || !content_ready(content)
+}
+
+/// Whether the content's second step (ready to use) is held back by the sim's knob.
+fn readiness_held(
+    ctx: &Ctx,
+    snapshot: &VirtualMachineSnapshot,
+    vm: Option<&VirtualMachine>,
+) -> bool {
+    let namespace = snapshot.namespace().unwrap_or_default();
+    annotation_true(&snapshot.metadata, names::HOLD_SNAPSHOT_READY_ANNOTATION)
+        || vm.is_some_and(|vm| annotation_true(&vm.metadata, names::HOLD_SNAPSHOT_READY_ANNOTATION))
+        || ctx
+            .namespace_annotation(&namespace, names::HOLD_SNAPSHOT_READY_ANNOTATION)
+            .as_deref()
+            == Some("true")
+}
+
+/// Reconciles one VirtualMachineSnapshot, and its content (upstream's `updateVMSnapshot` and
+/// `updateVMSnapshotContent`, one pass after the other).
 pub async fn reconcile(ctx: Arc<Ctx>, key: ObjKey) -> Result<Requeue, Error> {
     let Some(snapshot) = ctx.snapshots.get_key(&key) else {
+        release_contents_of_missing_snapshot(&ctx, &key).await?;
         return Ok(None);
     };
-    if snapshot.metadata.deletion_timestamp.is_some() {
-        return Ok(None);
-    }
     let namespace = key.namespace.clone();
     let name = key.name.clone();
-    let vm = (snapshot.spec.source.kind == "VirtualMachine")
-        .then(|| ctx.vms.get(&namespace, &snapshot.spec.source.name))
-        .flatten();
-
-    if is_terminal(&snapshot) {
-        if let Some(vm) = &vm
-            && snapshot_in_progress(vm) == Some(name.as_str())
-        {
-            unlock(&ctx, vm).await?;
-        }
-        return Ok(None);
-    }
     if snapshot.spec.source.kind != "VirtualMachine" {
         // KubeVirt's admission (here: the snapshot admission policy) refuses other kinds.
         tracing::warn!(%key, kind = %snapshot.spec.source.kind, "unsupported snapshot source");
         return Ok(None);
     }
-
-    let mut status = serde_json::to_value(snapshot.status.clone().unwrap_or_default())
-        .unwrap_or_else(|_| json!({}));
-    if !status.is_object() {
-        status = json!({});
+    let vm = ctx.vms.get(&namespace, &snapshot.spec.source.name);
+    let content = ctx.contents.get(&namespace, &content_name(&snapshot));
+    let deleting = snapshot.metadata.deletion_timestamp.is_some();
+    let terminating = deleting || deadline_exceeded(&ctx, &snapshot, vm.as_deref());
+    let snapshots: Api<VirtualMachineSnapshot> = ctx.api(&namespace);
+    if !terminating && !meta::has_finalizer(&snapshot.metadata, names::SNAPSHOT_FINALIZER) {
+        ctx.pace().await;
+        meta::add_finalizer(&snapshots, &snapshot.metadata, names::SNAPSHOT_FINALIZER).await?;
     }
+
+    // The source lock.
+    let locked_before = vm.as_deref().is_some_and(|vm| is_locked_by(vm, &name));
+    let mut locked = locked_before;
+    let mut lock_message = if locked {
+        LOCKED.to_owned()
+    } else {
+        "Source not locked".to_owned()
+    };
+    let mut retry = None;
+    let mut can_remove_finalizer = true;
+    if snapshot.status.is_some()
+        && let Some(vm) = &vm
+    {
+        if progressing(&snapshot) && !terminating {
+            if !locked {
+                match lock_blocker(&ctx, vm, &name) {
+                    Some(reason) => lock_message.push_str(&reason),
+                    None => {
+                        ctx.pace().await;
+                        lock(&ctx, vm, &name).await?;
+                        locked = true;
+                        lock_message = LOCKED.to_owned();
+                    }
+                }
+                retry = Some(LOCK_RETRY);
+            } else if content.is_none() {
+                ctx.pace().await;
+                create_content(&ctx, &snapshot, vm, &content_name(&snapshot)).await?;
+            }
+            can_remove_finalizer = false;
+        } else {
+            let content_gone_if_needed = content
+                .as_deref()
+                .is_none_or(|c| !should_delete_content(&snapshot, c));
+            let can_unlock = !progressing(&snapshot) || (terminating && content_gone_if_needed);
+            if can_unlock && snapshot_in_progress(vm) == Some(name.as_str()) {
+                ctx.pace().await;
+                unlock(&ctx, vm).await?;
+            }
+            // As upstream, judged by the lock as this pass found it: the finalizer goes on the
+            // pass after the unlock.
+            can_remove_finalizer = !locked_before;
+        }
+    }
+
+    // A terminating snapshot deletes its content when it should.
+    if terminating
+        && let Some(content) = &content
+        && should_delete_content(&snapshot, content)
+        && content.metadata.deletion_timestamp.is_none()
+    {
+        ctx.pace().await;
+        let contents: Api<VirtualMachineSnapshotContent> = ctx.api(&namespace);
+        match contents
+            .delete(&content.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(err) if is_not_found(&err) => {}
+            Err(err) => return Err(err).kube(|| format!("deleting {}", content.name_any())),
+        }
+    }
+
+    // The content controller's part: release a terminating snapshot's content, else advance it.
+    if let Some(content) = &content {
+        let contents: Api<VirtualMachineSnapshotContent> = ctx.api(&namespace);
+        if terminating {
+            if meta::has_finalizer(&content.metadata, names::CONTENT_FINALIZER) {
+                ctx.pace().await;
+                meta::remove_finalizer(&contents, &content.metadata, names::CONTENT_FINALIZER)
+                    .await?;
+            }
+        } else if content.metadata.deletion_timestamp.is_none() {
+            let unlocked = vm
+                .as_deref()
+                .is_none_or(|vm| snapshot_in_progress(vm) != Some(name.as_str()));
+            let second_step = phase(&snapshot) == Some("Succeeded")
+                && unlocked
+                && !readiness_held(&ctx, &snapshot, vm.as_deref());
+            advance_content(&ctx, content, second_step).await?;
+        }
+    }
+
+    let status = snapshot_status(
+        &ctx,
+        &snapshot,
+        vm.as_deref(),
+        content.as_deref(),
+        (locked, &lock_message),
+    );
+    write_status(&ctx, &snapshot, status).await?;
+
+    if deleting && can_remove_finalizer {
+        ctx.pace().await;
+        meta::remove_finalizer(&snapshots, &snapshot.metadata, names::SNAPSHOT_FINALIZER).await?;
+    }
+    if !progressing(&snapshot) || terminating {
+        return Ok(retry);
+    }
+    let until_deadline = time_left(&snapshot)
+        .map(|l| Duration::from_secs_f64(l.max(0.0)) + Duration::from_millis(100));
+    Ok(match (retry, until_deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
+/// Upstream's `updateSnapshotStatus`: the status as it follows from the content and the lock.
+fn snapshot_status(
+    ctx: &Ctx,
+    snapshot: &VirtualMachineSnapshot,
+    vm: Option<&VirtualMachine>,
+    content: Option<&VirtualMachineSnapshotContent>,
+    (locked, lock_message): (bool, &str),
+) -> Value {
+    let mut status = snapshot
+        .status
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({"readyToUse": false}));
     let mut conditions: Vec<Value> = status
         .get("conditions")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    if status.get("readyToUse").is_none() {
-        status["readyToUse"] = json!(false);
-    }
-    if let Some(vm) = &vm {
+    if let Some(vm) = vm {
         status["sourceUID"] = json!(vm.metadata.uid.clone().unwrap_or_default());
     }
-
-    let left = time_left(&snapshot);
-    if failure_injected(&ctx, &snapshot, vm.as_deref()) || left.is_some_and(|l| l <= 0.0) {
-        ctx.pace().await;
+    if let Some(content) = content
+        && let Some(content_status) = &content.status
+    {
+        status["virtualMachineSnapshotContentName"] = json!(content.name_any());
+        status["creationTime"] = content_status.creation_time.clone().unwrap_or(Value::Null);
+        status["readyToUse"] = json!(content_status.ready_to_use);
+        status["error"] = content_status
+            .error
+            .as_ref()
+            .map(|e| json!(e))
+            .unwrap_or(Value::Null);
+    }
+    let mut set = |type_: &str, value: bool, reason: &str| {
+        conditions::set_kubevirt(&mut conditions, conditions::kubevirt(type_, value, reason));
+    };
+    let created = status.get("creationTime").is_some_and(|t| !t.is_null());
+    if deadline_exceeded(ctx, snapshot, vm) {
         status["phase"] = json!("Failed");
-        status["readyToUse"] = json!(false);
-        status["error"] =
-            json!({"time": now_rfc3339(), "message": names::SNAPSHOT_DEADLINE_EXCEEDED});
-        conditions::set_kubevirt(
-            &mut conditions,
-            conditions::kubevirt("Failure", true, names::SNAPSHOT_DEADLINE_EXCEEDED),
-        );
-        conditions::set_kubevirt(
-            &mut conditions,
-            conditions::kubevirt("Progressing", false, "Operation failed"),
-        );
-        conditions::set_kubevirt(
-            &mut conditions,
-            conditions::kubevirt("Ready", false, "Not ready"),
-        );
-        status["conditions"] = json!(conditions);
-        write_status(&ctx, &snapshot, status).await?;
-        return Ok(None);
-    }
-
-    let content_name = format!(
-        "{}{}",
-        names::CONTENT_PREFIX,
-        snapshot.metadata.uid.clone().unwrap_or_default()
-    );
-    let content = ctx.contents.get(&namespace, &content_name);
-    let mut progressing: Option<(bool, String)> = None;
-    match (&vm, &content) {
-        (Some(vm), None) => {
-            if is_locked_by(vm, &name) {
-                ctx.pace().await;
-                create_content(&ctx, &snapshot, vm, &content_name).await?;
-                progressing = Some((true, "Source locked and operation in progress".into()));
-            } else {
-                match lock_blocker(&ctx, vm, &name) {
-                    Some(reason) => {
-                        progressing = Some((false, format!("Source not locked{reason}")))
-                    }
-                    None => {
-                        ctx.pace().await;
-                        lock(&ctx, vm, &name).await?;
-                        progressing =
-                            Some((true, "Source locked and operation in progress".into()));
-                    }
-                }
-            }
-            let online = ctx.vmis.get(&namespace, &vm.name_any()).is_some();
-            set_indications(&mut status, online);
-        }
-        (None, None) => progressing = Some((false, "Source does not exist".into())),
-        (_, Some(content)) => {
-            let ready = content
-                .status
-                .as_ref()
-                .is_some_and(|s| s.ready_to_use == Some(true) && s.creation_time.is_some());
-            if !ready {
-                ctx.pace().await;
-                mark_content_ready(&ctx, content).await?;
-                progressing = Some((true, "Source locked and operation in progress".into()));
-            } else {
-                let content_status = content.status.clone().unwrap_or_default();
-                status["virtualMachineSnapshotContentName"] = json!(content_name);
-                status["creationTime"] =
-                    content_status.creation_time.clone().unwrap_or(Value::Null);
-                status["readyToUse"] = json!(content_status.ready_to_use.unwrap_or(false));
-                status["error"] = content_status
-                    .error
-                    .as_ref()
-                    .map(|e| json!(e))
-                    .unwrap_or(Value::Null);
-            }
-        }
-    }
-
-    let succeeded = status.get("creationTime").is_some_and(|t| !t.is_null());
-    if succeeded {
+        set("Failure", true, names::SNAPSHOT_DEADLINE_EXCEEDED);
+        set("Progressing", false, "Operation failed");
+    } else if phase(snapshot) == Some("Succeeded") || created {
         status["phase"] = json!("Succeeded");
-        conditions::set_kubevirt(
-            &mut conditions,
-            conditions::kubevirt("Progressing", false, "Operation complete"),
-        );
-        if let Some(content) = &content {
+        set("Progressing", false, "Operation complete");
+        if let Some(content) = content {
             status["snapshotVolumes"] = snapshot_volumes(content);
         }
     } else {
         status["phase"] = json!("InProgress");
-        if let Some((locked, reason)) = &progressing {
-            conditions::set_kubevirt(
-                &mut conditions,
-                conditions::kubevirt("Progressing", *locked, reason),
-            );
+        match vm {
+            Some(vm) => {
+                set("Progressing", locked, lock_message);
+                let online = ctx
+                    .vmis
+                    .get(&vm.namespace().unwrap_or_default(), &vm.name_any())
+                    .is_some();
+                set_indications(&mut status, online);
+            }
+            None => set("Progressing", false, "Source does not exist"),
+        }
+        if snapshot.metadata.deletion_timestamp.is_some() {
+            status["phase"] = json!("Deleting");
+            set("Progressing", false, names::SNAPSHOT_DELETING);
         }
     }
     let ready = status.get("readyToUse").and_then(Value::as_bool) == Some(true);
-    conditions::set_kubevirt(
-        &mut conditions,
-        conditions::kubevirt("Ready", ready, if ready { "Ready" } else { "Not ready" }),
-    );
-    status["conditions"] = json!(conditions);
-    write_status(&ctx, &snapshot, status).await?;
-
-    if succeeded {
-        if let Some(vm) = &vm
-            && snapshot_in_progress(vm) == Some(name.as_str())
-        {
-            unlock(&ctx, vm).await?;
-        }
-        return Ok(None);
+    set("Ready", ready, if ready { "Ready" } else { "Not ready" });
+    if status.get("error").is_some_and(|e| !e.is_null()) {
+        set("Progressing", false, "In error state");
     }
-    Ok(left.map(|l| Duration::from_secs_f64(l.max(0.0)) + Duration::from_millis(100)))
+    status["conditions"] = json!(conditions);
+    status
+}
+
+/// Upstream's content controller for a content whose snapshot is gone: it loses its finalizer
+/// (and stays, when its snapshot retained it).
+async fn release_contents_of_missing_snapshot(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
+    let contents: Api<VirtualMachineSnapshotContent> = ctx.api(&key.namespace);
+    for content in ctx.contents.in_namespace(&key.namespace) {
+        if content.spec.virtual_machine_snapshot_name.as_deref() == Some(key.name.as_str())
+            && meta::has_finalizer(&content.metadata, names::CONTENT_FINALIZER)
+        {
+            ctx.pace().await;
+            meta::remove_finalizer(&contents, &content.metadata, names::CONTENT_FINALIZER).await?;
+        }
+    }
+    Ok(())
 }
 
 fn set_indications(status: &mut Value, online: bool) {
     if online {
-        status["indications"] = json!(["Online", "NoGuestAgent"]);
+        // Upstream keeps them in a set and lists it sorted.
+        status["indications"] = json!(["NoGuestAgent", "Online"]);
         status["sourceIndications"] = json!([
-            {"indication": "Online", "message": "Snapshot taken while the VM was running. Consistency depends on guest-agent quiescing."},
             {"indication": "NoGuestAgent", "message": "Guest agent was not available. Snapshot is crash-consistent and may not be application-consistent."},
+            {"indication": "Online", "message": "Snapshot taken while the VM was running. Consistency depends on guest-agent quiescing."},
         ]);
     } else {
         status["indications"] = Value::Null;
@@ -486,15 +630,12 @@ async fn create_content(
             "volumeSnapshotName": format!("vmsnapshot-{uid}-volume-{volume}"),
         }));
     }
-    let mut metadata = json!({"name": content_name, "namespace": namespace});
-    let retain = snapshot.spec.deletion_policy.as_deref() == Some("Retain");
-    if !retain {
-        metadata["ownerReferences"] = json!([controller_ref(
-            names::SNAPSHOT_API_VERSION,
-            "VirtualMachineSnapshot",
-            &snapshot.metadata
-        )]);
-    }
+    // As upstream: a finalizer and no owner: the snapshot controller deletes the content.
+    let metadata = json!({
+        "name": content_name,
+        "namespace": namespace,
+        "finalizers": [names::CONTENT_FINALIZER],
+    });
     let content = json!({
         "apiVersion": names::SNAPSHOT_API_VERSION,
         "kind": "VirtualMachineSnapshotContent",
@@ -519,28 +660,46 @@ async fn create_content(
     Ok(())
 }
 
-async fn mark_content_ready(
+/// The content's status in two steps, as a CSI driver that cuts its snapshots at once and
+/// finishes them later makes upstream's content controller write it: first `creationTime` (each
+/// VolumeSnapshot cut, the source may be unlocked) with `readyToUse: false`; then, once
+/// `second_step` allows, `readyToUse: true`. Without volume backups both come in the first write.
+async fn advance_content(
     ctx: &Ctx,
     content: &VirtualMachineSnapshotContent,
+    second_step: bool,
 ) -> Result<(), Error> {
-    let now = now_rfc3339();
-    let volume_statuses: Vec<Value> = content
+    let status = content.status.clone().unwrap_or_default();
+    let snapshots: Vec<&String> = content
         .spec
         .volume_backups
         .iter()
         .flatten()
         .filter_map(|b| b.volume_snapshot_name.as_ref())
-        .map(|name| json!({"volumeSnapshotName": name, "readyToUse": true, "creationTime": now}))
         .collect();
+    let body = match &status.creation_time {
+        None => {
+            let now = now_rfc3339();
+            let volume_statuses: Vec<Value> = snapshots
+                .iter()
+                .map(|name| json!({"volumeSnapshotName": name, "creationTime": now, "readyToUse": false}))
+                .collect();
+            json!({"status": {
+                "creationTime": now,
+                "readyToUse": snapshots.is_empty(),
+                "volumeSnapshotStatus": volume_statuses,
+            }})
+        }
+        Some(created) if status.ready_to_use != Some(true) && second_step => {
+            let volume_statuses: Vec<Value> = snapshots
+                .iter()
+                .map(|name| json!({"volumeSnapshotName": name, "creationTime": created, "readyToUse": true}))
+                .collect();
+            json!({"status": {"readyToUse": true, "volumeSnapshotStatus": volume_statuses}})
+        }
+        Some(_) => return Ok(()),
+    };
+    ctx.pace().await;
     let api: Api<VirtualMachineSnapshotContent> = ctx.api(&content.namespace().unwrap_or_default());
-    meta::patch_status(
-        &api,
-        &content.name_any(),
-        &json!({"status": {
-            "readyToUse": true,
-            "creationTime": now,
-            "volumeSnapshotStatus": volume_statuses,
-        }}),
-    )
-    .await
+    meta::patch_status(&api, &content.name_any(), &body).await
 }

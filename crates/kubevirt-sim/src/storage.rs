@@ -1,10 +1,12 @@
 //! The storage provisioner and binder kube-controller-manager does not run here.
 //!
-//! A PVC whose storage class has the sim's provisioner is bound (status `phase: Bound`, its
+//! A PVC whose storage class has one of the sim's provisioners is bound (status `phase: Bound`, its
 //! requested capacity and access modes) at once for `Immediate` classes, and for
 //! `WaitForFirstConsumer` classes once something consumes it: a running VirtualMachineInstance
 //! that mounts it (directly or through a DataVolume of the same name), the scheduler's
-//! `volume.kubernetes.io/selected-node` annotation, or CDI's `bind.immediate.requested`.
+//! `volume.kubernetes.io/selected-node` annotation, or CDI's `bind.immediate.requested`. A claim
+//! restored from a `VolumeSnapshot` (`spec.dataSource`) waits until the snapshot is ready (see
+//! module `csi`).
 //!
 //! Simplified: no PersistentVolume objects are created (`spec.volumeName` stays empty); PVCs
 //! without a storage class or with another provisioner are left alone; pods are not consumers
@@ -66,7 +68,16 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: ObjKey) -> Result<Requeue, Error> {
     let Some(storage_class) = ctx.classes.get("", class) else {
         return Ok(None);
     };
-    if storage_class.provisioner != names::PROVISIONER {
+    if ![names::PROVISIONER, names::PROVISIONER_NO_SNAPSHOT]
+        .contains(&storage_class.provisioner.as_str())
+    {
+        return Ok(None);
+    }
+    // A claim restored from a VolumeSnapshot is provisioned once the snapshot is ready.
+    if let Some(source) = spec.data_source.as_ref()
+        && source.kind == "VolumeSnapshot"
+        && !crate::csi::snapshot_ready(&ctx, &key.namespace, &source.name)
+    {
         return Ok(None);
     }
     let wffc = storage_class.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer");

@@ -57,3 +57,53 @@ impl VirtualMachineInstance {
         )
     }
 }
+
+/// The spec of a CSI `VolumeSnapshot` (`snapshot.storage.k8s.io/v1`), as far as the sim's
+/// snapshotter reads it.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "snapshot.storage.k8s.io",
+    version = "v1",
+    kind = "VolumeSnapshot",
+    namespaced,
+    status = "VolumeSnapshotStatus",
+    schema = "disabled",
+    derive = "Default",
+    derive = "PartialEq"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSnapshotSpec {
+    /// What is snapshotted.
+    #[serde(default)]
+    pub source: VolumeSnapshotSource,
+    /// The VolumeSnapshotClass (its `driver` names the CSI driver that takes the snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot_class_name: Option<String>,
+    /// Everything else.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `VolumeSnapshot.spec.source`: a PVC to snapshot, or an existing content to bind.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSnapshotSource {
+    /// The claim (same namespace) to snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim_name: Option<String>,
+    /// A pre-provisioned VolumeSnapshotContent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot_content_name: Option<String>,
+}
+
+/// The status of a `VolumeSnapshot`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSnapshotStatus {
+    /// Whether the snapshot can be restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_to_use: Option<bool>,
+    /// Everything else (creationTime, restoreSize, error, ...).
+    #[serde(flatten)]
+    pub extra: Extra,
+}

@@ -1,6 +1,5 @@
 //! Small value parsers the controllers need: Go durations (`failureDeadline`, the binary's
-//! `--latency`), Kubernetes quantities (storage sizes), RFC 3339 timestamps, and FNV-1a (the
-//! hash in KubeVirt's `PrefixTargetName` volume names).
+//! `--latency`), Kubernetes quantities (storage sizes) and RFC 3339 timestamps.
 
 use std::time::Duration;
 
@@ -100,16 +99,6 @@ pub fn seconds_since(timestamp: &Timestamp) -> f64 {
     elapsed.as_secs_f64()
 }
 
-/// 32-bit FNV-1a of `text`.
-pub fn fnv1a32(text: &str) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in text.bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,13 +144,6 @@ mod tests {
             assert_eq!(parse_quantity(text), expected, "{text}");
         }
         assert!(parse_quantity("1Gi") > parse_quantity("1G"));
-    }
-
-    #[test]
-    fn fnv_matches_the_reference_values() {
-        assert_eq!(fnv1a32(""), 0x811c_9dc5);
-        assert_eq!(fnv1a32("a"), 0xe40c_292c);
-        assert_eq!(fnv1a32("foobar"), 0xbf9c_f968);
     }
 
     #[test]

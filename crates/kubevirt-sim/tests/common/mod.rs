@@ -50,6 +50,9 @@ impl World {
         kubevirt_sim::install(client.clone())
             .await
             .expect("the sim installs");
+        kubevirt_sim::set_feature_gates(client.clone(), &["Snapshot"])
+            .await
+            .expect("the KubeVirt CR with the Snapshot gate");
         let ns = env.namespace(prefix).await.expect("a namespace");
         World {
             env,
