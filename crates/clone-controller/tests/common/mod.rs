@@ -1,5 +1,6 @@
-//! The harness of the controller's integration tests: a real control plane (testenv), the
-//! KubeVirt stand-in (kubevirt-sim) and the controller, all scoped to one fresh namespace per test.
+//! The harness of the controller's integration tests: a real control plane (testenv), KubeVirt
+//! (its own virt-controller and virt-api, or the stand-in kubevirt-sim; see [`Backend`]) and the
+//! controller, all scoped to one fresh namespace per test.
 
 #![allow(dead_code)]
 
@@ -21,9 +22,55 @@ use tokio::task::JoinHandle;
 /// How long a clone may take in these tests (generous: two cores shared with other tests).
 pub const CLONE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Which KubeVirt a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// kubevirt-sim plays KubeVirt's VM, snapshot and restore controllers and its admission, and
+    /// storage and CDI (its own control plane, [`TestEnv::shared`]).
+    Sim,
+    /// KubeVirt v1.7.0's own virt-controller and virt-api with its webhooks; kubevirt-sim plays
+    /// only storage (CSI, PVC binding) and CDI ([`TestEnv::shared_kubevirt`]).
+    KubeVirt,
+}
+
+impl Backend {
+    /// The shared control plane of this backend.
+    pub async fn env(self) -> Result<&'static TestEnv> {
+        match self {
+            Backend::Sim => TestEnv::shared().await,
+            Backend::KubeVirt => TestEnv::shared_kubevirt().await,
+        }
+    }
+}
+
+/// Generates, for each named `async fn(Backend)`, one `#[tokio::test]` per backend: `sim::<name>`
+/// and `kubevirt::<name>`. One test body, never a copy.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sim {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sim).await
+                }
+            )*
+        }
+        mod kubevirt {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::KubeVirt).await
+                }
+            )*
+        }
+    };
+}
+
 /// One test's world.
 pub struct Harness {
     pub env: &'static TestEnv,
+    pub backend: Backend,
     pub client: Client,
     pub ns: String,
     sim: Option<SimHandle>,
@@ -42,39 +89,67 @@ impl Harness {
         Self::with_kubevirt(prefix, Some(&["Snapshot"])).await
     }
 
+    /// [`Harness::without_controller`] on `backend`.
+    pub async fn without_controller_on(backend: Backend, prefix: &str) -> Result<Harness> {
+        Self::build(prefix, backend, Some(&["Snapshot"]), SimConfig::default()).await
+    }
+
     /// Like [`Harness::without_controller`], with the KubeVirt CR's feature gates given (`None`:
     /// no KubeVirt CR is created). The CR is cluster-wide: use this only in a test binary of its
     /// own (its own control plane).
     pub async fn with_kubevirt(prefix: &str, gates: Option<&[&str]>) -> Result<Harness> {
-        Self::build(prefix, gates, SimConfig::default()).await
+        Self::build(prefix, Backend::Sim, gates, SimConfig::default()).await
     }
 
     /// A harness whose sim waits `latency` before each step (to catch a clone midway).
     pub async fn slow(prefix: &str, latency: Duration) -> Result<Harness> {
+        Self::slow_on(Backend::Sim, prefix, latency).await
+    }
+
+    /// [`Harness::slow`] on `backend`: on the real backend only storage is slow (VolumeSnapshots
+    /// become ready and PVCs bind `latency` late), which holds KubeVirt's snapshots and restores.
+    pub async fn slow_on(backend: Backend, prefix: &str, latency: Duration) -> Result<Harness> {
         Self::build(
             prefix,
+            backend,
             Some(&["Snapshot"]),
             SimConfig::default().latency(latency),
         )
         .await
     }
 
-    async fn build(prefix: &str, gates: Option<&[&str]>, sim: SimConfig) -> Result<Harness> {
+    async fn build(
+        prefix: &str,
+        backend: Backend,
+        gates: Option<&[&str]>,
+        sim: SimConfig,
+    ) -> Result<Harness> {
         // Logs of the controller and the sim, when RUST_LOG asks for them.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let env = TestEnv::shared().await?;
+        let env = backend.env().await?;
         let client = env.client().await?;
-        kubevirt_sim::install(client.clone()).await?;
-        if let Some(gates) = gates {
-            ensure_kubevirt(&client, gates).await?;
-        }
+        let sim = match backend {
+            Backend::Sim => {
+                kubevirt_sim::install(client.clone()).await?;
+                if let Some(gates) = gates {
+                    ensure_kubevirt(&client, gates).await?;
+                }
+                sim
+            }
+            // testenv made the KubeVirt CR (Snapshot on) and runs KubeVirt's own admission.
+            Backend::KubeVirt => {
+                kubevirt_sim::install_storage(client.clone()).await?;
+                sim.storage_only(true)
+            }
+        };
         let ns = env.namespace(prefix).await?;
         let sim = Sim::start(client.clone(), sim.namespace(ns.clone())).await?;
         Ok(Harness {
             env,
+            backend,
             client,
             ns,
             sim: Some(sim),
@@ -84,7 +159,12 @@ impl Harness {
 
     /// A fresh namespace with the sim and the controller (in-process) running.
     pub async fn start(prefix: &str) -> Result<Harness> {
-        let mut h = Self::without_controller(prefix).await?;
+        Self::start_on(Backend::Sim, prefix).await
+    }
+
+    /// [`Harness::start`] on `backend`.
+    pub async fn start_on(backend: Backend, prefix: &str) -> Result<Harness> {
+        let mut h = Self::without_controller_on(backend, prefix).await?;
         h.start_controller();
         Ok(h)
     }
@@ -176,7 +256,7 @@ impl Harness {
         for args in [
             vec![
                 "get",
-                "vmclone,vmsnapshot,vmsnapshotcontent,vmrestore,vm,pvc",
+                "vmclone,vmsnapshot,vmsnapshotcontent,vmrestore,vm,vmi,pvc,volumesnapshot,pod",
                 "-o",
                 "yaml",
             ],
