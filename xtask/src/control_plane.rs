@@ -1,9 +1,10 @@
 //! `cargo xtask control-plane [--run]`: the testbed's control plane by hand.
 //!
-//! Without flags it finds or builds (once, into the cache) etcd, kube-apiserver and
-//! kube-controller-manager and prints where they are. With `--run` it also starts a control
-//! plane with the project's CRDs, prints the `export KUBECONFIG=...` line to use it from a shell,
-//! and stops it (removing its temporary folder) on Ctrl-C or SIGTERM.
+//! Without flags it finds or builds (once, into the cache) etcd, kube-apiserver,
+//! kube-controller-manager and KubeVirt's virt-controller and virt-api, and prints where they are.
+//! With `--run` it also starts a control plane with the project's CRDs and KubeVirt (`--kubevirt
+//! sim` leaves KubeVirt out, for the stand-in), prints the `export KUBECONFIG=...` line to use it
+//! from a shell, and stops it (removing its temporary folder) on Ctrl-C or SIGTERM.
 
 use anyhow::{Context, Result};
 
@@ -12,6 +13,10 @@ pub struct Args {
     /// Start a control plane in the foreground and print the KUBECONFIG to export.
     #[arg(long)]
     run: bool,
+    /// With `--run`: `real` runs KubeVirt's own virt-api and virt-controller; `sim` none (run
+    /// the stand-in, `kubevirt-sim`, beside it).
+    #[arg(long, value_enum, default_value_t = crate::Backend::Real)]
+    kubevirt: crate::Backend,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -25,6 +30,13 @@ pub fn run(args: Args) -> Result<()> {
         "kube-controller-manager  {}",
         binaries.kube_controller_manager.display()
     );
+    let kubevirt = testenv::ensure_kubevirt_binaries()?;
+    println!(
+        "virt-controller          {}",
+        kubevirt.virt_controller.display()
+    );
+    println!("virt-api                 {}", kubevirt.virt_api.display());
+    println!("virt-api webhooks        {}", kubevirt.webhooks.display());
     if !args.run {
         return Ok(());
     }
@@ -32,11 +44,11 @@ pub fn run(args: Args) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?
-        .block_on(run_in_foreground())
+        .block_on(run_in_foreground(args.kubevirt))
 }
 
-async fn run_in_foreground() -> Result<()> {
-    let env = testenv::TestEnv::start().await?;
+async fn run_in_foreground(backend: crate::Backend) -> Result<()> {
+    let env = testenv::TestEnv::start_with_options(backend.options()).await?;
     println!();
     println!("export KUBECONFIG={}", env.kubeconfig_path().display());
     println!("# API server {}; Ctrl-C stops it.", env.apiserver_url());

@@ -1,7 +1,9 @@
 //! `cargo xtask demo [--keep]`: the product's main job on the local testbed.
 //!
-//! Starts a real control plane (building it on first use), KubeVirt's stand-in and the clone
-//! controller, then follows the KubeVirt user guide with the real `kubectl`: create the source VM
+//! Starts a real control plane (building it on first use) with KubeVirt v1.7.0's own
+//! virt-controller and virt-api (`--kubevirt real`, the default; the stand-in plays storage and
+//! CDI) or with the stand-in for KubeVirt too (`--kubevirt sim`), and the clone controller, then
+//! follows the KubeVirt user guide with the real `kubectl`: create the source VM
 //! `vm-cirros`, `kubectl create -f clone.yaml`, `kubectl wait vmclone testclone --for
 //! condition=Ready`, `kubectl get vm vm-clone-target -o yaml`. Prints a summary and stops
 //! everything, or with `--keep` leaves the sandbox running until Ctrl-C.
@@ -19,6 +21,10 @@ pub struct Args {
     /// Leave the sandbox running (until Ctrl-C) and print the KUBECONFIG to use with kubectl.
     #[arg(long)]
     keep: bool,
+    /// `real`: KubeVirt v1.7.0's own virt-controller and virt-api (built from Go modules on
+    /// first use); `sim`: the stand-in, kubevirt-sim.
+    #[arg(long, value_enum, default_value_t = crate::Backend::Real)]
+    kubevirt: crate::Backend,
 }
 
 fn step(started: Instant, text: &str) {
@@ -82,11 +88,21 @@ async fn demo(args: Args) -> Result<()> {
     if !clone_yaml.exists() {
         bail!("{} is missing", clone_yaml.display());
     }
+    let backend = args.kubevirt;
     step(
         started,
-        "finding or building etcd, kube-apiserver and kube-controller-manager (minutes on first use)",
+        match backend {
+            crate::Backend::Real => {
+                "finding or building etcd, kube-apiserver, kube-controller-manager and KubeVirt \
+                 v1.7.0's virt-controller and virt-api (minutes on first use)"
+            }
+            crate::Backend::Sim => {
+                "finding or building etcd, kube-apiserver and kube-controller-manager (minutes on \
+                 first use)"
+            }
+        },
     );
-    let env = TestEnv::start()
+    let env = TestEnv::start_with_options(backend.options())
         .await
         .context("starting the control plane")?;
     step(
@@ -95,12 +111,30 @@ async fn demo(args: Args) -> Result<()> {
     );
     let client = env.client().await?;
 
-    step(
-        started,
-        "installing the KubeVirt stand-in and enabling the Snapshot feature gate",
-    );
-    install_stand_in(&client).await?;
-    let sim = kubevirt_sim::Sim::start(client.clone(), kubevirt_sim::SimConfig::default()).await?;
+    let sim = match backend {
+        crate::Backend::Real => {
+            step(
+                started,
+                &format!(
+                    "KubeVirt {} virt-controller and virt-api (real) run with the Snapshot feature \
+                     gate; the stand-in plays storage (CSI snapshots, PVC binding) and CDI",
+                    testenv::KUBEVIRT_VERSION
+                ),
+            );
+            kubevirt_sim::install_storage(client.clone()).await?;
+            kubevirt_sim::SimConfig::default().storage_only(true)
+        }
+        crate::Backend::Sim => {
+            step(
+                started,
+                "KubeVirt stand-in (kubevirt-sim): installing it and enabling the Snapshot \
+                 feature gate",
+            );
+            install_stand_in(&client).await?;
+            kubevirt_sim::SimConfig::default()
+        }
+    };
+    let sim = kubevirt_sim::Sim::start(client.clone(), sim).await?;
 
     step(started, "starting the clone controller");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -195,8 +229,15 @@ async fn demo(args: Args) -> Result<()> {
             }
         })
         .collect();
+    let kubevirt = match backend {
+        crate::Backend::Real => format!(
+            "KubeVirt {} virt-controller (real)",
+            testenv::KUBEVIRT_VERSION
+        ),
+        crate::Backend::Sim => "the KubeVirt stand-in (kubevirt-sim)".to_owned(),
+    };
     println!(
-        "Summary: testclone went {} in {:.1}s (demo so far {:.1}s).",
+        "Summary: on {kubevirt}, testclone went {} in {:.1}s (demo so far {:.1}s).",
         names.join(" → "),
         clone_took.as_secs_f64(),
         started.elapsed().as_secs_f64()

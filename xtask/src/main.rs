@@ -35,6 +35,26 @@ enum Command {
     Bench(bench::Args),
 }
 
+/// Which KubeVirt a command runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Backend {
+    /// KubeVirt v1.7.0's own virt-controller and virt-api (built from Go modules), with the
+    /// stand-in playing only storage and CDI.
+    Real,
+    /// The stand-in, kubevirt-sim, for KubeVirt too.
+    Sim,
+}
+
+impl Backend {
+    /// The testbed options for this backend.
+    pub(crate) fn options(self) -> testenv::Options {
+        match self {
+            Self::Real => testenv::Options::kubevirt(),
+            Self::Sim => testenv::Options::default(),
+        }
+    }
+}
+
 /// The workspace root.
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
