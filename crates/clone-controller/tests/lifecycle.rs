@@ -28,6 +28,9 @@ use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
 use testenv::wait_for;
 
+/// The finalizer KubeVirt's snapshot controller holds a source VM with while it snapshots it.
+const SOURCE_PROTECTION: &str = "snapshot.kubevirt.io/snapshot-source-protection";
+
 fn target_json(h: &Harness, name: &str) -> Value {
     let yaml = h.kubectl(&["get", "vm", name, "-o", "yaml"], None).unwrap();
     let vm: Value = serde_saphyr::from_str(&yaml).unwrap();
@@ -930,6 +933,56 @@ async fn a_source_with_data_volume_templates_clones(backend: Backend) {
     h.stop().await;
 }
 
+/// KubeVirt holds the source with a finalizer until its snapshot is done, then lets it go: the
+/// VM can vanish in the same instant the snapshot becomes ready. The clone follows its snapshot.
+async fn a_source_deleted_mid_snapshot_still_clones(backend: Backend) {
+    let mut h = Harness::slow_on(backend, "srcmid", std::time::Duration::from_secs(3))
+        .await
+        .unwrap();
+    h.start_controller();
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({}),
+    ))
+    .unwrap();
+    h.wait_phase("c", ClonePhase::SnapshotInProgress)
+        .await
+        .unwrap();
+    // Delete the source once the snapshot holds it: it goes when the snapshot is done.
+    let vms = h.api::<VirtualMachine>();
+    wait_for(
+        "the snapshot to lock its source",
+        common::CLONE_TIMEOUT,
+        || async {
+            let vm = vms.get("vm").await?;
+            let finalizers = vm.metadata.finalizers.clone().unwrap_or_default();
+            anyhow::ensure!(
+                finalizers.iter().any(|f| f == SOURCE_PROTECTION),
+                "finalizers: {finalizers:?}"
+            );
+            Ok(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", h.dump()));
+    vms.delete("vm", &DeleteParams::default()).await.unwrap();
+    let c = h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
+    assert_eq!(c.status.unwrap().target_name.as_deref(), Some("t"));
+    wait_for("the source VM gone", common::CLONE_TIMEOUT, || async {
+        anyhow::ensure!(vms.get_opt("vm").await?.is_none(), "still there");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let events = h.events("c").await.unwrap();
+    assert_eq!(count(&events, "SourceDoesNotExist"), 0, "{events:?}");
+    h.stop().await;
+}
+
 on_both_backends!(
     the_seed_flow_with_kubectl,
     golden_image_five_clones,
@@ -945,4 +998,5 @@ on_both_backends!(
     a_temp_snapshot_deleted_midway_fails_the_clone,
     the_source_may_go_once_the_snapshot_is_ready,
     a_source_with_data_volume_templates_clones,
+    a_source_deleted_mid_snapshot_still_clones,
 );

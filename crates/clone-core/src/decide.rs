@@ -379,7 +379,14 @@ impl<'a> Pass<'_, 'a> {
             self.status.phase,
             ClonePhase::Unset | ClonePhase::SnapshotInProgress | ClonePhase::Unknown
         );
-        if before_snapshot_ready && let Some(situation) = self.preconditions() {
+        // Once the temporary snapshot exists the clone follows it: ready → restore, failed →
+        // failed. The source may vanish the moment KubeVirt releases it (when the snapshot is
+        // done); its absence alone changes nothing.
+        let snapshot_taken = self.vm_source() && self.o.temp_snapshot.is_some();
+        if before_snapshot_ready
+            && !snapshot_taken
+            && let Some(situation) = self.preconditions()
+        {
             return situation;
         }
         if let Some(situation) = self.target_guard() {

@@ -909,6 +909,51 @@ fn a_snapshot_deleted_before_the_restore_fails_the_clone() {
     );
 }
 
+/// Once the temporary snapshot exists the clone follows the snapshot, not the source: KubeVirt
+/// releases the source's protection finalizer the moment the snapshot is done, so the VM may be
+/// gone in the very pass that sees the snapshot ready (issue: source deleted mid-snapshot).
+#[test]
+fn a_source_deleted_while_the_snapshot_is_in_progress_follows_the_snapshot() {
+    let mut w = World::vm_source().phase(ClonePhase::SnapshotInProgress, Some(SNAP), None);
+    w.source_vm = None;
+    w.temp_snapshot = Some(snapshot(
+        SNAP,
+        json!({"readyToUse": false, "phase": "InProgress"}),
+    ));
+    let d = w.decide();
+    assert_eq!(d.action, Action::Nothing);
+    assert!(d.events.is_empty(), "{:?}", d.events);
+    assert_working(
+        &d,
+        ClonePhase::SnapshotInProgress,
+        &format!("waiting for snapshot {SNAP} to be ready"),
+    );
+
+    // Ready in the same pass the source vanished: the restore is created.
+    w.temp_snapshot = Some(ready_snapshot(SNAP));
+    w.content = Some(good_content(SNAP));
+    let d = w.decide();
+    assert!(
+        matches!(d.action, Action::CreateRestore(_)),
+        "{:?}",
+        d.action
+    );
+    assert_eq!(d.status.phase, ClonePhase::RestoreInProgress);
+
+    // Failed: the clone fails with the snapshot's reason, not the source's absence.
+    w.content = None;
+    w.temp_snapshot = Some(snapshot(
+        SNAP,
+        json!({"phase": "Failed", "readyToUse": false, "conditions": [
+        {"type": "Failure", "status": "True", "reason": "snapshot deadline exceeded"}]}),
+    ));
+    assert_failed(
+        &w.decide(),
+        SnapshotFailed,
+        &format!("snapshot {SNAP} failed: snapshot deadline exceeded"),
+    );
+}
+
 #[test]
 fn a_source_deleted_after_the_snapshot_is_ready_does_not_stop_the_clone() {
     let mut w = World::vm_source().phase(ClonePhase::RestoreInProgress, Some(SNAP), None);
