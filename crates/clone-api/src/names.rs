@@ -41,6 +41,10 @@ pub const SNAPSHOT_CONTENT_PREFIX: &str = "vmsnapshot-content-";
 /// Annotation KubeVirt's restore controller puts on the VM it restores:
 /// `<restore name>-<restore UID>`. Never removed by a filter.
 pub const LAST_RESTORE_UID_ANNOTATION: &str = "restore.kubevirt.io/lastRestoreUID";
+/// kubectl's record of the last client-side `kubectl apply`: never copied to a target (it would
+/// make a later `kubectl apply` of the target diff against the source's manifest).
+pub const LAST_APPLIED_CONFIGURATION_ANNOTATION: &str =
+    "kubectl.kubernetes.io/last-applied-configuration";
 /// Annotation KubeVirt puts on the PVCs a restore creates, naming the restore.
 pub const RESTORE_NAME_ANNOTATION: &str = "restore.kubevirt.io/name";
 

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use clone_core::names::{firmware_uuid, generated_serial, normalize_mac};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use testenv::{CloneCrd, KubeVirtOptions, Options, TestEnv, wait_for};
@@ -46,6 +46,8 @@ use tokio::sync::oneshot;
 /// can take far longer than its snapshot and restore (research §9, §10).
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(300);
 const VMCLONE_TIMEOUT: Duration = Duration::from_secs(150);
+/// How often a waiting upstream clone is woken (see [`Side::outcome`]).
+const POKE_EVERY: Duration = Duration::from_secs(5);
 /// What upstream's restore admission says about a patch value with a `:` (research §8 item 3).
 const COLON_REFUSAL: &str = r#"one ":" expected"#;
 const FINALIZER: &str = "kubevirt.io/virtualMachineControllerFinalize";
@@ -527,6 +529,17 @@ const ALLOWED: &[Allowed] = &[
                 && d.vmclone == Some(json!("Succeeded"))
         },
     },
+    // Upstream copies the source's `kubectl.kubernetes.io/last-applied-configuration`, so a
+    // later `kubectl apply` of the target diffs against the source's manifest; vmclone never
+    // copies it.
+    Allowed {
+        id: "last-applied-configuration",
+        matches: |_, d| {
+            d.pointer == "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration"
+                && d.upstream.is_some()
+                && d.vmclone.is_none()
+        },
+    },
     // vmclone writes MACs in lower case (upstream copies the user's spelling).
     Allowed {
         id: "mac-lowercase",
@@ -870,10 +883,22 @@ impl Side {
             .await?;
             return Ok(Outcome::Refused(message));
         }
+        // Upstream's clone controller requeues with exponential backoff and may notice a
+        // complete restore minutes late (research §9-10). The comparison is about targets, not
+        // speed, so an annotation on its clone every few seconds wakes it (an update event).
+        let poked = std::cell::Cell::new(Instant::now());
         let done = wait_for(
             &format!("{}: clone {clone} to succeed", self.who),
             self.timeout,
             || async {
+                if self.who == "upstream" && poked.get().elapsed() >= POKE_EVERY {
+                    poked.set(Instant::now());
+                    let poke = json!({"metadata": {"annotations": {
+                        "vmclone.dev/test-poke": format!("{:?}", poked.get())}}});
+                    self.api(&clone_resource())
+                        .patch(clone, &PatchParams::default(), &Patch::Merge(&poke))
+                        .await?;
+                }
                 let c = self
                     .get(&clone_resource(), clone)
                     .await?

@@ -12,7 +12,8 @@
 //!    object when the VM has none.
 //! 3. Firmware UUID: [`firmware_uuid`] of the clone's UID.
 //! 4. Labels, annotations, template labels, template annotations: a `remove` per key the filters
-//!    do not copy (sorted; `restore.kubevirt.io/lastRestoreUID` is never removed).
+//!    do not copy (sorted; `restore.kubevirt.io/lastRestoreUID` is never removed, and the VM's
+//!    `kubectl.kubernetes.io/last-applied-configuration` always is).
 //! 5. The user's `patches`, verbatim.
 //!
 //! Every generated operation is a compact JSON object with keys in the order `op`, `path`,
@@ -30,6 +31,7 @@
 //! `spec.template.spec.domain` object → no serial or UUID operations, since their parent could not
 //! exist; non-object `metadata` or maps → no removals).
 
+use clone_api::names::LAST_APPLIED_CONFIGURATION_ANNOTATION;
 use clone_api::v1beta1::VirtualMachineCloneSpec;
 use clone_api::validation::field;
 use serde_json::{Map, Value};
@@ -119,7 +121,18 @@ pub fn identity_patches(input: &IdentityInput<'_>, vm: &Value) -> IdentityPatche
         // A validated spec parses; an unvalidated one must still give an answer (see
         // `FilterSet::parse_lossy`).
         let filters = FilterSet::parse_lossy(field, filters);
-        for key in filters.removed_keys(map) {
+        let mut removed = filters.removed_keys(map);
+        // kubectl's record of the source's last apply never becomes the target's.
+        if base == "/metadata/annotations"
+            && map.contains_key(LAST_APPLIED_CONFIGURATION_ANNOTATION)
+            && !removed
+                .iter()
+                .any(|k| k == LAST_APPLIED_CONFIGURATION_ANNOTATION)
+        {
+            removed.push(LAST_APPLIED_CONFIGURATION_ANNOTATION.to_owned());
+            removed.sort();
+        }
+        for key in removed {
             patches.push(remove(&format!("{base}/{}", escape_pointer_token(&key))));
         }
     }

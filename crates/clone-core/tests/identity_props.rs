@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use clone_api::names::LAST_RESTORE_UID_ANNOTATION;
+use clone_api::names::{LAST_APPLIED_CONFIGURATION_ANNOTATION, LAST_RESTORE_UID_ANNOTATION};
 use clone_api::v1beta1::{TemplateFilters, VirtualMachineCloneSpec};
 use clone_api::validation::{PATCH_PATH_PREFIXES, field};
 use clone_core::filter::FilterSet;
@@ -164,6 +164,35 @@ fn the_documented_order_and_spelling() {
         target["spec"]["runStrategy"], "Always",
         "the user's patches come last and win"
     );
+}
+
+/// Upstream copies it, so a later `kubectl apply` on the target diffs against the source's
+/// manifest; whatever the filters say, the target never inherits it.
+#[test]
+fn the_last_applied_configuration_is_never_copied() {
+    let mut vm = example_vm();
+    vm["metadata"]["annotations"][LAST_APPLIED_CONFIGURATION_ANNOTATION] =
+        json!(r#"{"apiVersion":"kubevirt.io/v1","kind":"VirtualMachine"}"#);
+    for filters in [
+        None,
+        Some(vec!["*".to_string()]),
+        Some(vec!["note".into(), "kubectl.kubernetes.io/*".into()]),
+    ] {
+        let spec = VirtualMachineCloneSpec {
+            annotation_filters: filters.clone(),
+            ..Default::default()
+        };
+        let target = applied(&vm, &generate(&spec, &vm).patches);
+        let annotations = target["metadata"]["annotations"].as_object().unwrap();
+        assert!(
+            !annotations.contains_key(LAST_APPLIED_CONFIGURATION_ANNOTATION),
+            "{filters:?}: {annotations:?}"
+        );
+        assert!(
+            annotations.contains_key("note"),
+            "{filters:?}: {annotations:?}"
+        );
+    }
 }
 
 #[test]
