@@ -8,9 +8,15 @@
 //! (and again with unrelated VMs present), create N clones at once in a fresh namespace with a
 //! fresh controller and stand-in process, and measure time, latency, API requests, CPU and
 //! memory. Numbers are reported, never asserted. See `docs/benchmarks.md` for the method.
+//!
+//! With `--kubevirt real` it measures something else instead (module `kubevirt`): vmclone
+//! against upstream's own clone controller on KubeVirt v1.7.0's real snapshot and restore path,
+//! and the bare path, written to `docs/benchmarks-kubevirt.json` and a section of
+//! `docs/benchmarks.md`.
 
 mod attribution;
 mod criterion;
+mod kubevirt;
 mod live;
 mod model;
 mod procfs;
@@ -34,9 +40,16 @@ use self::scenario::Bed;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Numbers of clones created at once, one scenario each.
-    #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
-    sizes: Vec<usize>,
+    /// Numbers of clones created at once, one scenario each (default 100,1000,5000; with
+    /// `--kubevirt real` 50,100).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<usize>>,
+    /// `real`: instead of the stand-in bench, compare vmclone with upstream's own clone
+    /// controller and the bare snapshot-and-restore path on KubeVirt v1.7.0's real
+    /// virt-controller (writes benchmarks-kubevirt.json and its section of benchmarks.md).
+    /// `sim` or absent: the bench on the stand-in, kubevirt-sim.
+    #[arg(long, value_enum)]
+    kubevirt: Option<crate::Backend>,
     /// Unrelated VMs present in the namespace for the second series (0: skip that series).
     #[arg(long, default_value_t = 10_000)]
     unrelated_vms: usize,
@@ -67,14 +80,17 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     sources: usize,
     /// Seconds a scenario may take at most; unfinished clones are then reported as such
-    /// (default: the larger of 180 and 60 + N / 10, i.e. it gives up below about 10 clones/s).
+    /// (default: the larger of 180 and 60 + N / 10, i.e. it gives up below about 10 clones/s;
+    /// with `--kubevirt real` the larger of 300 and 120 + 5 N).
     #[arg(long)]
     scenario_timeout: Option<u64>,
     /// Leave each scenario's namespace in place instead of deleting it.
     #[arg(long)]
     keep_namespaces: bool,
     /// Measure nothing: write benchmarks.md and the plot again from this benchmarks.json (after
-    /// changing the report's generator).
+    /// changing the report's generator), with the KubeVirt section from benchmarks-kubevirt.json
+    /// in the output folder if it is there. With `--kubevirt real`: from this
+    /// benchmarks-kubevirt.json, with the rest from the output folder's benchmarks.json.
     #[arg(long, value_name = "JSON")]
     from_json: Option<PathBuf>,
 }
@@ -99,14 +115,25 @@ fn to_stderr() -> Stdio {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let real = args.kubevirt == Some(crate::Backend::Real);
     if let Some(json) = &args.from_json {
         let text =
             std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
-        let report: Report = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {} as a bench report", json.display()))?;
         let out = out_dir(&args.out);
-        write_markdown_and_plot(&out, &report)?;
-        println!("{}", report::summary(&report));
+        if real {
+            let kubevirt: kubevirt::KubeVirtReport =
+                serde_json::from_str(&text).with_context(|| {
+                    format!("parsing {} as a KubeVirt bench report", json.display())
+                })?;
+            let report = load_report(&out)?;
+            write_markdown_and_plot(&out, &report, Some(&kubevirt))?;
+            println!("{}", kubevirt::summary(&kubevirt));
+        } else {
+            let report: Report = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {} as a bench report", json.display()))?;
+            write_markdown_and_plot(&out, &report, kubevirt::load(&out)?.as_ref())?;
+            println!("{}", report::summary(&report));
+        }
         eprintln!(
             "[bench] wrote {}/benchmarks.md and benchmarks-latency.svg from {}",
             out.display(),
@@ -114,7 +141,15 @@ pub fn run(args: Args) -> Result<()> {
         );
         return Ok(());
     }
-    if args.sizes.is_empty() || args.sizes.contains(&0) {
+    if real {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        return runtime.block_on(kubevirt::bench(&args));
+    }
+    let sizes = args.sizes.clone().unwrap_or_else(|| vec![100, 1000, 5000]);
+    if sizes.is_empty() || sizes.contains(&0) {
         bail!("--sizes needs positive numbers of clones");
     }
     if args.sources == 0 {
@@ -124,10 +159,10 @@ pub fn run(args: Args) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(bench(args))
+    runtime.block_on(bench(args, sizes))
 }
 
-async fn bench(args: Args) -> Result<()> {
+async fn bench(args: Args, sizes: Vec<usize>) -> Result<()> {
     let progress = Progress(Instant::now());
     let command = std::iter::once("cargo xtask bench".to_owned())
         .chain(std::env::args().skip(2))
@@ -272,7 +307,7 @@ async fn bench(args: Args) -> Result<()> {
         vec![0]
     };
     for &unrelated in &series {
-        for &size in &args.sizes {
+        for &size in &sizes {
             let timeout = Duration::from_secs(
                 args.scenario_timeout
                     .unwrap_or_else(|| default_timeout(size)),
@@ -293,15 +328,14 @@ async fn bench(args: Args) -> Result<()> {
         command,
         machine,
         settings: Settings {
-            sizes: args.sizes.clone(),
+            sizes: sizes.clone(),
             unrelated_vms: args.unrelated_vms,
             concurrency: args.concurrency,
             raw_objects: args.raw_objects,
             raw_runs: args.raw_runs,
             calibration_clones: args.calibration_clones,
             sources: args.sources,
-            scenario_timeout_seconds: args
-                .sizes
+            scenario_timeout_seconds: sizes
                 .iter()
                 .map(|&n| args.scenario_timeout.unwrap_or_else(|| default_timeout(n)))
                 .collect(),
@@ -455,14 +489,36 @@ fn write_outputs(out: &Path, report: &Report) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let json = serde_json::to_string_pretty(report)?;
     std::fs::write(out.join("benchmarks.json"), json + "\n")?;
-    write_markdown_and_plot(out, report)
+    write_markdown_and_plot(out, report, kubevirt::load(out)?.as_ref())
 }
 
-fn write_markdown_and_plot(out: &Path, report: &Report) -> Result<()> {
+/// The report of the last `cargo xtask bench` in `out`.
+fn load_report(out: &Path) -> Result<Report> {
+    let path = out.join("benchmarks.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (benchmarks.md is generated from it and benchmarks-kubevirt.json)",
+            path.display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Writes benchmarks.md (and the plot) again from the JSON reports in `out`.
+fn rewrite_markdown(out: &Path) -> Result<()> {
+    let report = load_report(out)?;
+    write_markdown_and_plot(out, &report, kubevirt::load(out)?.as_ref())
+}
+
+fn write_markdown_and_plot(
+    out: &Path,
+    report: &Report,
+    kubevirt: Option<&kubevirt::KubeVirtReport>,
+) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let md_path = out.join("benchmarks.md");
     let previous = std::fs::read_to_string(&md_path).unwrap_or_default();
-    std::fs::write(&md_path, report::markdown(report, &previous))?;
+    std::fs::write(&md_path, report::markdown(report, kubevirt, &previous))?;
     std::fs::write(
         out.join("benchmarks-latency.svg"),
         report::latency_svg(report),

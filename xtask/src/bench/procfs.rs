@@ -212,6 +212,70 @@ pub fn read_pid_file(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// The command name (field 2, without its parentheses) of a `/proc/<pid>/stat` line.
+pub fn parse_stat_comm(text: &str) -> Option<&str> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    (open < close).then(|| &text[open + 1..close])
+}
+
+/// Every process's command name and CPU ticks (`utime + stime`), by pid.
+pub fn all_processes() -> std::collections::HashMap<u32, (String, u64)> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let (Some(comm), Ok(ticks)) = (parse_stat_comm(&text), parse_stat(&text)) {
+            out.insert(pid, (comm.to_owned(), ticks.total()));
+        }
+    }
+    out
+}
+
+/// Whether a `/proc/<pid>/cmdline` (arguments separated by NUL bytes) is `program` itself (its
+/// first argument's file name, not a shell that starts it) with an argument containing `needle`.
+pub fn cmdline_matches(cmdline: &[u8], program: &str, needle: &str) -> bool {
+    let mut args = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(String::from_utf8_lossy);
+    let Some(first) = args.next() else {
+        return false;
+    };
+    Path::new(first.as_ref())
+        .file_name()
+        .and_then(|n| n.to_str())
+        == Some(program)
+        && args.any(|a| a.contains(needle))
+}
+
+/// The pid of the running `program` whose command line mentions `needle` (for a testbed server:
+/// the testbed's folder, which holds its kubeconfig), found by reading `/proc/*/cmdline`.
+pub fn find_process(program: &str, needle: &str) -> Option<u32> {
+    let mut found = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            cmdline_matches(&cmdline, program, needle).then_some(pid)
+        })
+        .collect::<Vec<_>>();
+    found.sort_unstable();
+    found.into_iter().next()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +291,8 @@ mod tests {
             }
         );
         assert_eq!(parse_stat(text).unwrap().total(), 600);
+        assert_eq!(parse_stat_comm(text), Some("clone (ctl) x"));
+        assert_eq!(parse_stat_comm("no parenthesis"), None);
         assert!(parse_stat("4242 (short) S 1 2").is_err());
         assert!(parse_stat("no parenthesis").is_err());
     }
@@ -259,6 +325,34 @@ mod tests {
                 total: 981
             }
         );
+    }
+
+    #[test]
+    fn a_process_is_found_by_program_and_argument() {
+        let server = b"/root/.cache/vmclone/kubevirt-v1.7.0/virt-controller\0--kubeconfig=/tmp/vmclone-testenv-1-x/kubeconfig-virt-controller\0--port=1\0";
+        assert!(cmdline_matches(
+            server,
+            "virt-controller",
+            "/tmp/vmclone-testenv-1-x"
+        ));
+        assert!(!cmdline_matches(
+            server,
+            "virt-controller",
+            "/tmp/vmclone-testenv-2-y"
+        ));
+        assert!(!cmdline_matches(
+            server,
+            "virt-api",
+            "/tmp/vmclone-testenv-1-x"
+        ));
+        // The supervising shell mentions both but is not the program.
+        let shell = b"sh\0-c\0script\0sh\0/tmp/vmclone-testenv-1-x/pids/virt-controller\0/root/.cache/vmclone/kubevirt-v1.7.0/virt-controller\0--kubeconfig=/tmp/vmclone-testenv-1-x/kubeconfig-virt-controller\0";
+        assert!(!cmdline_matches(
+            shell,
+            "virt-controller",
+            "/tmp/vmclone-testenv-1-x"
+        ));
+        assert!(!cmdline_matches(b"", "virt-controller", "x"));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::attribution::{Actor, Row};
+use super::kubevirt::KubeVirtReport;
 use super::model::{Report, Scenario};
 use super::prom::is_write_verb;
 use super::svg;
@@ -19,7 +20,7 @@ const VERBS: [&str; 9] = [
     "POST", "PUT", "PATCH", "APPLY", "DELETE", "GET", "LIST", "WATCH", "other",
 ];
 
-fn f(value: f64, places: usize) -> String {
+pub(crate) fn f(value: f64, places: usize) -> String {
     if value.is_finite() {
         format!("{value:.places$}")
     } else {
@@ -27,7 +28,7 @@ fn f(value: f64, places: usize) -> String {
     }
 }
 
-fn opt(value: Option<f64>, places: usize) -> String {
+pub(crate) fn opt(value: Option<f64>, places: usize) -> String {
     value.map_or_else(|| "–".to_owned(), |v| f(v, places))
 }
 
@@ -373,7 +374,9 @@ pub fn latency_svg(report: &Report) -> String {
     )
 }
 
-pub fn markdown(report: &Report, previous: &str) -> String {
+/// `benchmarks.md`: the report of `cargo xtask bench`, then, if there is one, the section of
+/// the last `cargo xtask bench --kubevirt real` run.
+pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &str) -> String {
     let mut md = String::new();
     let m = &report.machine;
     let _ = writeln!(md, "# Benchmarks\n");
@@ -422,6 +425,14 @@ pub fn markdown(report: &Report, previous: &str) -> String {
         ("Logs and errors", "logs-and-errors"),
     ] {
         let _ = writeln!(md, "- [{title}](#{anchor})");
+    }
+    if kubevirt.is_some() {
+        let _ = writeln!(
+            md,
+            "- [{}](#{}) (a separate run: `cargo xtask bench --kubevirt real`)",
+            super::kubevirt::TITLE,
+            super::kubevirt::ANCHOR
+        );
     }
 
     // ------------------------------------------------------------------------------------------
@@ -861,6 +872,9 @@ pub fn markdown(report: &Report, previous: &str) -> String {
             let _ = writeln!(md, "- {}", error.replace('\n', " "));
         }
     }
+    if let Some(kubevirt) = kubevirt {
+        let _ = write!(md, "\n{}", super::kubevirt::markdown(kubevirt, previous));
+    }
     md
 }
 
@@ -870,7 +884,7 @@ fn file_name(path: &str) -> String {
         .map_or_else(|| path.to_owned(), |n| n.to_string_lossy().into_owned())
 }
 
-fn load(values: &[f64; 3]) -> String {
+pub(crate) fn load(values: &[f64; 3]) -> String {
     format!("{:.2} / {:.2} / {:.2}", values[0], values[1], values[2])
 }
 
@@ -1395,14 +1409,14 @@ mod tests {
     #[test]
     fn the_markdown_keeps_the_hand_written_analysis() {
         let report = report();
-        let first = markdown(&report, "");
+        let first = markdown(&report, None, "");
         assert!(first.contains("_Not written yet"));
         assert!(first.contains("| N=1000 + 10000 VMs |"));
         let edited = first.replace(
             "_Not written yet: add profiling results and conclusions here._",
             "The snapshot lock bounds it.",
         );
-        let second = markdown(&report, &edited);
+        let second = markdown(&report, None, &edited);
         assert!(second.contains("The snapshot lock bounds it."));
         assert!(!second.contains("_Not written yet"));
         assert_eq!(
