@@ -332,9 +332,24 @@ fn kubernetes_ldflags(kubernetes_version: &str) -> Result<String> {
 /// depends on k8s.io/kubernetes they are ignored, and the `v0.0.0` requirements they stood for
 /// must be pointed at the published modules instead.
 fn published_staging_replaces(upstream_go_mod: &str, staging_version: &str) -> Result<Vec<String>> {
-    let mut lines = Vec::new();
+    let lines: Vec<String> = replace_directives(upstream_go_mod)
+        .into_iter()
+        .filter(|(_, target)| target.starts_with("./staging/"))
+        .filter_map(|(old, _)| old.split_whitespace().next().map(str::to_owned))
+        .map(|module| format!("replace {module} => {module} {staging_version}"))
+        .collect();
+    if lines.is_empty() {
+        bail!("found no `=> ./staging/` replacements in k8s.io/kubernetes' go.mod");
+    }
+    Ok(lines)
+}
+
+/// Every `replace` directive of a go.mod, single or in a block, as `(old, new)` with comments
+/// and surrounding white space removed (`old` may carry a version, `new` a version or a path).
+pub(crate) fn replace_directives(go_mod: &str) -> Vec<(String, String)> {
+    let mut directives = Vec::new();
     let mut in_block = false;
-    for raw in upstream_go_mod.lines() {
+    for raw in go_mod.lines() {
         let line = raw.split("//").next().unwrap_or_default().trim();
         let directive = if in_block {
             if line == ")" {
@@ -352,22 +367,14 @@ fn published_staging_replaces(upstream_go_mod: &str, staging_version: &str) -> R
         } else {
             continue;
         };
-        let Some((old, new)) = directive.split_once("=>") else {
-            continue;
-        };
-        let (Some(module), Some(target)) =
-            (old.split_whitespace().next(), new.split_whitespace().next())
-        else {
-            continue;
-        };
-        if target.starts_with("./staging/") {
-            lines.push(format!("replace {module} => {module} {staging_version}"));
+        if let Some((old, new)) = directive.split_once("=>") {
+            let (old, new) = (old.trim(), new.trim());
+            if !old.is_empty() && !new.is_empty() {
+                directives.push((old.to_owned(), new.to_owned()));
+            }
         }
     }
-    if lines.is_empty() {
-        bail!("found no `=> ./staging/` replacements in k8s.io/kubernetes' go.mod");
-    }
-    Ok(lines)
+    directives
 }
 
 pub(crate) fn write(path: &Path, contents: &str) -> Result<()> {
