@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::attribution::{Actor, Row};
 use super::kubevirt::KubeVirtReport;
-use super::model::{Report, Scenario};
+use super::model::{Machine, Report, Scenario};
 use super::prom::is_write_verb;
 use super::svg;
 
@@ -438,29 +438,7 @@ pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &s
     // ------------------------------------------------------------------------------------------
     let _ = writeln!(md, "\n## How it was run\n");
     let _ = writeln!(md, "```sh\n{}\n```\n", report.command);
-    let _ = writeln!(md, "| | |\n|---|---|");
-    let _ = writeln!(
-        md,
-        "| machine | {} × {}, {} MiB memory, Linux {} |",
-        m.nproc, m.cpu_model, m.memory_mib, m.kernel
-    );
-    let _ = writeln!(
-        md,
-        "| load average (1, 5, 15 min) | start {}, end {} |",
-        load(&m.load_average_start),
-        load(&m.load_average_end)
-    );
-    let _ = writeln!(md, "| date | {} to {} |", m.date_start, m.date_end);
-    let _ = writeln!(
-        md,
-        "| commit | `{}`{} |",
-        m.git_commit,
-        if m.git_dirty {
-            " with uncommitted changes in the work tree"
-        } else {
-            ""
-        }
-    );
+    write_machine_rows(&mut md, m);
     let _ = writeln!(
         md,
         "| kube-apiserver | {} (testenv: etcd with `--unsafe-no-fsync`, kube-controller-manager with GC) |",
@@ -882,6 +860,33 @@ fn file_name(path: &str) -> String {
     std::path::Path::new(path)
         .file_name()
         .map_or_else(|| path.to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
+/// The first rows of a "How it was run" table: the machine, its load, the dates and the commit.
+pub(crate) fn write_machine_rows(md: &mut String, m: &Machine) {
+    let _ = writeln!(md, "| | |\n|---|---|");
+    let _ = writeln!(
+        md,
+        "| machine | {} × {}, {} MiB memory, Linux {} |",
+        m.nproc, m.cpu_model, m.memory_mib, m.kernel
+    );
+    let _ = writeln!(
+        md,
+        "| load average (1, 5, 15 min) | start {}, end {} |",
+        load(&m.load_average_start),
+        load(&m.load_average_end)
+    );
+    let _ = writeln!(md, "| date | {} to {} |", m.date_start, m.date_end);
+    let _ = writeln!(
+        md,
+        "| commit | `{}`{} |",
+        m.git_commit,
+        if m.git_dirty {
+            " with uncommitted changes in the work tree"
+        } else {
+            ""
+        }
+    );
 }
 
 pub(crate) fn load(values: &[f64; 3]) -> String {

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use super::audit::{self, PerClone};
 use super::model::{Comparison, KubeVirtReport, Path, Ratio, Run};
-use crate::bench::report::{f, load, opt};
+use crate::bench::report::{f, load, opt, write_machine_rows};
 
 pub const TITLE: &str = "Against KubeVirt's own clone controller";
 pub const ANCHOR: &str = "against-kubevirts-own-clone-controller";
@@ -417,29 +417,7 @@ pub fn markdown(report: &KubeVirtReport, previous: &str) -> String {
 
     let _ = writeln!(md, "### How it was run ({})\n", st.kubevirt_version);
     let _ = writeln!(md, "```sh\n{}\n```\n", report.command);
-    let _ = writeln!(md, "| | |\n|---|---|");
-    let _ = writeln!(
-        md,
-        "| machine | {} × {}, {} MiB memory, Linux {} |",
-        m.nproc, m.cpu_model, m.memory_mib, m.kernel
-    );
-    let _ = writeln!(
-        md,
-        "| load average (1, 5, 15 min) | start {}, end {} |",
-        load(&m.load_average_start),
-        load(&m.load_average_end)
-    );
-    let _ = writeln!(md, "| date | {} to {} |", m.date_start, m.date_end);
-    let _ = writeln!(
-        md,
-        "| commit | `{}`{} |",
-        m.git_commit,
-        if m.git_dirty {
-            " with uncommitted changes in the work tree"
-        } else {
-            ""
-        }
-    );
+    write_machine_rows(&mut md, m);
     let _ = writeln!(
         md,
         "| kube-apiserver | {} (testenv: etcd with `--unsafe-no-fsync`, kube-controller-manager with GC, audit log at `Metadata` level, blocking) |",
