@@ -199,24 +199,7 @@ pub(crate) fn build_once(
 
 /// `kube-apiserver` and `kube-controller-manager` from `k8s.io/kubernetes`.
 fn build_kubernetes(go: &GoToolchain, work: &Path, out: &Path) -> Result<()> {
-    let download = go.run(
-        &format!("go mod download {KUBERNETES_MODULE}@{KUBERNETES_VERSION}"),
-        work,
-        &[
-            "mod",
-            "download",
-            "-json",
-            &format!("{KUBERNETES_MODULE}@{KUBERNETES_VERSION}"),
-        ],
-    )?;
-    let info: serde_json::Value = serde_json::from_str(&download)
-        .with_context(|| format!("parsing `go mod download -json` output: {download}"))?;
-    let upstream_go_mod = info
-        .get("GoMod")
-        .and_then(|v| v.as_str())
-        .with_context(|| format!("`go mod download -json` gave no GoMod: {download}"))?;
-    let upstream = fs::read_to_string(upstream_go_mod)
-        .with_context(|| format!("reading {upstream_go_mod}"))?;
+    let upstream = go.module_go_mod(work, KUBERNETES_MODULE, KUBERNETES_VERSION)?;
     let replaces = published_staging_replaces(&upstream, &staging_version(KUBERNETES_VERSION)?)?;
     say(&format!(
         "{} staging modules of {KUBERNETES_MODULE} {KUBERNETES_VERSION} replaced by their published versions",
@@ -430,6 +413,23 @@ impl GoToolchain {
              (1.26 or newer, https://go.dev/dl/) so it can build them once into the cache, \
              or set KUBEBUILDER_ASSETS to a folder that holds all three"
         )
+    }
+
+    /// The go.mod of `module` at `version`, downloaded into the module cache (from `work`).
+    pub(crate) fn module_go_mod(&self, work: &Path, module: &str, version: &str) -> Result<String> {
+        let at = format!("{module}@{version}");
+        let download = self.run(
+            &format!("go mod download {at}"),
+            work,
+            &["mod", "download", "-json", &at],
+        )?;
+        let info: serde_json::Value = serde_json::from_str(&download)
+            .with_context(|| format!("parsing `go mod download -json` output: {download}"))?;
+        let go_mod = info
+            .get("GoMod")
+            .and_then(|v| v.as_str())
+            .with_context(|| format!("`go mod download -json` gave no GoMod: {download}"))?;
+        fs::read_to_string(go_mod).with_context(|| format!("reading {go_mod}"))
     }
 
     /// Runs `go <args>` in `dir`, echoing its stderr as progress; returns its stdout.

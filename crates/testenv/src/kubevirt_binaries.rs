@@ -102,20 +102,7 @@ pub fn ensure_kubevirt_binaries() -> Result<KubeVirtBinaries> {
 }
 
 fn build_kubevirt(go: &GoToolchain, work: &Path, out: &Path) -> Result<()> {
-    let module = format!("{KUBEVIRT_MODULE}@{KUBEVIRT_VERSION}");
-    let download = go.run(
-        &format!("go mod download {module}"),
-        work,
-        &["mod", "download", "-json", &module],
-    )?;
-    let info: serde_json::Value = serde_json::from_str(&download)
-        .with_context(|| format!("parsing `go mod download -json` output: {download}"))?;
-    let upstream_go_mod = info
-        .get("GoMod")
-        .and_then(|v| v.as_str())
-        .with_context(|| format!("`go mod download -json` gave no GoMod: {download}"))?;
-    let upstream = fs::read_to_string(upstream_go_mod)
-        .with_context(|| format!("reading {upstream_go_mod}"))?;
+    let upstream = go.module_go_mod(work, KUBEVIRT_MODULE, KUBEVIRT_VERSION)?;
     let go_mod = wrapper_go_mod(&upstream, KUBEVIRT_VERSION)?;
     write(&work.join("go.mod"), &go_mod)?;
     write(&work.join("doc.go"), DOC_GO)?;
