@@ -983,6 +983,42 @@ async fn a_source_deleted_mid_snapshot_still_clones(backend: Backend) {
     h.stop().await;
 }
 
+/// KubeVirt v1.7.0 knows only `RandomizeNames` and `InPlace` as restore volume policies: a clone
+/// asking for v1.8's `PrefixTargetName` fails with KubeVirt's own refusal instead of hanging.
+async fn a_volume_name_policy_kubevirt_does_not_know_fails_with_its_message(backend: Backend) {
+    let h = Harness::start_on(backend, "prefixpolicy").await.unwrap();
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({"volumeNamePolicy": "PrefixTargetName"}),
+    ))
+    .unwrap();
+    let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
+    let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
+    assert_eq!(
+        ready.reason.as_deref(),
+        Some("RestoreCreationFailed"),
+        "{ready:?}"
+    );
+    let message = ready.message.unwrap_or_default();
+    assert!(
+        message.contains(r#"volume restore policy "PrefixTargetName" doesn't exist"#),
+        "{message}"
+    );
+    assert!(
+        h.api::<VirtualMachine>()
+            .get_opt("t")
+            .await
+            .unwrap()
+            .is_none(),
+        "a target was created"
+    );
+    h.stop().await;
+}
+
 on_both_backends!(
     the_seed_flow_with_kubectl,
     golden_image_five_clones,
@@ -999,4 +1035,5 @@ on_both_backends!(
     the_source_may_go_once_the_snapshot_is_ready,
     a_source_with_data_volume_templates_clones,
     a_source_deleted_mid_snapshot_still_clones,
+    a_volume_name_policy_kubevirt_does_not_know_fails_with_its_message,
 );
