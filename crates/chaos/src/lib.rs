@@ -348,9 +348,12 @@ fn settled(c: &VirtualMachineClone, tracked: &[Tracked]) -> bool {
     if phase(c).is_terminal() {
         return true;
     }
+    // A clone whose source was deleted waits for it (no snapshot yet), or follows a snapshot
+    // taken first, which KubeVirt keeps in progress until its deadline (checked in `check`).
     let plan = tracked.iter().find(|t| t.plan.name == c.name_any());
     plan.is_some_and(|t| t.plan.expect == Expect::SourceMayVanish)
-        && check::ready_reason(c).as_deref() == Some("SourceDoesNotExist")
+        && (check::ready_reason(c).as_deref() == Some("SourceDoesNotExist")
+            || phase(c) == ClonePhase::SnapshotInProgress)
 }
 
 async fn create_clone(api: &Api<VirtualMachineClone>, plan: &PlannedClone) -> Result<String> {

@@ -78,9 +78,11 @@ pub enum Expect {
     Succeed,
     /// `Failed` with this Ready reason.
     Fail(&'static str),
-    /// Its source is deleted mid-run: `Succeeded` when the snapshot was ready before, `Pending`
-    /// with `SourceDoesNotExist` when the source went first, or `Failed` with a reason if the
-    /// snapshot itself failed because the VM vanished under it.
+    /// Its source is deleted mid-run: `Succeeded` when the snapshot was ready before (or the
+    /// source went the moment it was), `Pending` with `SourceDoesNotExist` when the source went
+    /// before the clone took its snapshot, waiting on a snapshot that KubeVirt reports without
+    /// source (until KubeVirt's deadline fails it), or `Failed` with a reason if the snapshot
+    /// itself failed because the VM vanished under it.
     SourceMayVanish,
 }
 
