@@ -138,23 +138,21 @@ pub async fn run(
         .collect();
 
     // Snapshots whose source is gone: KubeVirt keeps them in progress until their deadline.
-    let orphaned_snapshots: BTreeSet<String> = Api::<VirtualMachineSnapshot>::namespaced(
-        client.clone(),
-        ns,
-    )
-    .list(&ListParams::default())
-    .await?
-    .items
-    .iter()
-    .filter(|s| {
-        s.status.as_ref().is_some_and(|st| {
-            st.conditions
-                .iter()
-                .any(|c| c.reason.as_deref() == Some(SNAPSHOT_SOURCE_MISSING))
-        })
-    })
-    .map(ResourceExt::name_any)
-    .collect();
+    let orphaned_snapshots: BTreeSet<String> =
+        Api::<VirtualMachineSnapshot>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|s| {
+                s.status.as_ref().is_some_and(|st| {
+                    st.conditions
+                        .iter()
+                        .any(|c| c.reason.as_deref() == Some(SNAPSHOT_SOURCE_MISSING))
+                })
+            })
+            .map(ResourceExt::name_any)
+            .collect();
 
     // 1 and 2.
     let mut explained: BTreeSet<String> = BTreeSet::new();
