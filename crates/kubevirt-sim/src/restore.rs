@@ -49,7 +49,7 @@ use crate::jsonpatch;
 use crate::meta::{self, annotation, annotation_true, controller_ref};
 use crate::names;
 use crate::runtime::{ObjKey, Requeue};
-use crate::snapshot::normalized;
+use crate::snapshot::{content_name, normalized};
 use crate::units::{now_rfc3339, seconds_since};
 use crate::vm::dv_ready_phase;
 
@@ -374,18 +374,7 @@ fn content_of(
     snapshot: &VirtualMachineSnapshot,
 ) -> Option<Arc<VirtualMachineSnapshotContent>> {
     let namespace = snapshot.namespace().unwrap_or_default();
-    let name = snapshot
-        .status
-        .as_ref()
-        .and_then(|s| s.virtual_machine_snapshot_content_name.clone())
-        .unwrap_or_else(|| {
-            format!(
-                "{}{}",
-                names::CONTENT_PREFIX,
-                snapshot.metadata.uid.clone().unwrap_or_default()
-            )
-        });
-    ctx.contents.get(&namespace, &name)
+    ctx.contents.get(&namespace, &content_name(snapshot))
 }
 
 /// Upstream's `handleVMRestoreTargetNotReady`: the target VM runs.
