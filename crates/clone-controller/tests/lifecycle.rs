@@ -31,6 +31,29 @@ use testenv::wait_for;
 /// The finalizer KubeVirt's snapshot controller holds a source VM with while it snapshots it.
 const SOURCE_PROTECTION: &str = "snapshot.kubevirt.io/snapshot-source-protection";
 
+/// A testbed whose storage (and, on the stand-in, every KubeVirt step) is `latency_secs` slow,
+/// the controller running, and clone `c` of a fresh source `vm` into `t` created.
+async fn slow_clone_of_vm(backend: Backend, prefix: &str, latency_secs: u64) -> Harness {
+    let mut h = Harness::slow_on(
+        backend,
+        prefix,
+        std::time::Duration::from_secs(latency_secs),
+    )
+    .await
+    .unwrap();
+    h.start_controller();
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({}),
+    ))
+    .unwrap();
+    h
+}
+
 fn target_json(h: &Harness, name: &str) -> Value {
     let yaml = h.kubectl(&["get", "vm", name, "-o", "yaml"], None).unwrap();
     let vm: Value = serde_saphyr::from_str(&yaml).unwrap();
@@ -800,19 +823,7 @@ async fn a_controller_killed_midway_completes_after_restart_with_one_of_everythi
 }
 
 async fn a_temp_snapshot_deleted_midway_fails_the_clone(backend: Backend) {
-    let mut h = Harness::slow_on(backend, "snapdel", std::time::Duration::from_secs(3))
-        .await
-        .unwrap();
-    h.start_controller();
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
-    h.create(&clone_manifest(
-        "c",
-        "VirtualMachine",
-        "vm",
-        Some("t"),
-        json!({}),
-    ))
-    .unwrap();
+    let h = slow_clone_of_vm(backend, "snapdel", 3).await;
     let c = h
         .wait_phase("c", ClonePhase::SnapshotInProgress)
         .await
@@ -844,19 +855,7 @@ async fn a_temp_snapshot_deleted_midway_fails_the_clone(backend: Backend) {
 }
 
 async fn the_source_may_go_once_the_snapshot_is_ready(backend: Backend) {
-    let mut h = Harness::slow_on(backend, "srcdel", std::time::Duration::from_secs(2))
-        .await
-        .unwrap();
-    h.start_controller();
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
-    h.create(&clone_manifest(
-        "c",
-        "VirtualMachine",
-        "vm",
-        Some("t"),
-        json!({}),
-    ))
-    .unwrap();
+    let h = slow_clone_of_vm(backend, "srcdel", 2).await;
     h.wait_phase("c", ClonePhase::RestoreInProgress)
         .await
         .unwrap();
@@ -942,19 +941,7 @@ async fn a_source_with_data_volume_templates_clones(backend: Backend) {
 /// KubeVirt holds the source with a finalizer until its snapshot is done, then lets it go: the
 /// VM can vanish in the same instant the snapshot becomes ready. The clone follows its snapshot.
 async fn a_source_deleted_mid_snapshot_still_clones(backend: Backend) {
-    let mut h = Harness::slow_on(backend, "srcmid", std::time::Duration::from_secs(3))
-        .await
-        .unwrap();
-    h.start_controller();
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
-    h.create(&clone_manifest(
-        "c",
-        "VirtualMachine",
-        "vm",
-        Some("t"),
-        json!({}),
-    ))
-    .unwrap();
+    let h = slow_clone_of_vm(backend, "srcmid", 3).await;
     h.wait_phase("c", ClonePhase::SnapshotInProgress)
         .await
         .unwrap();
