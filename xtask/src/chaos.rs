@@ -2,7 +2,10 @@
 //!
 //! Builds the controller binary (debug profile: overflow checks and debug assertions stay on,
 //! so a crash that only a check would reveal shows up), then runs [`chaos::run`] once per seed on
-//! a private control plane and prints each run's report. Exits non-zero when an invariant broke.
+//! a private control plane and prints each run's report: its clones, the faults injected by kind
+//! (controller kills, API server and etcd restarts, clone and source deletions, the restore
+//! admission's internal errors, the `Snapshot` gate off), the outcomes by reason, the holds the
+//! faults caused, the leaks and any broken invariant. Exits non-zero when an invariant broke.
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,19 +1,28 @@
 //! The invariants a chaos run must keep, checked once every clone has settled:
 //!
-//! 1. every clone that was not deleted ends `Succeeded` or `Failed` with a reason, as its plan
-//!    expects (a clone whose source was deleted under it may instead wait with
-//!    `SourceDoesNotExist`, or, when its snapshot was taken first, wait on that snapshot while
-//!    KubeVirt reports the snapshot's source gone, until KubeVirt's deadline fails it); every
-//!    deleted clone is gone;
+//! 1. every clone that was not deleted ends as its plan expects: `Succeeded`, or `Failed` with
+//!    the expected reason (a stuck clone with `RestoreFailed` saying its restore `made no
+//!    progress for` the stall timeout; any other `RestoreFailed` must not say so). A clone of the
+//!    doomed source ends `Succeeded` — it must when its snapshot had taken its first step when
+//!    the source was deleted — or, its source deleted before it took a snapshot, waits with
+//!    `SourceDoesNotExist`, or on a snapshot taken as the source went, which KubeVirt reports
+//!    without source (until its deadline fails it, long after the run); every deleted clone is
+//!    gone;
 //! 2. exactly one target VM per successful clone, made by that clone's restore, with the promised
 //!    identity (firmware UUID from the clone UID, the requested or generated serial, new or no
 //!    MAC addresses, the label and annotation filters applied);
 //! 3. no VM the run cannot explain (every VM is a source, a pre-existing VM, or the target of one
-//!    of its clones);
-//! 4. no temporary snapshot or restore left;
+//!    of its clones), and no `stuck-*` VM at all;
+//! 4. no temporary snapshot or restore left (but those of a clone that still waits);
 //! 5. no source or pre-existing VM changed (hash of labels, annotations and spec), and the golden
 //!    snapshot still there;
-//! 6. the controller never panicked and never exited on its own (logs and exit statuses).
+//! 6. the controller never panicked and never exited on its own (logs and exit statuses);
+//! 7. one event per hold: a clone has no more occurrences (an events.k8s.io Event counts its
+//!    `series.count`) of a hold's reason — `RestoreCreationFailed`, `FeatureGateDisabled`,
+//!    `RestoreError` — than times it was seen entering such a hold ([`History`]; at least one);
+//!    and the holds the windows cause fall in them: every `FeatureGateDisabled` occurrence while
+//!    the `Snapshot` gate was off, every `RestoreCreationFailed` occurrence with the injected
+//!    internal error while the admission errors were on ([`WINDOW_SLACK`] after each included).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -22,20 +31,52 @@ use anyhow::Result;
 use clone_api::kubevirt::{VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot};
 use clone_api::names::{LAST_RESTORE_UID_ANNOTATION, TEMP_RESTORE_PREFIX, TEMP_SNAPSHOT_PREFIX};
 use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
-
-/// KubeVirt's condition reason on a snapshot whose source VM is gone (it stays in progress until
-/// its `failureDeadline`).
-const SNAPSHOT_SOURCE_MISSING: &str = "Source does not exist";
 use clone_core::filter::FilterSet;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
+use kubevirt_sim::names::ADMISSION_INTERNAL_ERROR;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use testenv::wait_for;
 
+use crate::history::History;
 use crate::plan::{self, Expect};
 use crate::replicas::Replicas;
-use crate::{Report, Tracked};
+use crate::{FaultState, Report, Tracked, Window};
+
+/// KubeVirt's condition reason on a snapshot whose source VM is gone (it stays in progress until
+/// its `failureDeadline`).
+const SNAPSHOT_SOURCE_MISSING: &str = "Source does not exist";
+
+/// The Warning events that start a hold, one per hold.
+pub const HOLD_REASONS: [&str; 3] = [
+    "RestoreCreationFailed",
+    "FeatureGateDisabled",
+    "RestoreError",
+];
+
+/// How long after a window closes the holds it caused may still begin: the controller reads the
+/// `KubeVirt` CR through a watch, which an API server restart in the window can leave a few
+/// seconds behind (its reconnect backs off); a refusal answered just before the window closed is
+/// reported a moment after.
+pub const WINDOW_SLACK: Duration = Duration::from_secs(10);
+
+/// What the run knows besides the cluster.
+#[derive(Debug)]
+pub struct Observed<'a> {
+    /// The clones of the plan and what became of them.
+    pub tracked: &'a [Tracked],
+    /// The fingerprints taken before the clones.
+    pub world: &'a World,
+    /// The controller processes.
+    pub replicas: &'a Replicas,
+    /// The clones' states as seen during the run.
+    pub history: &'a History,
+    /// What the faults changed, and when.
+    pub faults: &'a FaultState,
+}
 
 /// How long the garbage collector and the controller's cleanup may take after the clones settled.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -80,16 +121,50 @@ pub fn ready_reason(c: &VirtualMachineClone) -> Option<String> {
         .filter(|r| !r.is_empty())
 }
 
-/// Checks every invariant, adding each violation to `report.problems` and each clone's outcome
-/// to `report.outcomes`.
+/// The message of a clone's Ready condition.
+fn ready_message(c: &VirtualMachineClone) -> String {
+    c.status
+        .as_ref()
+        .and_then(|s| s.condition(clone_api::names::condition::READY))
+        .and_then(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// Snapshots KubeVirt reports without source: it keeps them in progress until their deadline.
+pub async fn orphaned_snapshots(client: &Client, ns: &str) -> Result<BTreeSet<String>> {
+    Ok(
+        Api::<VirtualMachineSnapshot>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|s| {
+                s.status.as_ref().is_some_and(|st| {
+                    st.conditions
+                        .iter()
+                        .any(|c| c.reason.as_deref() == Some(SNAPSHOT_SOURCE_MISSING))
+                })
+            })
+            .map(ResourceExt::name_any)
+            .collect(),
+    )
+}
+
+/// Checks every invariant, adding each violation to `report.problems`, each clone's outcome to
+/// `report.outcomes`, the holds to `report.holds` and what was left behind to `report.leaks`.
 pub async fn run(
     client: &Client,
     ns: &str,
-    tracked: &[Tracked],
-    world: &World,
-    replicas: &Replicas,
+    observed: &Observed<'_>,
     report: &mut Report,
 ) -> Result<()> {
+    let Observed {
+        tracked,
+        world,
+        replicas,
+        history,
+        faults,
+    } = *observed;
     let problems = &mut report.problems;
     let clones: Api<VirtualMachineClone> = Api::namespaced(client.clone(), ns);
     let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), ns);
@@ -120,6 +195,20 @@ pub async fn run(
     .await;
     if let Err(e) = temp_left {
         problems.push(format!("{e:#}"));
+        let waiting: Vec<String> = clones
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|c| !c.status.as_ref().is_some_and(|s| s.phase.is_terminal()))
+            .filter_map(|c| c.uid())
+            .collect();
+        report.leaks.extend(
+            temporary_objects(client, ns)
+                .await?
+                .into_iter()
+                .filter(|name| !waiting.iter().any(|uid| name.ends_with(uid.as_str()))),
+        );
     }
 
     let present: BTreeMap<String, VirtualMachineClone> = clones
@@ -137,22 +226,7 @@ pub async fn run(
         .map(|vm| (vm.name_any(), vm))
         .collect();
 
-    // Snapshots whose source is gone: KubeVirt keeps them in progress until their deadline.
-    let orphaned_snapshots: BTreeSet<String> =
-        Api::<VirtualMachineSnapshot>::namespaced(client.clone(), ns)
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .filter(|s| {
-                s.status.as_ref().is_some_and(|st| {
-                    st.conditions
-                        .iter()
-                        .any(|c| c.reason.as_deref() == Some(SNAPSHOT_SOURCE_MISSING))
-                })
-            })
-            .map(ResourceExt::name_any)
-            .collect();
+    let orphaned = orphaned_snapshots(client, ns).await?;
 
     // 1 and 2.
     let mut explained: BTreeSet<String> = BTreeSet::new();
@@ -176,25 +250,39 @@ pub async fn run(
         }
         let status = clone.status.clone().unwrap_or_default();
         let reason = ready_reason(clone);
+        let message = ready_message(clone);
+        let stalled = message.contains(plan::STALL_MESSAGE);
         let outcome = match status.phase {
             ClonePhase::Succeeded => "Succeeded".to_owned(),
-            p => format!("{}/{}", p.as_str(), reason.as_deref().unwrap_or("-")),
+            p => format!(
+                "{}/{}{}",
+                p.as_str(),
+                reason.as_deref().unwrap_or("-"),
+                if stalled { " (stalled)" } else { "" }
+            ),
         };
         report.outcomes.insert(name.clone(), outcome.clone());
         let uid = clone.uid().unwrap_or_default();
         match (t.plan.expect, status.phase, reason.as_deref()) {
             (Expect::Succeed | Expect::SourceMayVanish, ClonePhase::Succeeded, _) => {}
-            (Expect::Fail(want), ClonePhase::Failed, Some(got)) if want == got => {}
-            (Expect::SourceMayVanish, ClonePhase::Failed, Some(_)) => {}
-            (Expect::SourceMayVanish, p, Some("SourceDoesNotExist")) if !p.is_terminal() => {}
+            (Expect::Fail(want), ClonePhase::Failed, Some(got)) if want == got && !stalled => {}
+            (Expect::Stall, ClonePhase::Failed, Some("RestoreFailed")) if stalled => {}
+            (Expect::SourceMayVanish, p, Some("SourceDoesNotExist"))
+                if !p.is_terminal() && !t.snapshot_held => {}
             (Expect::SourceMayVanish, ClonePhase::SnapshotInProgress, _)
-                if status
-                    .snapshot_name
-                    .as_ref()
-                    .is_some_and(|n| orphaned_snapshots.contains(n)) => {}
+                if !t.snapshot_held
+                    && status
+                        .snapshot_name
+                        .as_ref()
+                        .is_some_and(|n| orphaned.contains(n)) => {}
             (expect, _, _) => problems.push(format!(
-                "clone {name} ({:?}) ended {outcome}, expected {expect:?}",
-                t.plan.flavour
+                "clone {name} ({:?}{}) ended {outcome} ({message:?}), expected {expect:?}",
+                t.plan.flavour,
+                if t.snapshot_held {
+                    ", snapshot held at its first step when its source was deleted"
+                } else {
+                    ""
+                }
             )),
         }
         let made = made_by(&all_vms, &uid);
@@ -218,6 +306,12 @@ pub async fn run(
     }
 
     // 3 and 5.
+    for name in all_vms.keys().filter(|n| n.starts_with(plan::STUCK_PREFIX)) {
+        problems.push(format!(
+            "VM {name} exists, which the stall policy should have refused"
+        ));
+        report.leaks.push(format!("VirtualMachine {name}"));
+    }
     for (name, vm) in &all_vms {
         match world.vm_hashes.get(name) {
             Some(before) => {
@@ -251,7 +345,126 @@ pub async fn run(
             problems.push(format!("controller {replica} panicked: {line}"));
         }
     }
+
+    // 7.
+    let events = hold_events(client, ns).await?;
+    for reason in HOLD_REASONS {
+        let held = tracked
+            .iter()
+            .filter_map(|t| t.uid.as_deref())
+            .filter(|uid| events.iter().any(|e| e.uid == *uid && e.reason == reason))
+            .count();
+        if held > 0 {
+            report.holds.insert(reason.to_owned(), held);
+        }
+    }
+    for t in tracked {
+        let Some(uid) = t.uid.as_deref() else {
+            continue;
+        };
+        for reason in HOLD_REASONS {
+            let of_clone: Vec<&HoldEvent> = events
+                .iter()
+                .filter(|e| e.uid == uid && e.reason == reason)
+                .collect();
+            let occurrences: u64 = of_clone.iter().map(|e| e.count).sum();
+            let entries = history.entries(uid, reason).max(1) as u64;
+            if occurrences > entries {
+                problems.push(format!(
+                    "clone {} has {occurrences} {reason} events for {entries} holds seen: events {:?}, states seen {:?}",
+                    t.plan.name,
+                    of_clone,
+                    history.states(uid)
+                ));
+            }
+        }
+    }
+    for e in &events {
+        let (window, what) = match e.reason.as_str() {
+            "FeatureGateDisabled" => (faults.gate_off, "the Snapshot gate was off"),
+            "RestoreCreationFailed" if e.note.contains(ADMISSION_INTERNAL_ERROR) => {
+                (faults.admission_errors, "the admission errors were on")
+            }
+            _ => continue,
+        };
+        let clone = tracked
+            .iter()
+            .find(|t| t.uid.as_deref() == Some(e.uid.as_str()))
+            .map_or(e.uid.as_str(), |t| t.plan.name.as_str());
+        for at in [e.first, e.last].into_iter().flatten() {
+            if !within(window, at) {
+                problems.push(format!(
+                    "clone {clone} got {} at {at}, outside the time {what} ({window:?}, {}s slack): {:?}",
+                    e.reason,
+                    WINDOW_SLACK.as_secs(),
+                    e.note
+                ));
+            }
+        }
+    }
     Ok(())
+}
+
+/// Whether `at` falls in `window` (its end extended by [`WINDOW_SLACK`]; an open window has no
+/// end).
+fn within(window: Option<Window>, at: Timestamp) -> bool {
+    let Some(window) = window else {
+        return false;
+    };
+    let slack = SignedDuration::try_from(WINDOW_SLACK).unwrap_or(SignedDuration::MAX);
+    at >= window.from
+        && window
+            .to
+            .is_none_or(|to| to.checked_add(slack).is_ok_and(|end| at <= end))
+}
+
+/// A clone's event of one of the [`HOLD_REASONS`].
+#[derive(Debug, Clone)]
+struct HoldEvent {
+    /// The clone's UID.
+    uid: String,
+    reason: String,
+    note: String,
+    /// Occurrences (the series' count, 1 without series).
+    count: u64,
+    /// The first occurrence.
+    first: Option<Timestamp>,
+    /// The last one, when the Event is a series.
+    last: Option<Timestamp>,
+}
+
+/// Every hold event about a clone in `ns`.
+async fn hold_events(client: &Client, ns: &str) -> Result<Vec<HoldEvent>> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    Ok(events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .is_some_and(|r| r.kind.as_deref() == Some("VirtualMachineClone"))
+                && e.reason
+                    .as_deref()
+                    .is_some_and(|r| HOLD_REASONS.contains(&r))
+        })
+        .map(|e| HoldEvent {
+            uid: e
+                .regarding
+                .as_ref()
+                .and_then(|r| r.uid.clone())
+                .unwrap_or_default(),
+            reason: e.reason.clone().unwrap_or_default(),
+            note: e.note.clone().unwrap_or_default(),
+            count: e
+                .series
+                .as_ref()
+                .map_or(1, |s| u64::try_from(s.count.max(1)).unwrap_or(1)),
+            first: e.event_time.as_ref().map(|t| t.0),
+            last: e.series.as_ref().map(|s| s.last_observed_time.0),
+        })
+        .collect())
 }
 
 /// Names of the VMs a clone's restore made (`lastRestoreUID` names its temporary restore).

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use clone_api::v1beta1::ClonePhase;
-use kubevirt_sim::names::{FAIL_RESTORE_ANNOTATION, FAIL_SNAPSHOT_ANNOTATION};
+use kubevirt_sim::names::{
+    FAIL_RESTORE_ANNOTATION, FAIL_SNAPSHOT_ANNOTATION, HOLD_SNAPSHOT_READY_ANNOTATION,
+};
 use serde_json::{Value, json};
 
 /// A small, seedable generator (SplitMix64): enough randomness for a fault schedule, and
@@ -42,14 +44,23 @@ impl Rng {
 }
 
 /// The source VMs: two well-behaved ones, one whose snapshots fail, one whose restores fail, and
-/// one that is deleted while its clones run.
+/// one that is deleted while its clones run (its snapshots held at their first step meanwhile).
 pub const GOOD_SOURCES: [&str; 2] = ["src-a", "src-b"];
 /// Its snapshots fail (the sim's annotation on the VM).
 pub const FAILING_SNAPSHOT_SOURCE: &str = "src-failsnap";
 /// Its restores fail (the annotation travels in the snapshot content).
 pub const FAILING_RESTORE_SOURCE: &str = "src-failrestore";
-/// Deleted mid-run.
+/// Deleted mid-run. It carries the sim's [`HOLD_SNAPSHOT_READY_ANNOTATION`], so every snapshot of
+/// it stops at its first step (snapshot `Succeeded`, content not `readyToUse`, source unlocked)
+/// until the run releases it after the deletion.
 pub const DOOMED_SOURCE: &str = "src-doomed";
+/// Prefix of the target VMs that the run's admission policy refuses to create unless the request
+/// is a dry run: KubeVirt's restore of such a target retries for ever.
+pub const STUCK_PREFIX: &str = "stuck-";
+/// The VM name the run probes its admission policy with before the clones start.
+pub const STUCK_PROBE: &str = "stuck-probe";
+/// The text of the [`Expect::Stall`] failure (the controller's `RestoreFailed` message).
+pub const STALL_MESSAGE: &str = "made no progress for";
 /// A snapshot of `src-a` taken before the clones start: the golden image some clones use. It
 /// must survive every clone.
 pub const GOLDEN_SNAPSHOT: &str = "golden";
@@ -78,12 +89,18 @@ pub enum Expect {
     Succeed,
     /// `Failed` with this Ready reason.
     Fail(&'static str),
-    /// Its source is deleted mid-run: `Succeeded` when the snapshot was ready before (or the
-    /// source went the moment it was), `Pending` with `SourceDoesNotExist` when the source went
-    /// before the clone took its snapshot, waiting on a snapshot that KubeVirt reports without
-    /// source (until KubeVirt's deadline fails it), or `Failed` with a reason if the snapshot
-    /// itself failed because the VM vanished under it.
+    /// Its source is deleted mid-run, while the snapshots of it are held at their first step:
+    /// `Succeeded` when its snapshot existed before the source went (the controller follows the
+    /// snapshot; a clone whose snapshot had reached the first step when the run deleted the
+    /// source must succeed, see [`Tracked::snapshot_held`](crate::Tracked::snapshot_held)), `Pending` with
+    /// `SourceDoesNotExist` when the source went before the clone took its snapshot, or
+    /// `SnapshotInProgress` on a snapshot that KubeVirt reports without source (taken as the
+    /// source went; KubeVirt fails it at its deadline, long after the run).
     SourceMayVanish,
+    /// Its target is refused by the API server except in dry runs, so KubeVirt retries its
+    /// restore for ever: `Failed` with `RestoreFailed` and a message saying the restore
+    /// [`STALL_MESSAGE`], after the controller's restore stall timeout.
+    Stall,
 }
 
 /// Which clones the run makes, in which flavour.
@@ -103,10 +120,14 @@ pub enum Flavour {
     Doomed,
     /// Targets an existing VM.
     TargetTaken,
+    /// Targets `stuck-<n>`, which the API server admits in a dry run only.
+    Stuck,
 }
 
-/// The flavours every run contains at least once, in this order, before random ones.
-const EVERY_FLAVOUR: [Flavour; 7] = [
+/// The flavours every run contains at least once, in this order, before random ones (the stuck
+/// clone first: it takes the stall timeout to end).
+const EVERY_FLAVOUR: [Flavour; 8] = [
+    Flavour::Stuck,
     Flavour::Plain,
     Flavour::Custom,
     Flavour::FromSnapshot,
@@ -144,8 +165,66 @@ pub enum Fault {
     RestartEtcd,
     /// Delete a clone that is still working.
     DeleteClone,
-    /// Delete [`DOOMED_SOURCE`].
+    /// Hold the first-step snapshots of [`DOOMED_SOURCE`] there (annotate them) and delete the
+    /// VM; fired once one such snapshot exists. [`Fault::ReleaseSnapshots`] follows.
     DeleteSource,
+    /// Lift the hold of the doomed source's snapshots.
+    ReleaseSnapshots,
+    /// Annotate the run's namespace so that the restore admission webhook answers every restore
+    /// creation with an internal error (HTTP 400). [`Fault::AdmissionErrorsOff`] follows.
+    AdmissionErrorsOn,
+    /// Remove that annotation.
+    AdmissionErrorsOff,
+    /// Turn KubeVirt's `Snapshot` feature gate off. [`Fault::FeatureGateOn`] follows.
+    FeatureGateOff,
+    /// Turn it on again.
+    FeatureGateOn,
+}
+
+impl Fault {
+    /// The fault that ends the state this one starts, fired [`FaultCounts::window`] after it.
+    pub fn follow_up(&self) -> Option<Fault> {
+        match self {
+            Fault::DeleteSource => Some(Fault::ReleaseSnapshots),
+            Fault::AdmissionErrorsOn => Some(Fault::AdmissionErrorsOff),
+            Fault::FeatureGateOff => Some(Fault::FeatureGateOn),
+            _ => None,
+        }
+    }
+
+    /// Whether the fault ends a state another one started: it is never skipped (the run fires it
+    /// before checking, even when every clone has settled).
+    pub fn ends_a_window(&self) -> bool {
+        matches!(
+            self,
+            Fault::ReleaseSnapshots | Fault::AdmissionErrorsOff | Fault::FeatureGateOn
+        )
+    }
+
+    /// For the fault that ends a window: the Ready reason of the holds the window causes.
+    pub fn hold_reason(&self) -> Option<&'static str> {
+        match self {
+            Fault::AdmissionErrorsOff => Some("RestoreCreationFailed"),
+            Fault::FeatureGateOn => Some("FeatureGateDisabled"),
+            _ => None,
+        }
+    }
+
+    /// A short name of the kind, for the report.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::KillController => "kill -9 controller",
+            Fault::RestartApiserver => "kube-apiserver restart",
+            Fault::RestartEtcd => "etcd restart",
+            Fault::DeleteClone => "clone deletion",
+            Fault::DeleteSource => "source deletion (snapshots held)",
+            Fault::ReleaseSnapshots => "held snapshots released",
+            Fault::AdmissionErrorsOn => "restore admission errors on",
+            Fault::AdmissionErrorsOff => "restore admission errors off",
+            Fault::FeatureGateOff => "Snapshot feature gate off",
+            Fault::FeatureGateOn => "Snapshot feature gate on",
+        }
+    }
 }
 
 /// When a fault fires.
@@ -180,8 +259,16 @@ pub struct FaultCounts {
     pub etcd_restarts: usize,
     /// Clones deleted mid-way.
     pub clone_deletions: usize,
-    /// Delete the doomed source mid-way.
+    /// Delete the doomed source mid-way (while its snapshots are held at their first step).
     pub delete_source: bool,
+    /// A window in which the restore admission webhook answers every restore creation with an
+    /// internal error (HTTP 400).
+    pub admission_errors: bool,
+    /// A window in which KubeVirt's `Snapshot` feature gate is off.
+    pub gate_off: bool,
+    /// How long each window lasts (longer, up to three times as long, until a clone is seen
+    /// held by it), and how long the doomed source's snapshots stay held after its deletion.
+    pub window: Duration,
 }
 
 /// The phases at which the controller is killed.
@@ -199,14 +286,15 @@ pub fn clones(rng: &mut Rng, count: usize, spread: Duration) -> Vec<PlannedClone
         .map(|i| {
             let mut flavour = EVERY_FLAVOUR.get(i).copied().unwrap_or_else(|| {
                 // Mostly clones that should succeed, some of every failure.
-                match rng.below(20) {
+                match rng.below(21) {
                     0..=7 => Flavour::Plain,
                     8..=10 => Flavour::Custom,
                     11..=13 => Flavour::FromSnapshot,
                     14 => Flavour::SnapshotFails,
                     15 => Flavour::RestoreFails,
                     16..=18 => Flavour::Doomed,
-                    _ => Flavour::TargetTaken,
+                    19 => Flavour::TargetTaken,
+                    _ => Flavour::Stuck,
                 }
             });
             // One clone may claim the existing VM; more would only race each other for it.
@@ -223,7 +311,7 @@ pub fn clones(rng: &mut Rng, count: usize, spread: Duration) -> Vec<PlannedClone
             };
             let name = format!("c-{i:04}");
             let source_vm = match flavour {
-                Flavour::Plain | Flavour::Custom | Flavour::TargetTaken => {
+                Flavour::Plain | Flavour::Custom | Flavour::TargetTaken | Flavour::Stuck => {
                     GOOD_SOURCES[rng.below(2) as usize]
                 }
                 Flavour::FromSnapshot => GOOD_SOURCES[0],
@@ -243,6 +331,7 @@ pub fn clones(rng: &mut Rng, count: usize, spread: Duration) -> Vec<PlannedClone
                     Flavour::RestoreFails => Expect::Fail("RestoreFailed"),
                     Flavour::Doomed => Expect::SourceMayVanish,
                     Flavour::TargetTaken => Expect::Fail("TargetExists"),
+                    Flavour::Stuck => Expect::Stall,
                 },
             }
         })
@@ -261,6 +350,9 @@ fn manifest(name: &str, flavour: Flavour, source_vm: &str, index: usize) -> Valu
     if flavour == Flavour::TargetTaken {
         spec["target"] =
             json!({"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": TAKEN_VM});
+    } else if flavour == Flavour::Stuck {
+        spec["target"] = json!({"apiGroup": "kubevirt.io", "kind": "VirtualMachine",
+            "name": format!("{STUCK_PREFIX}{index:04}")});
     } else if index.is_multiple_of(2) {
         spec["target"] = json!({"apiGroup": "kubevirt.io", "kind": "VirtualMachine",
             "name": format!("t-{index:04}")});
@@ -280,13 +372,21 @@ fn manifest(name: &str, flavour: Flavour, source_vm: &str, index: usize) -> Valu
 }
 
 /// The fault schedule: random moments fall inside `window` (while clones are being created and
-/// run).
+/// run). The admission-error and gate-off windows start in different parts of it (which first
+/// follows the seed; the run also never opens one while the other is open, so that each hold has
+/// one cause); the doomed source goes in its second half, once some of its clones have taken
+/// their snapshot. The faults that end a window are not planned here: the run fires them
+/// [`FaultCounts::window`] after the fault they follow.
 pub fn faults(rng: &mut Rng, counts: &FaultCounts, window: Duration) -> Vec<PlannedFault> {
     let mut planned = Vec::new();
     let start = window.mul_f64(0.1);
     let at = |rng: &mut Rng, fault: Fault| PlannedFault {
         fault,
         trigger: Trigger::At(rng.moment(start, window)),
+    };
+    let between = |rng: &mut Rng, fault: Fault, from: f64, to: f64| PlannedFault {
+        fault,
+        trigger: Trigger::At(rng.moment(window.mul_f64(from), window.mul_f64(to))),
     };
     for _ in 0..counts.random_kills {
         planned.push(at(rng, Fault::KillController));
@@ -301,7 +401,20 @@ pub fn faults(rng: &mut Rng, counts: &FaultCounts, window: Duration) -> Vec<Plan
         planned.push(at(rng, Fault::DeleteClone));
     }
     if counts.delete_source {
-        planned.push(at(rng, Fault::DeleteSource));
+        planned.push(between(rng, Fault::DeleteSource, 0.4, 1.0));
+    }
+    let (mut early, mut late) = (Fault::AdmissionErrorsOn, Fault::FeatureGateOff);
+    if rng.below(2) == 1 {
+        std::mem::swap(&mut early, &mut late);
+    }
+    for (fault, from, to) in [(early, 0.15, 0.35), (late, 0.6, 0.8)] {
+        let wanted = match fault {
+            Fault::AdmissionErrorsOn => counts.admission_errors,
+            _ => counts.gate_off,
+        };
+        if wanted {
+            planned.push(between(rng, fault, from, to));
+        }
     }
     if counts.kill_at_each_phase {
         planned.extend(KILL_PHASES.iter().map(|phase| PlannedFault {
@@ -351,10 +464,12 @@ pub fn source_vm(name: &str, annotations: &[(&str, &str)]) -> (Value, Value) {
 /// The manifests of every VM (and PVC) that exists before the clones.
 pub fn initial_objects() -> Vec<Value> {
     let mut objects = Vec::new();
-    for name in GOOD_SOURCES.iter().copied().chain([DOOMED_SOURCE]) {
+    for name in GOOD_SOURCES {
         let (pvc, vm) = source_vm(name, &[]);
         objects.extend([pvc, vm]);
     }
+    let (pvc, vm) = source_vm(DOOMED_SOURCE, &[(HOLD_SNAPSHOT_READY_ANNOTATION, "true")]);
+    objects.extend([pvc, vm]);
     let (pvc, vm) = source_vm(
         FAILING_SNAPSHOT_SOURCE,
         &[(FAIL_SNAPSHOT_ANNOTATION, "true")],
@@ -409,6 +524,9 @@ mod tests {
             etcd_restarts: 1,
             clone_deletions: 2,
             delete_source: true,
+            admission_errors: true,
+            gate_off: true,
+            window: Duration::from_secs(2),
         }
     }
 
@@ -433,11 +551,52 @@ mod tests {
         let mut rng = Rng::new(3);
         let window = Duration::from_secs(20);
         let faults = faults(&mut rng, &counts(), window);
-        assert_eq!(faults.len(), 2 + 1 + 1 + 2 + 1 + KILL_PHASES.len());
+        assert_eq!(faults.len(), 2 + 1 + 1 + 2 + 1 + 2 + KILL_PHASES.len());
         for f in &faults {
             if let Trigger::At(at) = f.trigger {
                 assert!(at >= window.mul_f64(0.1) && at <= window, "{f:?}");
             }
+            assert!(!f.fault.ends_a_window(), "{f:?} is fired by the run");
+        }
+    }
+
+    #[test]
+    fn the_two_windows_never_overlap() {
+        let window = Duration::from_secs(8);
+        let mut counts = counts();
+        counts.window = window.mul_f64(0.25);
+        for seed in 0..50 {
+            let mut rng = Rng::new(seed);
+            let starts: Vec<Duration> = faults(&mut rng, &counts, window)
+                .into_iter()
+                .filter(|f| f.fault.follow_up().is_some() && f.fault != Fault::DeleteSource)
+                .filter_map(|f| match f.trigger {
+                    Trigger::At(at) => Some(at),
+                    Trigger::Phase(_) => None,
+                })
+                .collect();
+            assert_eq!(starts.len(), 2, "seed {seed}: {starts:?}");
+            let (first, second) = (starts[0].min(starts[1]), starts[0].max(starts[1]));
+            assert!(first + counts.window <= second, "seed {seed}: {starts:?}");
+        }
+    }
+
+    #[test]
+    fn stuck_clones_target_a_refused_name_and_expect_a_stall() {
+        let mut rng = Rng::new(9);
+        let clones = clones(&mut rng, 100, Duration::from_secs(10));
+        let stuck: Vec<&PlannedClone> = clones
+            .iter()
+            .filter(|c| c.flavour == Flavour::Stuck)
+            .collect();
+        assert!(!stuck.is_empty());
+        for c in stuck {
+            let target = c.manifest["spec"]["target"]["name"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(target.starts_with(STUCK_PREFIX), "{target}");
+            assert_ne!(target, STUCK_PROBE);
+            assert_eq!(c.expect, Expect::Stall);
         }
     }
 

@@ -4,6 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -26,6 +27,9 @@ pub struct ReplicaSpec {
     pub count: usize,
     /// Lease duration in seconds (with leader election).
     pub lease_seconds: u64,
+    /// How long a restore KubeVirt keeps retrying may stall before its clone fails
+    /// (`--restore-stall-timeout-seconds`, whole seconds).
+    pub restore_stall_timeout: Duration,
     /// Where each replica's log goes (appended across restarts).
     pub log_dir: PathBuf,
 }
@@ -34,6 +38,12 @@ pub struct ReplicaSpec {
 struct Replica {
     name: String,
     child: Child,
+}
+
+/// The controller's `RUST_LOG`: `CHAOS_CONTROLLER_LOG` when set (for example
+/// `info,kube_runtime=debug,kube_client=debug` to see every watch and list), else `info`.
+fn controller_log_filter() -> String {
+    std::env::var("CHAOS_CONTROLLER_LOG").unwrap_or_else(|_| "info".into())
 }
 
 /// The running replicas; all are killed on drop.
@@ -89,7 +99,11 @@ impl Replicas {
             .arg(&spec.namespace)
             .arg("--metrics-addr=127.0.0.1:0")
             .arg("--health-addr=127.0.0.1:0")
-            .env("RUST_LOG", "info")
+            .arg(format!(
+                "--restore-stall-timeout-seconds={}",
+                spec.restore_stall_timeout.as_secs()
+            ))
+            .env("RUST_LOG", controller_log_filter())
             .env("POD_NAME", name)
             .stdout(self.log_file(name)?)
             .stderr(self.log_file(name)?);
