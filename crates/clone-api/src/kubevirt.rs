@@ -4,12 +4,32 @@
 //! everything else in `extra` maps, so an object read and written back loses nothing (a VM edited
 //! through [`VirtualMachine`] keeps fields this crate has never heard of). Their CRDs are KubeVirt's
 //! and CDI's own, so no schema is generated here.
+//!
+//! # Objects from a newer KubeVirt
+//!
+//! Nothing read from KubeVirt or CDI fails to decode, so one odd object cannot fail the list a
+//! watcher caches (see [`crate::lenient`]):
+//!
+//! - Every top-level spec and status here ([`VirtualMachineSpec`], [`VirtualMachineStatus`],
+//!   [`VirtualMachineSnapshotSpec`], [`VirtualMachineSnapshotStatus`],
+//!   [`VirtualMachineSnapshotContentSpec`], [`VirtualMachineSnapshotContentStatus`],
+//!   [`VirtualMachineRestoreSpec`], [`VirtualMachineRestoreStatus`], [`KubeVirtSpec`],
+//!   [`DataVolumeSpec`], [`DataVolumeStatus`]) implements [`Lenient`]: a value that does not fit
+//!   its type decodes anyway, with every typed field at its default, the object as read in
+//!   `extra` (written back unchanged), and the reason in `unreadable`.
+//! - Every enumeration KubeVirt or CDI writes is a `String` here, never a Rust enum, so an unknown
+//!   value reads like a known one: `runStrategy`, `printableStatus`, snapshot and DataVolume
+//!   `phase`, condition `type` and `status`, `deletionPolicy`, `volumeRestorePolicy`. Callers
+//!   compare them with the values they know and treat any other as "not that one".
 
 use k8s_openapi::api::core::v1::TypedLocalObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub use crate::lenient::Lenient;
+use crate::lenient::lenient;
 
 /// Fields a view does not type, kept as they were read.
 pub type Extra = Map<String, Value>;
@@ -19,6 +39,9 @@ pub type Extra = Map<String, Value>;
 // ---------------------------------------------------------------------------------------------
 
 /// The spec of a KubeVirt `VirtualMachine`.
+///
+/// Never fails to decode: when the input does not fit, [`Lenient::unreadable`] says why, every
+/// typed field is at its default and `extra` holds the object as read.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "kubevirt.io",
@@ -30,7 +53,7 @@ pub type Extra = Map<String, Value>;
     derive = "Default",
     derive = "PartialEq"
 )]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct VirtualMachineSpec {
     /// `Always`, `Halted`, `Manual`, `RerunOnFailure`, `Once`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,7 +70,13 @@ pub struct VirtualMachineSpec {
     /// Everything else (instancetype, preference, ...).
     #[serde(flatten)]
     pub extra: Extra,
+    /// Why this could not be read, when it did not fit this type (see [`Lenient`]); `None`
+    /// when it was read. Never serialised.
+    #[serde(skip)]
+    pub unreadable: Option<String>,
 }
+
+lenient!(VirtualMachineSpec at "spec");
 
 /// `spec.template` of a VM.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -233,8 +262,11 @@ pub struct DataVolumeVolumeSource {
 }
 
 /// The status of a VM.
+///
+/// Never fails to decode: when the input does not fit, [`Lenient::unreadable`] says why, every
+/// typed field is at its default and `extra` holds the object as read.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct VirtualMachineStatus {
     /// `Stopped`, `Running`, `Provisioning`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -251,7 +283,13 @@ pub struct VirtualMachineStatus {
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
+    /// Why this could not be read, when it did not fit this type (see [`Lenient`]); `None`
+    /// when it was read. Never serialised.
+    #[serde(skip)]
+    pub unreadable: Option<String>,
 }
+
+lenient!(VirtualMachineStatus at "status");
 
 /// `status.volumeSnapshotStatuses[]`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -340,6 +378,9 @@ fn failure_text(conditions: &[KubeVirtCondition]) -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 
 /// The spec of a `VirtualMachineSnapshot`.
+///
+/// Never fails to decode: when the input does not fit, [`Lenient::unreadable`] says why, every
+/// typed field is at its default and `extra` holds the object as read.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "snapshot.kubevirt.io",
@@ -351,7 +392,7 @@ fn failure_text(conditions: &[KubeVirtCondition]) -> Option<String> {
     derive = "Default",
     derive = "PartialEq"
 )]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct VirtualMachineSnapshotSpec {
     /// The VM to snapshot.
     pub source: TypedLocalObjectReference,
@@ -364,7 +405,13 @@ pub struct VirtualMachineSnapshotSpec {
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
+    /// Why this could not be read, when it did not fit this type (see [`Lenient`]); `None`
+    /// when it was read. Never serialised.
+    #[serde(skip)]
+    pub unreadable: Option<String>,
 }
+
+lenient!(VirtualMachineSnapshotSpec at "spec");
 
 /// `status.error` of a snapshot or content.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -379,8 +426,11 @@ pub struct SnapshotError {
 }
 
 /// The status of a `VirtualMachineSnapshot`.
+///
+/// Never fails to decode: when the input does not fit, [`Lenient::unreadable`] says why, every
+/// typed field is at its default and `extra` holds the object as read.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct VirtualMachineSnapshotStatus {
     /// UID of the source VM.
     #[serde(rename = "sourceUID", default, skip_serializing_if = "Option::is_none")]
@@ -406,7 +456,13 @@ pub struct VirtualMachineSnapshotStatus {
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
+    /// Why this could not be read, when it did not fit this type (see [`Lenient`]); `None`
+    /// when it was read. Never serialised.
+    #[serde(skip)]
+    pub unreadable: Option<String>,
 }
+
+lenient!(VirtualMachineSnapshotStatus at "status");
 
 impl VirtualMachineSnapshotStatus {
     /// Whether the snapshot can be restored from.
@@ -433,6 +489,9 @@ impl VirtualMachineSnapshotStatus {
 // ---------------------------------------------------------------------------------------------
 
 /// The spec of a `VirtualMachineSnapshotContent`.
+///
+/// Never fails to decode: when the input does not fit, [`Lenient::unreadable`] says why, every
+/// typed field is at its default and `extra` holds the object as read.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "snapshot.kubevirt.io",
@@ -444,7 +503,7 @@ impl VirtualMachineSnapshotStatus {
     derive = "Default",
     derive = "PartialEq"
 )]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct VirtualMachineSnapshotContentSpec {
     /// The snapshot this content belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -458,7 +517,13 @@ pub struct VirtualMachineSnapshotContentSpec {
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
+    /// Why this could not be read, when it did not fit this type (see [`Lenient`]); `None`
+    /// when it was read. Never serialised.
+    #[serde(skip)]
+    pub unreadable: Option<String>,
 }
+
+lenient!(VirtualMachineSnapshotContentSpec at "spec");
 
 /// `content.spec.source`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -488,8 +553,11 @@ pub struct VolumeBackup {
 }
 
 /// The status of a content.
+///
+/// Never fails to decode: when the input does not fit, [`Lenient::unreadable`] says why, every
+/// typed field is at its default and `extra` holds the object as read.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct VirtualMachineSnapshotContentStatus {
     /// Whether every volume snapshot is ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -503,13 +571,22 @@ pub struct VirtualMachineSnapshotContentStatus {
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
+    /// Why this could not be read, when it did not fit this type (see [`Lenient`]); `None`
+    /// when it was read. Never serialised.
+    #[serde(skip)]
+    pub unreadable: Option<String>,
 }
+
+lenient!(VirtualMachineSnapshotContentStatus at "status");
 
 // ---------------------------------------------------------------------------------------------
 // VirtualMachineRestore
 // ---------------------------------------------------------------------------------------------
 
 /// The spec of a `VirtualMachineRestore`.
+///
+/// Never fails to decode: when the input does not fit, [`Lenient::unreadable`] says why, every
+/// typed field is at its default and `extra` holds the object as read.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "snapshot.kubevirt.io",
@@ -521,7 +598,7 @@ pub struct VirtualMachineSnapshotContentStatus {
     derive = "Default",
     derive = "PartialEq"
 )]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct VirtualMachineRestoreSpec {
     /// The VM to restore into (created when it does not exist).
     pub target: TypedLocalObjectReference,
@@ -536,7 +613,13 @@ pub struct VirtualMachineRestoreSpec {
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
+    /// Why this could not be read, when it did not fit this type (see [`Lenient`]); `None`
+    /// when it was read. Never serialised.
+    #[serde(skip)]
+    pub unreadable: Option<String>,
 }
+
+lenient!(VirtualMachineRestoreSpec at "spec");
 
 /// `restore.status.restores[]`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -557,8 +640,11 @@ pub struct VolumeRestore {
 }
 
 /// The status of a restore.
+///
+/// Never fails to decode: when the input does not fit, [`Lenient::unreadable`] says why, every
+/// typed field is at its default and `extra` holds the object as read.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct VirtualMachineRestoreStatus {
     /// The restored volumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -575,7 +661,13 @@ pub struct VirtualMachineRestoreStatus {
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
+    /// Why this could not be read, when it did not fit this type (see [`Lenient`]); `None`
+    /// when it was read. Never serialised.
+    #[serde(skip)]
+    pub unreadable: Option<String>,
 }
+
+lenient!(VirtualMachineRestoreStatus at "status");
 
 impl VirtualMachineRestoreStatus {
     /// Whether the restore completed.
@@ -602,6 +694,9 @@ impl VirtualMachineRestoreStatus {
 // ---------------------------------------------------------------------------------------------
 
 /// The spec of the `KubeVirt` CR (only the feature gates are typed).
+///
+/// Never fails to decode: when the input does not fit, [`Lenient::unreadable`] says why, every
+/// typed field is at its default and `extra` holds the object as read.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "kubevirt.io",
@@ -612,7 +707,7 @@ impl VirtualMachineRestoreStatus {
     derive = "Default",
     derive = "PartialEq"
 )]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct KubeVirtSpec {
     /// Cluster configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -620,7 +715,13 @@ pub struct KubeVirtSpec {
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
+    /// Why this could not be read, when it did not fit this type (see [`Lenient`]); `None`
+    /// when it was read. Never serialised.
+    #[serde(skip)]
+    pub unreadable: Option<String>,
 }
+
+lenient!(KubeVirtSpec at "spec");
 
 /// `spec.configuration`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -676,6 +777,9 @@ impl KubeVirtSpec {
 // ---------------------------------------------------------------------------------------------
 
 /// The spec of a CDI `DataVolume`.
+///
+/// Never fails to decode: when the input does not fit, [`Lenient::unreadable`] says why, every
+/// typed field is at its default and `extra` holds the object as read.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "cdi.kubevirt.io",
@@ -687,7 +791,7 @@ impl KubeVirtSpec {
     derive = "Default",
     derive = "PartialEq"
 )]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct DataVolumeSpec {
     /// Where the data comes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -701,7 +805,13 @@ pub struct DataVolumeSpec {
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
+    /// Why this could not be read, when it did not fit this type (see [`Lenient`]); `None`
+    /// when it was read. Never serialised.
+    #[serde(skip)]
+    pub unreadable: Option<String>,
 }
+
+lenient!(DataVolumeSpec at "spec");
 
 /// `spec.source` of a DataVolume.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -728,8 +838,11 @@ pub struct DataVolumeSourcePvc {
 }
 
 /// The status of a DataVolume.
+///
+/// Never fails to decode: when the input does not fit, [`Lenient::unreadable`] says why, every
+/// typed field is at its default and `extra` holds the object as read.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct DataVolumeStatus {
     /// `Pending`, `CloneScheduled`, `CloneInProgress`, `Succeeded`, `Failed`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -746,4 +859,10 @@ pub struct DataVolumeStatus {
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
+    /// Why this could not be read, when it did not fit this type (see [`Lenient`]); `None`
+    /// when it was read. Never serialised.
+    #[serde(skip)]
+    pub unreadable: Option<String>,
 }
+
+lenient!(DataVolumeStatus at "status");

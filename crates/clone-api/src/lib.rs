@@ -7,7 +7,8 @@
 //! - [`validation`] spells the validation messages (the CRD and `clone-core` use the same words).
 //! - [`kubevirt`] has typed, lossless views of the KubeVirt and CDI objects a clone drives:
 //!   `VirtualMachine`, `VirtualMachineSnapshot`, `VirtualMachineSnapshotContent`,
-//!   `VirtualMachineRestore`, `KubeVirt` and `DataVolume`.
+//!   `VirtualMachineRestore`, `KubeVirt` and `DataVolume`. Their specs and statuses never fail
+//!   to decode ([`lenient`]): one object from a newer KubeVirt cannot fail a whole list.
 //!
 //! The crate does no IO; it only needs `kube`'s derive.
 //!
@@ -46,6 +47,7 @@
 
 mod clone;
 pub mod kubevirt;
+pub mod lenient;
 pub mod names;
 pub mod schema;
 pub mod v1alpha1;

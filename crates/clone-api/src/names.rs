@@ -101,10 +101,17 @@ pub enum EventReason {
     SnapshotDeleted,
     /// The snapshot failed.
     SnapshotFailed,
-    /// The API server refused the restore.
+    /// The API server refused the temporary snapshot (for good, or for now: the clone retries).
+    SnapshotCreationFailed,
+    /// The API server refused the restore (for good, or for now: the clone retries).
     RestoreCreationFailed,
-    /// The restore failed.
+    /// The restore failed, or made no progress for too long.
     RestoreFailed,
+    /// KubeVirt reports an error on the restore and retries it.
+    RestoreError,
+    /// An object the clone depends on has a shape this controller cannot read (written by a
+    /// newer KubeVirt, or by hand).
+    ObjectUnreadable,
     /// A VM with the target's name exists and was not created by this clone.
     TargetExists,
     /// The KubeVirt `Snapshot` feature gate is off.
@@ -141,8 +148,11 @@ impl EventReason {
             Self::SnapshotContentInvalid => "SnapshotContentInvalid",
             Self::SnapshotDeleted => "SnapshotDeleted",
             Self::SnapshotFailed => "SnapshotFailed",
+            Self::SnapshotCreationFailed => "SnapshotCreationFailed",
             Self::RestoreCreationFailed => "RestoreCreationFailed",
             Self::RestoreFailed => "RestoreFailed",
+            Self::RestoreError => "RestoreError",
+            Self::ObjectUnreadable => "ObjectUnreadable",
             Self::TargetExists => "TargetExists",
             Self::FeatureGateDisabled => "FeatureGateDisabled",
             Self::KubeVirtNotFound => "KubeVirtNotFound",

@@ -53,6 +53,14 @@ pub struct Args {
     /// Seconds a leader's Lease lasts without renewal (a dead leader is replaced after this).
     #[arg(long, env = "VMCLONE_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
+    /// Seconds a restore may report the same KubeVirt error (which KubeVirt retries for ever)
+    /// before its clone fails with `RestoreFailed`.
+    #[arg(
+        long,
+        env = "VMCLONE_RESTORE_STALL_TIMEOUT_SECONDS",
+        default_value_t = 600
+    )]
+    pub restore_stall_timeout_seconds: u64,
     /// Log format (the level comes from RUST_LOG).
     #[arg(long, env = "VMCLONE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -61,6 +69,7 @@ pub struct Args {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn defaults_and_overrides() {
@@ -68,6 +77,10 @@ mod tests {
         assert_eq!(args.concurrency, 16);
         assert_eq!(args.snapshot_gate, SnapshotGate::Listed);
         assert!(!args.leader_elect);
+        assert_eq!(
+            Duration::from_secs(args.restore_stall_timeout_seconds),
+            clone_core::decide::DEFAULT_RESTORE_STALL_TIMEOUT
+        );
         let args = Args::parse_from([
             "clone-controller",
             "--namespace=demo",

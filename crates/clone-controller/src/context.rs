@@ -2,7 +2,7 @@
 //! per-clone backoff.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clone_api::kubevirt::{
@@ -28,6 +28,8 @@ pub struct Config {
     pub instance: Option<String>,
     /// Lease-based leader election (`None`: this instance always reconciles).
     pub leader_election: Option<crate::leader::LeaderElection>,
+    /// How long a restore may report the same KubeVirt error before its clone fails.
+    pub restore_stall_timeout: Duration,
 }
 
 impl Default for Config {
@@ -38,6 +40,7 @@ impl Default for Config {
             gate_mode: GateMode::Listed,
             instance: None,
             leader_election: None,
+            restore_stall_timeout: clone_core::decide::DEFAULT_RESTORE_STALL_TIMEOUT,
         }
     }
 }
@@ -113,8 +116,8 @@ pub struct Context {
     pub telemetry: crate::telemetry::Telemetry,
     /// Whether this replica may reconcile.
     pub leadership: crate::leader::Leadership,
-    backoff: Mutex<HashMap<ObjectRef<VirtualMachineClone>, u32>>,
-    written: Mutex<HashMap<String, (u64, VirtualMachineCloneStatus)>>,
+    /// What the controller remembers per clone between passes.
+    pub memory: Arc<CloneMemory>,
 }
 
 impl std::fmt::Debug for Context {
@@ -134,6 +137,7 @@ impl Context {
         recorder: Recorder,
         telemetry: crate::telemetry::Telemetry,
         leadership: crate::leader::Leadership,
+        memory: Arc<CloneMemory>,
     ) -> Self {
         Context {
             client,
@@ -142,46 +146,108 @@ impl Context {
             recorder,
             telemetry,
             leadership,
+            memory,
+        }
+    }
+}
+
+/// The last status this controller wrote for a clone.
+#[derive(Debug, Clone)]
+struct Written {
+    /// The resourceVersion of the clone the write was based on.
+    read: String,
+    /// The resourceVersion the API server answered the write with.
+    written: String,
+    /// The status written.
+    status: VirtualMachineCloneStatus,
+}
+
+/// What the controller remembers per clone between passes: its backoff and the last status it
+/// wrote. Bounded: a backoff goes with the clone's next successful pass, a remembered status as
+/// soon as the cache shows any other version of the clone (the watch event of the write itself
+/// wakes that pass), and both when the clone is deleted. A controller that has seen a million
+/// clones keeps entries only for the few that are failing or whose write is in flight.
+#[derive(Debug)]
+pub struct CloneMemory {
+    backoff: Mutex<HashMap<ObjectRef<VirtualMachineClone>, u32>>,
+    written: Mutex<HashMap<ObjectRef<VirtualMachineClone>, Written>>,
+    entries: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl CloneMemory {
+    /// An empty memory that reports its size through `entries`.
+    pub fn new(entries: prometheus_client::metrics::gauge::Gauge) -> Self {
+        CloneMemory {
             backoff: Mutex::default(),
             written: Mutex::default(),
+            entries,
         }
     }
 
-    /// Remembers the status this controller wrote for a clone (by UID) and the resourceVersion
-    /// the API server answered with.
+    fn report(&self) {
+        let backoff = self.backoff.lock().map_or(0, |m| m.len());
+        let written = self.written.lock().map_or(0, |m| m.len());
+        self.entries
+            .set(i64::try_from(backoff + written).unwrap_or(i64::MAX));
+    }
+
+    /// Remembers the status this controller wrote for a clone: the resourceVersion the write was
+    /// based on and the one the API server answered with.
     pub fn remember_status(
         &self,
-        uid: &str,
-        resource_version: u64,
+        clone: &VirtualMachineClone,
+        written: String,
         status: VirtualMachineCloneStatus,
     ) {
+        let Some(read) = clone.metadata.resource_version.clone() else {
+            return;
+        };
         if let Ok(mut map) = self.written.lock() {
-            map.insert(uid.to_owned(), (resource_version, status));
+            let entry = Written {
+                read,
+                written,
+                status,
+            };
+            map.insert(ObjectRef::from_obj(clone), entry);
         }
+        self.report();
     }
 
-    /// The clone as this controller last knew it: when the cache still holds a version older
-    /// than our own last status write, that write's status replaces the cached one. Without this
-    /// a pass woken by a child object could redo the last transition (and publish its events
-    /// again) from a stale status.
+    /// The clone as this controller last knew it. While the cache still holds the very version
+    /// our last status write was based on, that write's status replaces the cached one: without
+    /// this a pass woken by a child object could redo the last transition (and publish its
+    /// events again) from a stale status. resourceVersions are opaque, so they are compared for
+    /// equality only: any other version means the cache has caught up (or moved past), and the
+    /// memory is dropped.
     pub fn freshest(&self, clone: &VirtualMachineClone) -> Option<VirtualMachineClone> {
-        let uid = clone.metadata.uid.as_deref()?;
-        let cached: u64 = clone.metadata.resource_version.as_deref()?.parse().ok()?;
-        let map = self.written.lock().ok()?;
-        let (written, status) = map.get(uid)?;
-        (*written > cached).then(|| {
-            let mut fresher = clone.clone();
-            fresher.status = Some(status.clone());
-            fresher.metadata.resource_version = Some(written.to_string());
-            fresher
-        })
+        let cached = clone.metadata.resource_version.as_deref()?;
+        let key = ObjectRef::from_obj(clone);
+        let fresher = {
+            let mut map = self.written.lock().ok()?;
+            let entry = map.get(&key)?;
+            if entry.read == cached {
+                let mut fresher = clone.clone();
+                fresher.status = Some(entry.status.clone());
+                fresher.metadata.resource_version = Some(entry.written.clone());
+                Some(fresher)
+            } else {
+                map.remove(&key);
+                None
+            }
+        };
+        self.report();
+        fresher
     }
 
-    /// Forgets a deleted clone.
-    pub fn forget(&self, uid: &str) {
+    /// Forgets a clone (deleted, or finished with nothing left to do).
+    pub fn forget(&self, clone: &ObjectRef<VirtualMachineClone>) {
         if let Ok(mut map) = self.written.lock() {
-            map.remove(uid);
+            map.remove(clone);
         }
+        if let Ok(mut map) = self.backoff.lock() {
+            map.remove(clone);
+        }
+        self.report();
     }
 
     /// The delay before retrying a clone that failed `n` times in a row: 1 s doubling to 5 min.
@@ -194,6 +260,7 @@ impl Context {
             }
             Err(_) => 1,
         };
+        self.report();
         backoff_delay(failures)
     }
 
@@ -202,6 +269,17 @@ impl Context {
         if let Ok(mut map) = self.backoff.lock() {
             map.remove(clone);
         }
+        self.report();
+    }
+
+    /// How many entries the memory holds (backoffs plus remembered statuses).
+    pub fn len(&self) -> usize {
+        self.backoff.lock().map_or(0, |m| m.len()) + self.written.lock().map_or(0, |m| m.len())
+    }
+
+    /// Whether the memory is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -214,6 +292,47 @@ pub fn backoff_delay(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn clone_at(rv: &str) -> VirtualMachineClone {
+        let mut clone: VirtualMachineClone = serde_json::from_value(serde_json::json!({
+            "apiVersion": "clone.kubevirt.io/v1beta1", "kind": "VirtualMachineClone",
+            "metadata": {"name": "c", "namespace": "ns", "uid": "u", "resourceVersion": rv},
+            "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "vm"}},
+        }))
+        .expect("clone");
+        clone.status = None;
+        clone
+    }
+
+    #[test]
+    fn a_stale_cache_reads_our_last_write_until_it_catches_up() {
+        let memory = CloneMemory::new(Default::default());
+        let read = clone_at("100");
+        let status = VirtualMachineCloneStatus {
+            target_name: Some("t".into()),
+            ..Default::default()
+        };
+        memory.remember_status(&read, "107".into(), status.clone());
+        // The cache still holds the version the write was based on.
+        let fresher = memory.freshest(&clone_at("100")).expect("our write");
+        assert_eq!(fresher.status, Some(status));
+        assert_eq!(fresher.metadata.resource_version.as_deref(), Some("107"));
+        assert_eq!(memory.len(), 1);
+        // Any other version (ours, or a later one) means the cache caught up: forgotten.
+        assert!(memory.freshest(&clone_at("107")).is_none());
+        assert!(memory.is_empty());
+    }
+
+    #[test]
+    fn forgetting_a_clone_drops_all_its_entries() {
+        let memory = CloneMemory::new(Default::default());
+        let clone = clone_at("1");
+        memory.remember_status(&clone, "2".into(), VirtualMachineCloneStatus::default());
+        let _ = memory.next_backoff(ObjectRef::from_obj(&clone));
+        assert_eq!(memory.len(), 2);
+        memory.forget(&ObjectRef::from_obj(&clone));
+        assert!(memory.is_empty());
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -106,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
             }),
             lease_duration: Duration::from_secs(args.lease_duration_seconds),
         }),
+        restore_stall_timeout: Duration::from_secs(args.restore_stall_timeout_seconds),
     };
     let telemetry = Telemetry::default();
     let metrics = serve(args.metrics_addr, metrics_router(telemetry.clone()))

@@ -9,14 +9,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clone_api::kubevirt::{VirtualMachineRestore, VirtualMachineSnapshot};
+use clone_api::kubevirt::{VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot};
 use clone_api::names::FIELD_MANAGER;
 use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
 use clone_core::decide::{Child, CreateRejection, Observed};
 use clone_core::status::status_changed;
 use clone_core::{Action, Decision, decide};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -34,7 +34,12 @@ use crate::observe::{World, observe};
 /// watches normally wake it sooner).
 const RESYNC: Duration = Duration::from_secs(300);
 
-fn observed<'a>(clone: &'a VirtualMachineClone, world: &'a World, now: Time) -> Observed<'a> {
+fn observed<'a>(
+    ctx: &Context,
+    clone: &'a VirtualMachineClone,
+    world: &'a World,
+    now: Time,
+) -> Observed<'a> {
     Observed {
         clone,
         now,
@@ -50,6 +55,7 @@ fn observed<'a>(clone: &'a VirtualMachineClone, world: &'a World, now: Time) -> 
         claim_phases: world.claims.clone(),
         rivals: world.rivals.clone(),
         rejection: None,
+        restore_stall_timeout: ctx.config.restore_stall_timeout,
     }
 }
 
@@ -78,19 +84,19 @@ pub async fn reconcile(clone: Arc<VirtualMachineClone>, ctx: Arc<Context>) -> Re
 
 async fn reconcile_clone(clone: &Arc<VirtualMachineClone>, ctx: &Arc<Context>) -> Result<Requeue> {
     ctx.caches.ready().await;
-    let fresher = ctx.freshest(clone);
+    let fresher = ctx.memory.freshest(clone);
     let clone = fresher.as_ref().unwrap_or(clone.as_ref());
     let ns = clone
         .namespace()
         .ok_or_else(|| Error::Incomplete(format!("clone {} has no namespace", clone.name_any())))?;
     let world = observe(ctx, clone).await?;
     let now = Time(jiff::Timestamp::now());
-    let mut decision = decide(&observed(clone, &world, now.clone()));
+    let mut decision = decide(&observed(ctx, clone, &world, now.clone()));
     debug!(clone = %clone.name_any(), ns, action = ?action_name(&decision.action), "decided");
 
     let mut refused = None;
     if let Some(rejection) = execute(ctx, clone, &ns, &decision.action).await? {
-        let mut observation = observed(clone, &world, now);
+        let mut observation = observed(ctx, clone, &world, now);
         observation.rejection = Some(rejection.clone());
         decision = decide(&observation);
         // The second decision never creates what was just refused.
@@ -102,9 +108,7 @@ async fn reconcile_clone(clone: &Arc<VirtualMachineClone>, ctx: &Arc<Context>) -
     if decision.action == Action::DeleteClone {
         // The clone is gone; there is no status to write.
         publish(ctx, clone, &decision).await;
-        if let Some(uid) = &clone.metadata.uid {
-            ctx.forget(uid);
-        }
+        ctx.memory.forget(&ObjectRef::from_obj(clone));
         return Ok(Requeue::await_change());
     }
     write_status(ctx, clone, &ns, &decision).await?;
@@ -116,14 +120,14 @@ async fn reconcile_clone(clone: &Arc<VirtualMachineClone>, ctx: &Arc<Context>) -
             message: rejection.message,
         });
     }
-    ctx.reset_backoff(&ObjectRef::from_obj(clone));
+    ctx.memory.reset_backoff(&ObjectRef::from_obj(clone));
     record_success(ctx, clone, &decision);
 
     Ok(
         if decision.status.phase.is_terminal() && decision.status.restore_name.is_none() {
             Requeue::await_change()
         } else {
-            Requeue::requeue(RESYNC)
+            Requeue::requeue(decision.recheck.map_or(RESYNC, |r| r.min(RESYNC)))
         },
     )
 }
@@ -160,7 +164,13 @@ pub fn error_policy(clone: Arc<VirtualMachineClone>, error: &Error, ctx: Arc<Con
             .get_or_create(&crate::telemetry::VerbLabel { verb: verb.into() })
             .inc();
     }
-    let delay = ctx.next_backoff(ObjectRef::from_obj(clone.as_ref()));
+    let key = ObjectRef::from_obj(clone.as_ref());
+    // A clone deleted while this pass ran gets no backoff entry (nothing would remove it).
+    let delay = if ctx.caches.clones.get(&key).is_some() {
+        ctx.memory.next_backoff(key)
+    } else {
+        crate::context::backoff_delay(1)
+    };
     warn!(clone = %clone.name_any(), ns = ?clone.namespace(), error = %error, kind = error.label(), retry_in = ?delay, "reconcile failed");
     Requeue::requeue(delay)
 }
@@ -169,7 +179,7 @@ fn action_name(action: &Action) -> &'static str {
     match action {
         Action::Nothing => "nothing",
         Action::CreateSnapshot(_) => "create-snapshot",
-        Action::CreateRestore(_) => "create-restore",
+        Action::CreateRestore(..) => "create-restore",
         Action::Cleanup { .. } => "cleanup",
         Action::DeleteClone => "delete-clone",
     }
@@ -189,7 +199,12 @@ async fn execute(
             let api = Api::<VirtualMachineSnapshot>::namespaced(client, ns);
             create(&api, snapshot.as_ref(), Child::Snapshot).await
         }
-        Action::CreateRestore(restore) => {
+        Action::CreateRestore(restore, target) => {
+            if let Some(target) = target
+                && let Some(refused) = dry_run_target(client.clone(), ns, target).await?
+            {
+                return Ok(Some(refused));
+            }
             let api = Api::<VirtualMachineRestore>::namespaced(client, ns);
             create(&api, restore.as_ref(), Child::Restore).await
         }
@@ -218,6 +233,40 @@ async fn execute(
     }
 }
 
+/// Submits the VM a restore will create with `dryRun=All`; returns the refusal, if any.
+async fn dry_run_target(
+    client: kube::Client,
+    ns: &str,
+    target: &serde_json::Value,
+) -> Result<Option<CreateRejection>> {
+    let resource = ApiResource::erase::<VirtualMachine>(&());
+    let api = Api::<DynamicObject>::namespaced_with(client, ns, &resource);
+    let object: DynamicObject =
+        serde_json::from_value(target.clone()).map_err(|e| Error::Incomplete(e.to_string()))?;
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let what = format!("VirtualMachine {} (dry run)", object.name_any());
+    match api.create(&params, &object).await {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(status)) if status.code < 500 => {
+            warn!(%what, code = status.code, message = %status.message, "dry run refused");
+            Ok(Some(rejection(Child::TargetDryRun, *status)))
+        }
+        Err(source) => Err(Error::Create { what, source }),
+    }
+}
+
+fn rejection(child: Child, status: kube::core::Status) -> CreateRejection {
+    CreateRejection {
+        child,
+        code: status.code,
+        reason: status.reason,
+        message: status.message,
+    }
+}
+
 async fn create<K>(api: &Api<K>, object: &K, child: Child) -> Result<Option<CreateRejection>>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
@@ -233,13 +282,9 @@ where
         Err(kube::Error::Api(status)) if status.code == 409 && status.reason == "AlreadyExists" => {
             Ok(None)
         }
-        Err(kube::Error::Api(status)) if matches!(status.code, 400 | 403 | 409 | 422) => {
+        Err(kube::Error::Api(status)) if status.code < 500 => {
             warn!(%what, code = status.code, message = %status.message, "creation refused");
-            Ok(Some(CreateRejection {
-                child,
-                code: status.code,
-                message: status.message,
-            }))
+            Ok(Some(rejection(child, *status)))
         }
         Err(source) => Err(Error::Create { what, source }),
     }
@@ -277,16 +322,21 @@ async fn write_status(
         "kind": VirtualMachineClone::kind(&()),
         "status": decision.status,
     });
-    api.patch_status(
-        &clone.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(body),
-    )
-    .await
-    .map_err(|source| Error::WriteStatus {
-        clone: format!("{ns}/{}", clone.name_any()),
-        source,
-    })?;
+    let written = api
+        .patch_status(
+            &clone.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await
+        .map_err(|source| Error::WriteStatus {
+            clone: format!("{ns}/{}", clone.name_any()),
+            source,
+        })?;
+    if let Some(version) = written.metadata.resource_version {
+        ctx.memory
+            .remember_status(clone, version, decision.status.clone());
+    }
     Ok(())
 }
 

@@ -32,7 +32,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
-use crate::context::{Caches, Config, Context, Synced};
+use crate::context::{Caches, CloneMemory, Config, Context, Synced};
 use crate::index::{CloneIndex, Key};
 use crate::leader::{self, Leadership};
 use crate::reconcile::{error_policy, reconcile};
@@ -177,8 +177,11 @@ pub async fn run_with(
     let (clones, clone_writer) = reflector::store();
     let index = CloneIndex::default();
     let (clones_synced, mark_clones) = Synced::new();
+    let memory = Arc::new(CloneMemory::new(
+        telemetry.metrics.clone_state_entries.clone(),
+    ));
     let clone_stream = {
-        let index = index.clone();
+        let (index, memory) = (index.clone(), memory.clone());
         watcher(api::<VirtualMachineClone>(&client, ns), watch_config())
             .backoff(WatchBackoff::default())
             .modify(slim)
@@ -186,6 +189,10 @@ pub async fn run_with(
             .inspect_ok(move |event| {
                 index.apply(event);
                 mark_clones(event);
+                // A deleted clone takes its per-clone state with it.
+                if let watcher::Event::Delete(clone) = event {
+                    memory.forget(&ObjectRef::from_obj(clone));
+                }
             })
             .applied_objects()
     };
@@ -262,6 +269,7 @@ pub async fn run_with(
         recorder,
         telemetry,
         leadership,
+        memory,
     ));
 
     let by_snapshot = {

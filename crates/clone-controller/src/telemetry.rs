@@ -60,6 +60,8 @@ pub struct Metrics {
     pub api_errors: Family<VerbLabel, Counter>,
     /// 1 while this replica leads (or runs without leader election).
     pub leader: Gauge,
+    /// Entries of per-clone state (backoffs and remembered status writes): live clones only.
+    pub clone_state_entries: Gauge,
 }
 
 impl Default for Metrics {
@@ -70,6 +72,7 @@ impl Default for Metrics {
         let clone_duration = Histogram::new(exponential_buckets(0.5, 2.0, 12));
         let api_errors = Family::<VerbLabel, Counter>::default();
         let leader = Gauge::default();
+        let clone_state_entries = Gauge::default();
         let mut registry = Registry::with_prefix("vmclone");
         registry.register("reconciles", "Reconciles by result", reconciles.clone());
         registry.register(
@@ -85,6 +88,11 @@ impl Default for Metrics {
         );
         registry.register("api_errors", "Failed API calls by verb", api_errors.clone());
         registry.register("leader", "1 while this replica reconciles", leader.clone());
+        registry.register(
+            "clone_state_entries",
+            "Entries of per-clone state the controller keeps (backoffs, remembered status writes)",
+            clone_state_entries.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             reconciles,
@@ -93,6 +101,7 @@ impl Default for Metrics {
             clone_duration,
             api_errors,
             leader,
+            clone_state_entries,
         }
     }
 }

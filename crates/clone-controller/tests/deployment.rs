@@ -59,7 +59,7 @@ const DEPLOYMENT: &str = "vmclone-controller";
 const IMAGE: &str = "ghcr.io/vmclone/clone-controller:latest";
 
 /// Every object of the kustomization: (kind, namespace, name).
-const OBJECTS: [(&str, &str, &str); 13] = [
+const OBJECTS: [(&str, &str, &str); 15] = [
     (
         "CustomResourceDefinition",
         "",
@@ -69,6 +69,16 @@ const OBJECTS: [(&str, &str, &str); 13] = [
     ("ServiceAccount", SYSTEM_NS, SERVICE_ACCOUNT),
     ("ClusterRole", "", "vmclone-controller"),
     ("ClusterRoleBinding", "", "vmclone-controller"),
+    (
+        "ValidatingAdmissionPolicy",
+        "",
+        "vmclone-controller-dry-run-only",
+    ),
+    (
+        "ValidatingAdmissionPolicyBinding",
+        "",
+        "vmclone-controller-dry-run-only",
+    ),
     ("Role", SYSTEM_NS, "vmclone-controller-leader-election"),
     (
         "RoleBinding",
@@ -85,7 +95,7 @@ const OBJECTS: [(&str, &str, &str); 13] = [
 
 /// What the controller does, in every namespace: (API group, resource, verbs). The ServiceAccount
 /// must be allowed exactly this (and the basic self-reviews every user has).
-const CONTROLLER_RULES: [(&str, &str, &[&str]); 11] = [
+const CONTROLLER_RULES: [(&str, &str, &[&str]); 12] = [
     (
         "clone.kubevirt.io",
         "virtualmachineclones",
@@ -117,6 +127,7 @@ const CONTROLLER_RULES: [(&str, &str, &[&str]); 11] = [
         &["get", "list", "watch"],
     ),
     ("kubevirt.io", "virtualmachines", &["get", "list", "watch"]),
+    ("kubevirt.io", "virtualmachines", &["create"]),
     ("kubevirt.io", "kubevirts", &["get", "list", "watch"]),
     ("", "persistentvolumeclaims", &["get", "list", "watch"]),
     ("cdi.kubevirt.io", "datavolumes", &["get", "list", "watch"]),
@@ -896,7 +907,9 @@ async fn the_service_account_may_do_what_the_controller_needs_and_nothing_more()
         ("get", "secrets", system, false),
         ("create", "pods", n, false),
         ("create", "pods", system, false),
-        ("create", "virtualmachines.kubevirt.io", n, false),
+        // Allowed by RBAC for dry runs; dry-run-only-policy.yaml refuses real creates (tested
+        // in `the_controller_may_create_vms_only_as_dry_runs`).
+        ("create", "virtualmachines.kubevirt.io", n, true),
         ("update", "virtualmachines.kubevirt.io", n, false),
         ("patch", "virtualmachines.kubevirt.io", n, false),
         ("delete", "virtualmachines.kubevirt.io", n, false),
@@ -1011,6 +1024,54 @@ async fn the_service_account_may_do_what_the_controller_needs_and_nothing_more()
         "the ServiceAccount's permissions differ from what the controller needs:\n{}",
         wrong.join("\n")
     );
+}
+
+/// RBAC cannot limit `create` to dry runs; the shipped policy does: as its ServiceAccount, a
+/// server-side dry run of a VM passes, a real create is refused with the policy's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_may_create_vms_only_as_dry_runs() {
+    let (env, _) = installed().await;
+    let ns = env.namespace("dryrunonly").await.unwrap();
+    let vm = json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "probe"},
+        "spec": {"runStrategy": "Halted", "template": {"spec": {"domain": {"devices": {}}}}},
+    })
+    .to_string();
+    let as_user = format!("--as={SERVICE_ACCOUNT_USER}");
+    let create = |dry_run: bool| {
+        let mut args = vec!["create", "-f", "-", "-n", &ns, as_user.as_str()];
+        if dry_run {
+            args.push("--dry-run=server");
+        }
+        env.kubectl_output(&args, Some(&vm))
+    };
+    // A policy takes effect a moment after it is stored.
+    wait_for(
+        "the dry-run-only policy",
+        Duration::from_secs(60),
+        || async {
+            let real = create(false)?;
+            ensure!(
+            !real.success()
+                && real.stderr.contains(
+                    "the vmclone controller creates VirtualMachines only as server-side dry runs"
+                ),
+            "a real create was not refused: {} {}",
+            real.stdout,
+            real.stderr
+        );
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    let dry = create(true).unwrap();
+    assert!(dry.success(), "{} {}", dry.stdout, dry.stderr);
+    let vms = env
+        .kubectl_output(&["get", "vm", "-n", &ns, "-o", "name"], None)
+        .unwrap();
+    assert_eq!(vms.stdout.trim(), "", "no VM was created");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

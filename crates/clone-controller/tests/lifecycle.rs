@@ -21,9 +21,10 @@ mod common;
 
 use std::collections::BTreeSet;
 
+use anyhow::ensure;
 use clone_api::kubevirt::{VirtualMachine, VirtualMachineSnapshot};
 use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
-use common::{Backend, Harness, clone_manifest, count, seed_clone_manifest};
+use common::{Backend, CLONE_TIMEOUT, Harness, clone_manifest, count, seed_clone_manifest};
 use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
 use testenv::wait_for;
@@ -63,6 +64,9 @@ fn target_json(h: &Harness, name: &str) -> Value {
 async fn the_seed_flow_with_kubectl(backend: Backend) {
     let h = Harness::start_on(backend, "seed").await.unwrap();
     h.create_source_vm("vm-cirros", "sim-snapshot").unwrap();
+    // As a user would, clone a VM KubeVirt has looked at: before its first status, a clone would
+    // rightly warn that the volumes' snapshot support is unknown.
+    h.wait_snapshot_support_known("vm-cirros").await.unwrap();
     let source: Value =
         serde_json::to_value(h.api::<VirtualMachine>().get("vm-cirros").await.unwrap()).unwrap();
 
@@ -1012,6 +1016,371 @@ async fn a_volume_name_policy_kubevirt_does_not_know_fails_with_its_message(back
     h.stop().await;
 }
 
+/// A restore refused by KubeVirt's admission for an error of its own (HTTP 400) is retried with
+/// backoff, with one event for the whole hold, and the clone succeeds once the error passes.
+/// Stand-in only: virt-api's internal errors cannot be provoked on demand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_refused_by_an_internal_error_is_retried_with_one_event() {
+    let mut h = Harness::without_controller("internalerror").await.unwrap();
+    h.annotate_namespace(kubevirt_sim::names::ADMISSION_ERROR_ANNOTATION, "")
+        .unwrap();
+    let telemetry = h.start_controller_with(|_| {});
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({}),
+    ))
+    .unwrap();
+    let c = h
+        .wait_ready_reason("c", "RestoreCreationFailed")
+        .await
+        .unwrap();
+    let status = c.status.unwrap();
+    assert_eq!(status.phase, ClonePhase::RestoreInProgress);
+    let progressing = status.condition("Progressing").cloned().unwrap();
+    assert_eq!(progressing.reason.as_deref(), Some("Pending"));
+    let message = progressing.message.unwrap_or_default();
+    assert!(
+        message.contains(kubevirt_sim::names::ADMISSION_INTERNAL_ERROR),
+        "{message}"
+    );
+    // Three refusals (backoff 1 s, 2 s, 4 s), still one event.
+    let refused = telemetry
+        .metrics
+        .reconciles
+        .get_or_create(&clone_controller::telemetry::ResultLabel {
+            result: "refused".into(),
+        })
+        .clone();
+    wait_for("three refused attempts", CLONE_TIMEOUT, || async {
+        ensure!(refused.get() >= 3, "{} refusals", refused.get());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let events = h.events("c").await.unwrap();
+    assert_eq!(count(&events, "RestoreCreationFailed"), 1, "{events:?}");
+
+    h.unannotate_namespace(kubevirt_sim::names::ADMISSION_ERROR_ANNOTATION)
+        .unwrap();
+    h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
+    let events = h.events("c").await.unwrap();
+    assert_eq!(count(&events, "RestoreCreationFailed"), 1, "{events:?}");
+    assert_eq!(count(&events, "RestoreCreated"), 1, "{events:?}");
+    h.stop().await;
+}
+
+/// A patch the API server's schema refuses (reproduced from the field: KubeVirt retried the
+/// restore for ever) fails the clone up front: the target VM is dry-run first.
+async fn a_patch_the_api_server_refuses_fails_before_anything_is_restored(backend: Backend) {
+    let h = Harness::start_on(backend, "dryrun").await.unwrap();
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    let patch = r#"{"op":"replace","path":"/spec/template/spec/domain/resources/requests/memory","value":"lots"}"#;
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({"patches": [patch]}),
+    ))
+    .unwrap();
+    let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
+    let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
+    assert_eq!(ready.reason.as_deref(), Some("InvalidSpec"), "{ready:?}");
+    let message = ready.message.unwrap_or_default();
+    // The API server's schema names the field and the value; on a real cluster KubeVirt's VM
+    // mutating webhook answers first, unable to decode the quantity.
+    let judged = match backend {
+        Backend::Sim => message.contains("memory") && message.contains("lots"),
+        Backend::KubeVirt => message.contains("quantities must match the regular expression"),
+    };
+    let prefix = format!("target VM {}/t of clone c would be refused: ", h.ns);
+    assert!(message.starts_with(&prefix) && judged, "{message}");
+    let events = h.events("c").await.unwrap();
+    assert_eq!(count(&events, "RestoreCreated"), 0, "{events:?}");
+    // The failure releases the temporary snapshot; no restore and no target ever existed.
+    wait_for("the temporary snapshot released", CLONE_TIMEOUT, || async {
+        let (snapshots, restores, vms) = h.inventory().await?;
+        ensure!(snapshots.is_empty(), "snapshots {snapshots:?}");
+        ensure!(restores.is_empty(), "restores {restores:?}");
+        ensure!(vms == ["vm"], "vms {vms:?}");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    h.stop().await;
+}
+
+/// A target VM the API server admits in a dry run but refuses for real (here a policy; on a
+/// cluster a quota or a policy that skips dry runs): KubeVirt's restore reports the refusal and
+/// retries for ever. The clone shows KubeVirt's text with one event, then fails after the stall
+/// timeout and releases its temporary objects.
+async fn a_restore_kubevirt_keeps_retrying_fails_after_the_stall_timeout(backend: Backend) {
+    let mut h = Harness::without_controller_on(backend, "stall")
+        .await
+        .unwrap();
+    let policy = RefuseRealCreates::install(&h, "t").await;
+    h.start_controller_with(|config| {
+        config.restore_stall_timeout = std::time::Duration::from_secs(20);
+    });
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({}),
+    ))
+    .unwrap();
+    let c = h.wait_ready_reason("c", "RestoreError").await.unwrap();
+    let status = c.status.unwrap();
+    assert_eq!(status.phase, ClonePhase::RestoreInProgress);
+    let message = status
+        .condition("Progressing")
+        .and_then(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("retried by KubeVirt") && message.contains(RefuseRealCreates::MESSAGE),
+        "{message}"
+    );
+    let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
+    let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
+    assert_eq!(ready.reason.as_deref(), Some("RestoreFailed"), "{ready:?}");
+    let message = ready.message.unwrap_or_default();
+    assert!(
+        message.contains("made no progress for 20s")
+            && message.contains(RefuseRealCreates::MESSAGE),
+        "{message}"
+    );
+    let events = h.events("c").await.unwrap();
+    assert_eq!(count(&events, "RestoreError"), 1, "{events:?}");
+    assert_eq!(count(&events, "RestoreFailed"), 1, "{events:?}");
+    wait_for("the temporary objects released", CLONE_TIMEOUT, || async {
+        let (snapshots, restores, vms) = h.inventory().await?;
+        ensure!(snapshots.is_empty(), "snapshots {snapshots:?}");
+        ensure!(restores.is_empty(), "restores {restores:?}");
+        ensure!(vms == ["vm"], "vms {vms:?}");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    policy.remove(&h).await;
+    h.stop().await;
+}
+
+/// A ValidatingAdmissionPolicy that refuses creating the VM `name` in the test's namespace
+/// unless the request is a dry run.
+struct RefuseRealCreates {
+    name: String,
+}
+
+impl RefuseRealCreates {
+    const MESSAGE: &'static str = "no room for this VM (refused by the test's policy)";
+
+    async fn install(h: &Harness, vm: &str) -> RefuseRealCreates {
+        let name = format!("refuse-real-creates-{}", h.ns);
+        let policy = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{"apiGroups": ["kubevirt.io"], "apiVersions": ["*"],
+                    "operations": ["CREATE"], "resources": ["virtualmachines"]}]},
+                "validations": [{
+                    "expression": format!("request.dryRun == true || !object.metadata.name.startsWith('{vm}')"),
+                    "message": Self::MESSAGE,
+                }],
+            },
+        });
+        let binding = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {"policyName": name, "validationActions": ["Deny"],
+                     "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": h.ns}}}},
+        });
+        h.apply(&common::list(&[policy.to_string(), binding.to_string()]))
+            .unwrap();
+        // Policies take effect a moment after they are stored: wait until a probe is refused
+        // (a probe admitted before that is deleted, finalizers and all, before the next try).
+        let probe = format!("{vm}-probe");
+        let probe_manifest = json!({
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": probe},
+            "spec": {"runStrategy": "Halted", "template": {"spec": {"domain": {"devices": {}}}}},
+        })
+        .to_string();
+        wait_for("the policy to refuse VMs", CLONE_TIMEOUT, || async {
+            match h.create(&probe_manifest) {
+                Ok(_) => {
+                    h.kubectl(
+                        &["delete", "vm", &probe, "--wait=true", "--timeout=60s"],
+                        None,
+                    )?;
+                    anyhow::bail!("the probe VM was admitted")
+                }
+                Err(e) if e.to_string().contains(Self::MESSAGE) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+        .unwrap();
+        RefuseRealCreates { name }
+    }
+
+    async fn remove(self, h: &Harness) {
+        for kind in [
+            "validatingadmissionpolicybinding",
+            "validatingadmissionpolicy",
+        ] {
+            h.kubectl(&["delete", kind, &self.name], None).unwrap();
+        }
+    }
+}
+
+/// A pass woken from a cache that still holds the clone as it was before our last status write
+/// must not redo that write's transition: here the same stale clone is reconciled twice, as a
+/// wake-up by the new snapshot would before the clone's watch delivers the write. Without the
+/// remembered write the second pass would create the snapshot again (`AlreadyExists`) and publish
+/// `SnapshotCreated` a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_from_a_stale_cache_does_not_repeat_the_last_transition() {
+    use clone_api::kubevirt::{KubeVirt, VirtualMachineRestore};
+    use clone_controller::context::{Caches, CloneMemory, Context, Synced};
+    use kube::runtime::reflector;
+    use kube::runtime::watcher::Event;
+
+    let h = Harness::without_controller("stale").await.unwrap();
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.wait_snapshot_support_known("vm").await.unwrap();
+    h.create(&clone_manifest(
+        "c",
+        "VirtualMachine",
+        "vm",
+        Some("t"),
+        json!({}),
+    ))
+    .unwrap();
+    let stale = std::sync::Arc::new(h.api::<VirtualMachineClone>().get("c").await.unwrap());
+
+    // Caches fed by hand: the KubeVirt CR, the clone as first seen, nothing else (yet).
+    fn synced() -> Synced {
+        let (synced, mark) = Synced::new::<()>();
+        mark(&Event::InitDone);
+        synced
+    }
+    let (clones, mut clone_writer) = reflector::store::<VirtualMachineClone>();
+    clone_writer.apply_watcher_event(&Event::Apply((*stale).clone()));
+    let (kubevirts, mut kubevirt_writer) = reflector::store::<KubeVirt>();
+    for kv in Api::<KubeVirt>::all(h.client.clone())
+        .list(&Default::default())
+        .await
+        .unwrap()
+    {
+        kubevirt_writer.apply_watcher_event(&Event::Apply(kv));
+    }
+    let caches = Caches {
+        clones,
+        snapshots: reflector::store::<VirtualMachineSnapshot>().0,
+        restores: reflector::store::<VirtualMachineRestore>().0,
+        vms: reflector::store().0,
+        kubevirts,
+        synced: vec![synced()],
+    };
+    let telemetry = clone_controller::telemetry::Telemetry::default();
+    let ctx = std::sync::Arc::new(Context::new(
+        h.client.clone(),
+        clone_controller::Config {
+            namespace: Some(h.ns.clone()),
+            ..Default::default()
+        },
+        caches,
+        kube::runtime::events::Recorder::new(
+            h.client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "stale-cache-test".into(),
+                instance: None,
+            },
+        ),
+        telemetry.clone(),
+        clone_controller::leader::Leadership::always(),
+        std::sync::Arc::new(CloneMemory::new(
+            telemetry.metrics.clone_state_entries.clone(),
+        )),
+    ));
+
+    clone_controller::reconcile::reconcile(stale.clone(), ctx.clone())
+        .await
+        .unwrap();
+    let written = h.api::<VirtualMachineClone>().get("c").await.unwrap();
+    assert_eq!(
+        written.status.unwrap().phase,
+        ClonePhase::SnapshotInProgress
+    );
+    // The cache has not caught up: the same stale object again.
+    clone_controller::reconcile::reconcile(stale.clone(), ctx.clone())
+        .await
+        .unwrap();
+    let events = h.events("c").await.unwrap();
+    assert_eq!(count(&events, "SnapshotCreated"), 1, "{events:?}");
+    assert_eq!(
+        ctx.memory.len(),
+        1,
+        "the write is remembered until the cache catches up"
+    );
+    // Once the cache shows the written version, the memory is dropped.
+    let caught_up = std::sync::Arc::new(h.api::<VirtualMachineClone>().get("c").await.unwrap());
+    clone_controller::reconcile::reconcile(caught_up, ctx.clone())
+        .await
+        .unwrap();
+    assert!(ctx.memory.is_empty(), "{} entries", ctx.memory.len());
+    let events = h.events("c").await.unwrap();
+    assert_eq!(count(&events, "SnapshotCreated"), 1, "{events:?}");
+}
+
+/// Per-clone state is bounded: clones that keep failing hold a backoff entry each, and deleting
+/// them removes every entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_failing_clones_leave_no_state_behind() {
+    let mut h = Harness::without_controller("memory").await.unwrap();
+    h.annotate_namespace(kubevirt_sim::names::ADMISSION_ERROR_ANNOTATION, "")
+        .unwrap();
+    let telemetry = h.start_controller_with(|_| {});
+    let entries = telemetry.metrics.clone_state_entries.clone();
+    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    for name in ["a", "b", "c"] {
+        h.create(&clone_manifest(
+            name,
+            "VirtualMachine",
+            "vm",
+            Some(&format!("t-{name}")),
+            json!({}),
+        ))
+        .unwrap();
+    }
+    wait_for(
+        "a backoff entry per refused clone",
+        CLONE_TIMEOUT,
+        || async {
+            ensure!(entries.get() >= 3, "{} entries", entries.get());
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    h.kubectl(&["delete", "vmclone", "a", "b", "c"], None)
+        .unwrap();
+    wait_for("no per-clone state left", CLONE_TIMEOUT, || async {
+        ensure!(entries.get() == 0, "{} entries", entries.get());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    h.stop().await;
+}
+
 on_both_backends!(
     the_seed_flow_with_kubectl,
     golden_image_five_clones,
@@ -1025,6 +1394,8 @@ on_both_backends!(
     wffc_storage_cleans_up_when_the_target_starts,
     a_controller_killed_midway_completes_after_restart_with_one_of_everything,
     a_temp_snapshot_deleted_midway_fails_the_clone,
+    a_patch_the_api_server_refuses_fails_before_anything_is_restored,
+    a_restore_kubevirt_keeps_retrying_fails_after_the_stall_timeout,
     the_source_may_go_once_the_snapshot_is_ready,
     a_source_with_data_volume_templates_clones,
     a_source_deleted_mid_snapshot_still_clones,

@@ -296,6 +296,7 @@ impl World {
             claim_phases: BTreeMap::new(),
             rivals: Vec::new(),
             rejection: None,
+            restore_stall_timeout: clone_core::decide::DEFAULT_RESTORE_STALL_TIMEOUT,
         }
     }
 }
@@ -369,7 +370,7 @@ fn bench_patches(c: &mut Criterion) -> BoxResult<()> {
 fn bench_decide(c: &mut Criterion) -> BoxResult<()> {
     let ready = World::snapshot_ready()?;
     let decision = decide(&ready.observed());
-    if !matches!(decision.action, Action::CreateRestore(_)) {
+    if !matches!(decision.action, Action::CreateRestore(..)) {
         return Err(format!("the ready world does not build the restore: {decision:?}").into());
     }
     let running = World::restore_running()?;

@@ -8,9 +8,10 @@
 //! precondition, a failure), so a pass that changes nothing publishes nothing.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use clone_api::kubevirt::{
-    KubeVirtSpec, VirtualMachine, VirtualMachineRestore, VirtualMachineRestoreSpec,
+    KubeVirtSpec, Lenient, VirtualMachine, VirtualMachineRestore, VirtualMachineRestoreSpec,
     VirtualMachineSnapshot, VirtualMachineSnapshotContent, VirtualMachineSnapshotSpec,
     VirtualMachineSpec,
 };
@@ -25,6 +26,7 @@ use serde_json::Value;
 
 use crate::identity::{IdentityInput, identity_patches};
 use crate::patch::{PatchError, apply_kubevirt};
+use crate::refusal::{Refusal, classify, classify_dry_run};
 use crate::status::Situation;
 use crate::validate::validate_spec;
 
@@ -78,13 +80,15 @@ pub struct Rival {
     pub phase: ClonePhase,
 }
 
-/// Which child the controller failed to create in this pass.
+/// Which creation the API server refused in this pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Child {
     /// The temporary snapshot.
     Snapshot,
     /// The restore.
     Restore,
+    /// The server-side dry run of the target VM that precedes the restore.
+    TargetDryRun,
 }
 
 /// The API server refused to create a child object.
@@ -94,15 +98,19 @@ pub struct CreateRejection {
     pub child: Child,
     /// The HTTP status code.
     pub code: u16,
+    /// The status reason (`Invalid`, `BadRequest`, ...; empty for a webhook's own error).
+    pub reason: String,
     /// The server's message.
     pub message: String,
 }
 
 impl CreateRejection {
-    /// Whether only a spec edit could change the answer: a validation or admission refusal
-    /// (400/422). Another restore in progress for the same target is transient.
-    pub fn is_permanent(&self) -> bool {
-        matches!(self.code, 400 | 422) && !self.message.contains("in progress")
+    /// What the refusal means for the clone (see [`crate::refusal`]).
+    pub fn refusal(&self) -> Refusal {
+        match self.child {
+            Child::TargetDryRun => classify_dry_run(self.code),
+            Child::Snapshot | Child::Restore => classify(self.code, &self.reason, &self.message),
+        }
     }
 }
 
@@ -133,7 +141,16 @@ pub struct Observed<'a> {
     pub rivals: Vec<Rival>,
     /// A creation the API server refused earlier in this pass.
     pub rejection: Option<CreateRejection>,
+    /// How long a restore may report the same KubeVirt error before the clone fails.
+    pub restore_stall_timeout: Duration,
 }
+
+/// The default of [`Observed::restore_stall_timeout`]: ten minutes.
+pub const DEFAULT_RESTORE_STALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long a restore error must stand before the clone reports it as a hold (at most half the
+/// stall timeout): KubeVirt's next retry often clears it.
+pub const RESTORE_ERROR_GRACE: Duration = Duration::from_secs(15);
 
 /// What to read for a clone before deciding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,8 +237,13 @@ pub enum Action {
     Nothing,
     /// Create this snapshot (`AlreadyExists` counts as success).
     CreateSnapshot(Box<VirtualMachineSnapshot>),
-    /// Create this restore (`AlreadyExists` counts as success).
-    CreateRestore(Box<VirtualMachineRestore>),
+    /// Create this restore (`AlreadyExists` counts as success) — after the API server accepted
+    /// the second value, the VM the restore will create, in a server-side dry run (`dryRun=All`):
+    /// the API server's schema and, on a real cluster, KubeVirt's VM admission judge the exact
+    /// object before anything exists. A refusal comes back as [`Child::TargetDryRun`].
+    /// The dry run is left out when a generated patch does not apply in this controller's
+    /// applier (the restore then shows what KubeVirt makes of it).
+    CreateRestore(Box<VirtualMachineRestore>, Option<Box<Value>>),
     /// Delete the temporary objects (`NotFound` counts as success).
     Cleanup {
         /// The restore to delete.
@@ -251,6 +273,9 @@ pub struct Decision {
     pub status: VirtualMachineCloneStatus,
     /// Events for the transitions this pass makes.
     pub events: Vec<CloneEvent>,
+    /// Look at the clone again after this long even without a change: a deadline of the
+    /// decision runs out then.
+    pub recheck: Option<Duration>,
 }
 
 /// Decides the next step for a clone.
@@ -262,6 +287,7 @@ pub fn decide(observed: &Observed<'_>) -> Decision {
         status: old.clone(),
         events: Vec::new(),
         action: Action::Nothing,
+        recheck: None,
     };
     // A clone being deleted is left to the garbage collector.
     if observed.clone.metadata.deletion_timestamp.is_some() {
@@ -269,6 +295,7 @@ pub fn decide(observed: &Observed<'_>) -> Decision {
             action: Action::Nothing,
             status: old,
             events: Vec::new(),
+            recheck: None,
         };
     }
     // A failed clone is final; the pass after the failure releases its temporary objects.
@@ -301,6 +328,7 @@ fn release_after_failure(names: &Lookups, mut status: VirtualMachineCloneStatus)
         action,
         status,
         events: Vec::new(),
+        recheck: None,
     }
 }
 
@@ -310,6 +338,7 @@ struct Pass<'o, 'a> {
     status: VirtualMachineCloneStatus,
     events: Vec<CloneEvent>,
     action: Action,
+    recheck: Option<Duration>,
 }
 
 impl<'a> Pass<'_, 'a> {
@@ -374,6 +403,9 @@ impl<'a> Pass<'_, 'a> {
             );
         }
         self.status.strategy = Some(CloneStrategy::Snapshot);
+        if let Some(situation) = self.unreadable() {
+            return situation;
+        }
 
         let before_snapshot_ready = matches!(
             self.status.phase,
@@ -425,6 +457,66 @@ impl<'a> Pass<'_, 'a> {
             }
         }
         self.after_success()
+    }
+
+    /// An object this pass would read that could not be decoded holds the clone, with a message
+    /// naming the object and the field: acting on its defaults could be a false outcome, and a
+    /// controller that reads it may come with the next release.
+    fn unreadable(&self) -> Option<Situation> {
+        let ns = self.namespace();
+        let vm = |vm: &VirtualMachine| {
+            vm.spec
+                .unreadable()
+                .or_else(|| vm.status.as_ref().and_then(|s| s.unreadable()))
+                .map(|why| ("VirtualMachine", name_of(&vm.metadata), why.to_owned()))
+        };
+        let snapshot = |s: &VirtualMachineSnapshot| {
+            s.spec
+                .unreadable()
+                .or_else(|| s.status.as_ref().and_then(|s| s.unreadable()))
+                .map(|why| {
+                    (
+                        "VirtualMachineSnapshot",
+                        name_of(&s.metadata),
+                        why.to_owned(),
+                    )
+                })
+        };
+        let content = |c: &VirtualMachineSnapshotContent| {
+            c.spec
+                .unreadable()
+                .or_else(|| c.status.as_ref().and_then(|s| s.unreadable()))
+                .map(|why| {
+                    let kind = "VirtualMachineSnapshotContent";
+                    (kind, name_of(&c.metadata), why.to_owned())
+                })
+        };
+        let restore = |r: &VirtualMachineRestore| {
+            r.spec
+                .unreadable()
+                .or_else(|| r.status.as_ref().and_then(|s| s.unreadable()))
+                .map(|why| {
+                    (
+                        "VirtualMachineRestore",
+                        name_of(&r.metadata),
+                        why.to_owned(),
+                    )
+                })
+        };
+        let (kind, name, why) = self
+            .o
+            .source_vm
+            .and_then(vm)
+            .or_else(|| self.o.source_snapshot.and_then(snapshot))
+            .or_else(|| self.o.temp_snapshot.and_then(snapshot))
+            .or_else(|| self.o.content.and_then(content))
+            .or_else(|| self.o.restore.and_then(restore))?;
+        Some(Situation::Pending {
+            reason: EventReason::ObjectUnreadable,
+            message: format!(
+                "cannot read {kind} {ns}/{name}: {why} (written by a newer KubeVirt? this controller waits until it can read it)"
+            ),
+        })
     }
 
     /// The checks that hold a clone until its snapshot is ready.
@@ -591,6 +683,9 @@ impl<'a> Pass<'_, 'a> {
         }
     }
 
+    /// What a refused creation of `child` means for the clone: a spec the user must fix fails it;
+    /// the feature gate, another restore in progress or an error of the API server or a webhook
+    /// holds it (one event when the hold starts; the controller retries with backoff).
     fn rejection(&mut self, child: Child) -> Option<Situation> {
         let rejection = self
             .o
@@ -598,28 +693,49 @@ impl<'a> Pass<'_, 'a> {
             .as_ref()
             .filter(|r| r.child == child)?
             .clone();
-        let (reason, kind, what) = match child {
+        let (reason, message) = match child {
             Child::Snapshot => (
-                EventReason::SnapshotFailed,
-                "snapshot",
-                self.names.snapshot_name.clone(),
+                EventReason::SnapshotCreationFailed,
+                format!(
+                    "failed creating snapshot {} for clone {}: {}",
+                    self.names.snapshot_name,
+                    self.clone_name(),
+                    rejection.message
+                ),
             ),
             Child::Restore => (
                 EventReason::RestoreCreationFailed,
-                "restore",
-                self.names.restore_name.clone(),
+                format!(
+                    "failed creating restore {} for clone {}: {}",
+                    self.names.restore_name,
+                    self.clone_name(),
+                    rejection.message
+                ),
+            ),
+            Child::TargetDryRun => (
+                EventReason::RestoreCreationFailed,
+                format!(
+                    "target VM {}/{} of clone {} would be refused: {}",
+                    self.namespace(),
+                    self.names.target_name,
+                    self.clone_name(),
+                    rejection.message
+                ),
             ),
         };
-        let message = format!(
-            "failed creating {kind} {what} for clone {}: {}",
-            self.clone_name(),
-            rejection.message
-        );
-        if rejection.is_permanent() {
-            return Some(self.fail(reason, message));
+        let pending = |reason, message| Some(Situation::Pending { reason, message });
+        match rejection.refusal() {
+            // The dry run judged the target the user's spec produces.
+            Refusal::Spec if child == Child::TargetDryRun => {
+                Some(self.fail(EventReason::InvalidSpec, message))
+            }
+            Refusal::Spec => Some(self.fail(reason, message)),
+            Refusal::FeatureGateOff => pending(
+                EventReason::FeatureGateDisabled,
+                format!("snapshot feature gate is not enabled: {message}"),
+            ),
+            Refusal::RestoreInProgress | Refusal::Transient => pending(reason, message),
         }
-        self.event(reason, message.clone());
-        Some(self.working(message))
     }
 
     /// Create the restore and wait until it completes.
@@ -642,7 +758,10 @@ impl<'a> Pass<'_, 'a> {
                 Ok(vm) => vm,
                 Err(situation) => return Some(situation),
             };
-            if let Some(situation) = self.rejection(Child::Restore) {
+            if let Some(situation) = self
+                .rejection(Child::TargetDryRun)
+                .or_else(|| self.rejection(Child::Restore))
+            {
                 return Some(situation);
             }
             let input = IdentityInput {
@@ -661,10 +780,12 @@ impl<'a> Pass<'_, 'a> {
                 self.event(EventReason::UnknownInterface, message);
             }
             let patches = with_run_strategy(identity.patches, &vm, &self.o.clone.spec);
-            if let Some(message) = self.user_patch_conflict(&vm, &patches) {
-                return Some(self.fail(EventReason::InvalidSpec, message));
-            }
-            self.action = Action::CreateRestore(Box::new(self.build_restore(patches)));
+            let target = match self.trial_target(&vm, &patches) {
+                Ok(target) => target,
+                Err(message) => return Some(self.fail(EventReason::InvalidSpec, message)),
+            };
+            self.action =
+                Action::CreateRestore(Box::new(self.build_restore(patches)), target.map(Box::new));
             self.status.restore_name = Some(name.clone());
             let message = format!("created restore {name} for clone {}", self.clone_name());
             self.event(EventReason::RestoreCreated, message);
@@ -679,6 +800,9 @@ impl<'a> Pass<'_, 'a> {
             ));
         }
         if !status.is_complete() {
+            if let Some(stall) = restore_stall(restore) {
+                return Some(self.stalled_restore(&stall));
+            }
             return Some(self.working(format!("waiting for restore {name} to complete")));
         }
         self.status.phase = ClonePhase::CreatingTargetVM;
@@ -690,16 +814,92 @@ impl<'a> Pass<'_, 'a> {
         None
     }
 
+    /// A restore on which KubeVirt reports an error and retries: the clone shows KubeVirt's text
+    /// and waits (one event), and fails with `RestoreFailed` once the error has stood for
+    /// [`Observed::restore_stall_timeout`]. Without this the clone would say "waiting for restore"
+    /// for ever while KubeVirt retried a VM the API server never admits.
+    fn stalled_restore(&mut self, stall: &Stall) -> Situation {
+        let name = &self.names.restore_name;
+        let timeout = self.o.restore_stall_timeout;
+        let stood = stall
+            .since
+            .as_ref()
+            .map(|since| self.o.now.0.duration_since(since.0))
+            .and_then(|d| Duration::try_from(d).ok())
+            .unwrap_or_default();
+        // KubeVirt often reports an error that its next retry clears (its cache lagging behind
+        // its own PVC create: `persistentvolumeclaims "restore-..." already exists`): shown in
+        // the message at once, reported as a hold (and an event) only once it has stood a while.
+        let grace = RESTORE_ERROR_GRACE.min(timeout / 2);
+        if stood < grace {
+            self.recheck = Some(grace - stood);
+            return self.working(format!(
+                "waiting for restore {name} to complete (KubeVirt reports, and retries: {})",
+                stall.error
+            ));
+        }
+        if stood >= timeout {
+            let message = format!(
+                "restore {name} made no progress for {}: {}",
+                seconds(timeout),
+                stall.error
+            );
+            return self.fail(EventReason::RestoreFailed, message);
+        }
+        self.recheck = Some(timeout - stood);
+        Situation::Pending {
+            reason: EventReason::RestoreError,
+            message: format!(
+                "restore {name} reports an error and is retried by KubeVirt (the clone fails if it makes no progress for {}): {}",
+                seconds(timeout),
+                stall.error
+            ),
+        }
+    }
+
+    /// The VM the restore will create, checked: the generated and the user's patches applied to
+    /// the snapshot's VM under the target's name. A patch that does not apply is the user's
+    /// (KubeVirt would retry such a restore for ever), so it fails the clone here.
+    ///
+    /// The VM leaves out `dataVolumeTemplates`: KubeVirt authorizes their clone sources against
+    /// whoever creates the VM, and the restore (not this controller) creates it, with templates
+    /// it rewrites to the restored volumes.
+    fn trial_target(&self, vm: &Value, patches: &[String]) -> Result<Option<Value>, String> {
+        let mut trial = vm.clone();
+        if let Err(error) = apply_kubevirt(&mut trial, patches) {
+            return match self.user_patch_conflict(&error, patches) {
+                Some(message) => Err(message),
+                None => Ok(None),
+            };
+        }
+        let metadata = trial.get("metadata").cloned().unwrap_or(Value::Null);
+        let mut meta = serde_json::Map::new();
+        meta.insert("name".into(), self.names.target_name.clone().into());
+        meta.insert("namespace".into(), self.namespace().into());
+        for field in ["labels", "annotations"] {
+            if let Some(value) = metadata.get(field).filter(|v| v.is_object()) {
+                meta.insert(field.into(), value.clone());
+            }
+        }
+        let mut spec = trial.get("spec").cloned().unwrap_or(Value::Null);
+        if let Some(spec) = spec.as_object_mut() {
+            spec.remove("dataVolumeTemplates");
+        }
+        Ok(Some(serde_json::json!({
+            "apiVersion": format!("{}/v1", names::KUBEVIRT_GROUP),
+            "kind": names::VIRTUAL_MACHINE_KIND,
+            "metadata": meta,
+            "spec": spec,
+        })))
+    }
+
     /// Why the restore's patches would not apply to the snapshot's VM, when one of the user's
     /// patches is at fault (for example removing a label the VM does not have, or one the filters
-    /// already removed). KubeVirt retries a restore whose patches fail, so without this check the
-    /// clone would wait forever. The user's patches come last, so a failure past the generated ones
-    /// is theirs.
-    fn user_patch_conflict(&self, vm: &Value, patches: &[String]) -> Option<String> {
-        let mut trial = vm.clone();
-        let error = apply_kubevirt(&mut trial, patches).err()?;
+    /// already removed). The user's patches come last, so a failure past the generated ones is
+    /// theirs.
+    fn user_patch_conflict(&self, error: &PatchError, patches: &[String]) -> Option<String> {
         let generated = patches.len() - self.o.clone.spec.patches.as_ref().map_or(0, Vec::len);
-        let (index, why) = match &error {
+        let (index, why) = match error {
             PatchError::Apply { index, source, .. } => (*index, source.to_string()),
             PatchError::Unparsable { index, source } => (*index, source.to_string()),
             _ => return None,
@@ -810,6 +1010,7 @@ impl<'a> Pass<'_, 'a> {
                     .map(|p| p.as_str().to_owned()),
                 patches: (!patches.is_empty()).then_some(patches),
                 extra: Default::default(),
+                unreadable: None,
             },
             status: None,
         }
@@ -841,6 +1042,7 @@ impl<'a> Pass<'_, 'a> {
             action: self.action,
             status: self.status,
             events: self.events,
+            recheck: self.recheck,
         }
     }
 }
@@ -972,4 +1174,50 @@ fn with_run_strategy(
     out.extend(ops);
     out.extend(tail);
     out
+}
+
+/// KubeVirt's report of a restore error it retries.
+#[derive(Debug, Clone, PartialEq)]
+struct Stall {
+    /// KubeVirt's text.
+    error: String,
+    /// When the error was first reported (the condition's transition time).
+    since: Option<Time>,
+}
+
+/// The error KubeVirt reports on a restore that is not complete, if any: upstream's
+/// `doUpdateError` sets `Progressing` to `False` with the error's text as its reason (v1.7.0,
+/// `pkg/storage/snapshot/restore.go`) and keeps the transition time while the text stays the same.
+/// A restore that is working keeps `Progressing` true.
+fn restore_stall(restore: &VirtualMachineRestore) -> Option<Stall> {
+    let status = restore.status.as_ref()?;
+    let progressing = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Progressing" && c.status == "False")?;
+    let error = [&progressing.message, &progressing.reason]
+        .into_iter()
+        .flatten()
+        .find(|t| !t.is_empty())?
+        .clone();
+    let since = progressing
+        .last_transition_time
+        .clone()
+        .and_then(|t| serde_json::from_value::<Time>(t).ok())
+        .or_else(|| restore.metadata.creation_timestamp.clone());
+    Some(Stall { error, since })
+}
+
+/// A duration for messages: whole seconds as `90s`, whole minutes as `10m`.
+fn seconds(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+fn name_of(meta: &ObjectMeta) -> String {
+    meta.name.clone().unwrap_or_default()
 }

@@ -6,6 +6,7 @@
 //! - [`filter`]: label/annotation filters (parse, validate, evaluate).
 //! - [`identity`]: the JSON patches that give a clone its own identity.
 //! - [`patch`]: KubeVirt-compatible patch application.
+//! - [`refusal`]: what a refused creation means (fail, wait for the gate, retry).
 //! - [`names`]: target names, serials, UUIDs, MAC normalisation.
 //! - [`validate`]: the spec rules CEL cannot express.
 //! - [`decide`]: the lifecycle decision.
@@ -18,5 +19,6 @@ pub mod filter;
 pub mod identity;
 pub mod names;
 pub mod patch;
+pub mod refusal;
 pub mod status;
 pub mod validate;

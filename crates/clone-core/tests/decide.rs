@@ -207,6 +207,7 @@ impl World {
             claim_phases: self.claims.clone(),
             rivals: self.rivals.clone(),
             rejection: self.rejection.clone(),
+            restore_stall_timeout: clone_core::decide::DEFAULT_RESTORE_STALL_TIMEOUT,
         })
     }
 
@@ -733,7 +734,7 @@ fn a_ready_snapshot_creates_the_restore_with_the_identity_patches() {
         w.temp_snapshot = Some(ready_snapshot(SNAP));
         w.content = Some(good_content(SNAP));
         let d = w.decide();
-        let Action::CreateRestore(r) = &d.action else {
+        let Action::CreateRestore(r, _) = &d.action else {
             panic!("{:?}", d.action)
         };
         assert_eq!(r.metadata.name.as_deref(), Some(RESTORE));
@@ -775,7 +776,7 @@ fn a_snapshot_source_goes_straight_to_the_restore() {
     let mut w = World::snapshot_source();
     w.content = Some(good_content("golden"));
     let d = w.decide();
-    let Action::CreateRestore(r) = &d.action else {
+    let Action::CreateRestore(r, _) = &d.action else {
         panic!("{:?}", d.action)
     };
     assert_eq!(r.spec.virtual_machine_snapshot_name, "golden");
@@ -812,33 +813,241 @@ fn a_mac_for_an_unknown_interface_is_reported() {
     );
 }
 
-/// Upstream §7.1 #20: a transient refusal warns and retries; a permanent one fails.
+const RESTORE_HOOK: &str = "admission webhook \"virtualmachinerestore-validator.snapshot.kubevirt.io\" denied the request: ";
+
+fn refused(child: Child, code: u16, reason: &str, message: &str) -> Option<CreateRejection> {
+    Some(CreateRejection {
+        child,
+        code,
+        reason: reason.into(),
+        message: message.into(),
+    })
+}
+
+/// A refusal that passes by itself holds the clone with one event for the whole hold; the
+/// controller retries with backoff.
+fn assert_held(w: &mut World, reason: EventReason, message: &str) {
+    let (first, second) = w.decide_twice();
+    for d in [&first, &second] {
+        assert_eq!(d.action, Action::Nothing);
+        assert_eq!(d.status.phase, ClonePhase::RestoreInProgress);
+        assert_eq!(d.status.restore_name, None);
+        assert_eq!(
+            condition(d, "Progressing"),
+            ("False".into(), "Pending".into(), message.into())
+        );
+        assert_eq!(
+            condition(d, "Ready"),
+            ("False".into(), reason.as_str().into(), message.into())
+        );
+    }
+    assert_eq!(reasons(&first), vec![SnapshotReady, reason]);
+    assert_eq!(
+        reasons(&second),
+        Vec::<EventReason>::new(),
+        "one event per hold"
+    );
+}
+
+/// Upstream §7.1 #20, classified: another restore in progress and a webhook's internal error
+/// (HTTP 400) are retried, the gate waits, anything else fails.
 #[test]
-fn a_refused_restore_warns_or_fails() {
+fn a_restore_refused_while_another_is_in_progress_is_retried() {
     let mut w = World::snapshot_source();
     w.content = Some(good_content("golden"));
-    w.rejection = Some(CreateRejection {
-        child: Child::Restore,
-        code: 422,
-        message: "VirtualMachineRestore \"other\" in progress".into(),
-    });
-    let d = w.decide();
-    assert_eq!(d.action, Action::Nothing);
-    assert_eq!(d.status.phase, ClonePhase::RestoreInProgress);
-    assert!(reasons(&d).contains(&RestoreCreationFailed));
+    let text = format!("{RESTORE_HOOK}VirtualMachineRestore \"other\" in progress");
+    w.rejection = refused(Child::Restore, 422, "Invalid", &text);
+    assert_held(
+        &mut w,
+        RestoreCreationFailed,
+        &format!("failed creating restore {RESTORE} for clone testclone: {text}"),
+    );
+}
 
-    w.rejection = Some(CreateRejection {
-        child: Child::Restore,
-        code: 422,
-        message: "patch format is not valid".into(),
-    });
+#[test]
+fn a_restore_refused_by_a_webhook_internal_error_is_retried() {
+    let mut w = World::snapshot_source();
+    w.content = Some(good_content("golden"));
+    let text = format!("{RESTORE_HOOK}snapshot content name is nil in vmSnapshot status");
+    w.rejection = refused(Child::Restore, 400, "", &text);
+    assert_held(
+        &mut w,
+        RestoreCreationFailed,
+        &format!("failed creating restore {RESTORE} for clone testclone: {text}"),
+    );
+}
+
+#[test]
+fn a_restore_refused_because_the_gate_is_off_waits_for_the_gate() {
+    let mut w = World::snapshot_source();
+    w.content = Some(good_content("golden"));
+    let text = format!("{RESTORE_HOOK}Snapshot/Restore feature gate not enabled");
+    w.rejection = refused(Child::Restore, 400, "", &text);
+    assert_held(
+        &mut w,
+        FeatureGateDisabled,
+        &format!(
+            "snapshot feature gate is not enabled: failed creating restore {RESTORE} for clone testclone: {text}"
+        ),
+    );
+}
+
+#[test]
+fn a_snapshot_refused_because_the_gate_is_off_waits_for_the_gate() {
+    let mut w = World::vm_source();
+    let text = "admission webhook \"virtualmachinesnapshot-validator.snapshot.kubevirt.io\" denied the request: snapshot feature gate not enabled";
+    w.rejection = refused(Child::Snapshot, 400, "", text);
+    let (first, second) = w.decide_twice();
+    let message = format!(
+        "snapshot feature gate is not enabled: failed creating snapshot {SNAP} for clone testclone: {text}"
+    );
+    assert_pending(&first, FeatureGateDisabled, &message);
+    assert_eq!(second.status.snapshot_name, None);
+    assert_eq!(reasons(&second), Vec::<EventReason>::new());
+}
+
+#[test]
+fn a_restore_refused_for_its_spec_fails() {
+    let mut w = World::snapshot_source();
+    w.content = Some(good_content("golden"));
+    let text = format!(
+        "{RESTORE_HOOK}patching is valid only for elements under /spec/ only: \"path\": \"/x\""
+    );
+    w.rejection = refused(Child::Restore, 422, "Invalid", &text);
     assert_failed(
         &w.decide(),
         RestoreCreationFailed,
+        &format!("failed creating restore {RESTORE} for clone testclone: {text}"),
+    );
+}
+
+/// The restore is created only after the VM it will create passed a server-side dry run; the
+/// trial VM is the snapshot's VM with every patch applied, under the target's name.
+#[test]
+fn the_restore_comes_with_the_target_vm_to_dry_run() {
+    let mut spec = snapshot_source_spec();
+    spec["patches"] = json!([
+        r#"{"op":"replace","path":"/spec/template/spec/domain/resources/requests/memory","value":"lots"}"#
+    ]);
+    let mut w = World::snapshot_source();
+    w.clone = clone_with(spec);
+    let mut content = good_content("golden");
+    let vm = content.spec.source.virtual_machine.as_mut().unwrap();
+    vm["spec"]["template"]["spec"]["domain"]["resources"] = json!({"requests": {"memory": "1Gi"}});
+    vm["spec"]["dataVolumeTemplates"] = json!([{"metadata": {"name": "root-dv"}}]);
+    vm["metadata"]["resourceVersion"] = json!("42");
+    w.content = Some(content);
+    let d = w.decide();
+    let Action::CreateRestore(_, Some(target)) = &d.action else {
+        panic!("{:?}", d.action)
+    };
+    assert_eq!(target["metadata"]["name"], "vm-clone-target");
+    assert_eq!(target["metadata"]["namespace"], "ns");
+    assert_eq!(target["metadata"].get("resourceVersion"), None);
+    assert_eq!(target["kind"], "VirtualMachine");
+    assert_eq!(target["apiVersion"], "kubevirt.io/v1");
+    assert_eq!(
+        target.pointer("/spec/template/spec/domain/resources/requests/memory"),
+        Some(&json!("lots"))
+    );
+    assert_eq!(target["spec"].get("dataVolumeTemplates"), None);
+    assert_eq!(target.get("status"), None);
+}
+
+#[test]
+fn a_target_the_dry_run_refuses_fails_the_clone_as_invalid_spec() {
+    let mut w = World::snapshot_source();
+    w.content = Some(good_content("golden"));
+    let text = "VirtualMachine.kubevirt.io \"vm-clone-target\" is invalid: spec.template.spec.domain.resources.requests.memory: Invalid value: \"lots\"";
+    w.rejection = refused(Child::TargetDryRun, 422, "Invalid", text);
+    let d = w.decide();
+    assert_failed(
+        &d,
+        InvalidSpec,
+        &format!("target VM ns/vm-clone-target of clone testclone would be refused: {text}"),
+    );
+    assert_eq!(d.status.restore_name, None, "nothing was created");
+}
+
+/// KubeVirt's `doUpdateError`: Progressing false with the error's text as reason, kept while
+/// KubeVirt retries.
+fn erring_restore(since: &str) -> VirtualMachineRestore {
+    restore(json!({"complete": false, "conditions": [
+        {"type": "Progressing", "status": "False", "reason": "ApiError: VirtualMachine \"t\" is invalid", "lastTransitionTime": since},
+        {"type": "Ready", "status": "False", "reason": "ApiError: VirtualMachine \"t\" is invalid", "lastTransitionTime": since},
+    ]}))
+}
+
+#[test]
+fn a_restore_kubevirt_keeps_retrying_shows_its_error_then_fails() {
+    let mut w = World::snapshot_source().phase(ClonePhase::RestoreInProgress, None, Some(RESTORE));
+    // The pass runs at 00:10:00; the error stands since 00:05:00, half the default timeout.
+    w.restore = Some(erring_restore("2026-01-01T00:05:00Z"));
+    let (first, second) = w.decide_twice();
+    let message = format!(
+        "restore {RESTORE} reports an error and is retried by KubeVirt (the clone fails if it makes no progress for 10m): ApiError: VirtualMachine \"t\" is invalid"
+    );
+    assert_eq!(first.status.phase, ClonePhase::RestoreInProgress);
+    assert_eq!(
+        condition(&first, "Progressing"),
+        ("False".into(), "Pending".into(), message.clone())
+    );
+    assert_eq!(condition(&first, "Ready").1, "RestoreError");
+    assert_eq!(reasons(&first), vec![RestoreError]);
+    assert_eq!(reasons(&second), Vec::<EventReason>::new(), "one event");
+    assert_eq!(first.recheck, Some(std::time::Duration::from_secs(300)));
+
+    w.restore = Some(erring_restore("2026-01-01T00:00:00Z"));
+    let failed = w.decide();
+    assert_failed(
+        &failed,
+        RestoreFailed,
         &format!(
-            "failed creating restore {RESTORE} for clone testclone: patch format is not valid"
+            "restore {RESTORE} made no progress for 10m: ApiError: VirtualMachine \"t\" is invalid"
         ),
     );
+    // The next pass releases the temporary objects.
+    w.clone.status = Some(failed.status);
+    assert_eq!(
+        w.decide().action,
+        Action::Cleanup {
+            restore: Some(RESTORE.into()),
+            snapshot: None
+        }
+    );
+}
+
+/// KubeVirt's passing errors (its next retry clears them) show in the message but are no hold.
+#[test]
+fn a_restore_error_that_just_appeared_is_shown_but_not_yet_a_hold() {
+    let mut w = World::snapshot_source().phase(ClonePhase::RestoreInProgress, None, Some(RESTORE));
+    // The pass runs at 00:10:00; the error appeared 5 s ago.
+    w.restore = Some(erring_restore("2026-01-01T00:09:55Z"));
+    let d = w.decide();
+    assert_working(
+        &d,
+        ClonePhase::RestoreInProgress,
+        &format!(
+            "waiting for restore {RESTORE} to complete (KubeVirt reports, and retries: ApiError: VirtualMachine \"t\" is invalid)"
+        ),
+    );
+    assert_eq!(reasons(&d), Vec::<EventReason>::new());
+    assert_eq!(d.recheck, Some(std::time::Duration::from_secs(10)));
+}
+
+#[test]
+fn a_restore_that_is_working_is_not_stalled() {
+    let mut w = World::snapshot_source().phase(ClonePhase::RestoreInProgress, None, Some(RESTORE));
+    w.restore = Some(restore(json!({"complete": false, "conditions": [
+        {"type": "Progressing", "status": "True", "reason": "Creating new PVCs", "lastTransitionTime": "2025-01-01T00:00:00Z"},
+    ]})));
+    let d = w.decide();
+    assert_working(
+        &d,
+        ClonePhase::RestoreInProgress,
+        &format!("waiting for restore {RESTORE} to complete"),
+    );
+    assert_eq!(d.recheck, None);
 }
 
 #[test]
@@ -849,7 +1058,7 @@ fn target_run_strategy_is_patched_before_the_users_patches() {
     let mut w = World::snapshot_source();
     w.clone = clone_with(spec);
     w.content = Some(good_content("golden"));
-    let Action::CreateRestore(r) = w.decide().action else {
+    let Action::CreateRestore(r, _) = w.decide().action else {
         panic!()
     };
     let patches = r.spec.patches.unwrap();
@@ -934,7 +1143,7 @@ fn a_source_deleted_while_the_snapshot_is_in_progress_follows_the_snapshot() {
     w.content = Some(good_content(SNAP));
     let d = w.decide();
     assert!(
-        matches!(d.action, Action::CreateRestore(_)),
+        matches!(d.action, Action::CreateRestore(..)),
         "{:?}",
         d.action
     );
@@ -960,7 +1169,7 @@ fn a_source_deleted_after_the_snapshot_is_ready_does_not_stop_the_clone() {
     w.source_vm = None;
     w.temp_snapshot = Some(ready_snapshot(SNAP));
     w.content = Some(good_content(SNAP));
-    assert!(matches!(w.decide().action, Action::CreateRestore(_)));
+    assert!(matches!(w.decide().action, Action::CreateRestore(..)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1166,7 +1375,7 @@ fn a_user_patch_that_cannot_apply_fails_the_clone_instead_of_hanging() {
     }
     .phase(ClonePhase::SnapshotInProgress, Some(SNAP), None)
     .clone;
-    assert!(matches!(w.decide().action, Action::CreateRestore(_)));
+    assert!(matches!(w.decide().action, Action::CreateRestore(..)));
 }
 
 /// Upstream keeps a failed clone's temporary objects until the clone is deleted; they hold
@@ -1232,4 +1441,25 @@ fn conditions_carry_the_generation() {
         assert_eq!(c.observed_generation, Some(1));
         assert_eq!(c.last_transition_time, Some(time("2026-01-01T00:10:00Z")));
     }
+}
+
+/// A snapshot written by a newer KubeVirt, with a field of a shape this controller does not know,
+/// holds the clone with a message naming the object and the field; it never reads as "not ready"
+/// (a silent wait) or as a failure.
+#[test]
+fn a_snapshot_that_cannot_be_read_holds_the_clone_and_says_why() {
+    let mut w = World::vm_source().phase(ClonePhase::SnapshotInProgress, Some(SNAP), None);
+    w.temp_snapshot = Some(snapshot(SNAP, json!({"readyToUse": "yes"})));
+    let (first, second) = w.decide_twice();
+    let message = format!(
+        "cannot read VirtualMachineSnapshot ns/{SNAP}: status.readyToUse: invalid type: string \"yes\", expected a boolean (written by a newer KubeVirt? this controller waits until it can read it)"
+    );
+    assert_eq!(first.status.phase, ClonePhase::SnapshotInProgress);
+    assert_eq!(
+        condition(&first, "Ready"),
+        ("False".into(), "ObjectUnreadable".into(), message)
+    );
+    assert_eq!(reasons(&first), vec![ObjectUnreadable]);
+    assert_eq!(reasons(&second), Vec::<EventReason>::new());
+    assert_eq!(first.action, Action::Nothing);
 }

@@ -768,18 +768,33 @@ const PHASES: [ClonePhase; 7] = [
     ClonePhase::Unknown,
 ];
 
-const PENDING_REASONS: [EventReason; 4] = [
+const PENDING_REASONS: [EventReason; 8] = [
     EventReason::FeatureGateDisabled,
     EventReason::KubeVirtNotFound,
     EventReason::SourceDoesNotExist,
     EventReason::VMVolumeSnapshotsInvalid,
+    EventReason::SnapshotCreationFailed,
+    EventReason::RestoreCreationFailed,
+    EventReason::RestoreError,
+    EventReason::ObjectUnreadable,
 ];
 
-const FAILURE_REASONS: [EventReason; 8] = [
+/// Holds that can last past the snapshot: a refused restore that is retried, the gate seen off
+/// by KubeVirt's restore admission, an error KubeVirt retries on the restore, an object that
+/// cannot be read.
+const LATE_PENDING_REASONS: [EventReason; 4] = [
+    EventReason::FeatureGateDisabled,
+    EventReason::RestoreCreationFailed,
+    EventReason::RestoreError,
+    EventReason::ObjectUnreadable,
+];
+
+const FAILURE_REASONS: [EventReason; 9] = [
     EventReason::InvalidSpec,
     EventReason::TargetExists,
     EventReason::SourceVMWithBackendStorageInvalid,
     EventReason::SnapshotFailed,
+    EventReason::SnapshotCreationFailed,
     EventReason::SnapshotDeleted,
     EventReason::SnapshotContentInvalid,
     EventReason::RestoreCreationFailed,
@@ -983,17 +998,20 @@ fn rejection() -> impl Strategy<Value = Option<CreateRejection>> {
     prop::option::weighted(
         0.15,
         (
-            select(&[Child::Snapshot, Child::Restore]),
+            select(&[Child::Snapshot, Child::Restore, Child::TargetDryRun]),
             select(&[400u16, 403, 409, 422, 500]),
+            strings(&["", "Invalid", "BadRequest"]),
             strings(&[
                 "denied by admission",
                 "VirtualMachineRestore \"x\" in progress",
+                "admission webhook \"w\" denied the request: Snapshot/Restore feature gate not enabled",
                 "",
             ]),
         )
-            .prop_map(|(child, code, message)| CreateRejection {
+            .prop_map(|(child, code, reason, message)| CreateRejection {
                 child,
                 code,
+                reason,
                 message,
             }),
     )
@@ -1407,6 +1425,7 @@ impl World {
             claim_phases: self.claims.clone(),
             rivals: self.rivals.clone(),
             rejection: self.rejection.clone(),
+            restore_stall_timeout: clone_core::decide::DEFAULT_RESTORE_STALL_TIMEOUT,
         }
     }
 
@@ -1652,9 +1671,11 @@ fn check_decision(o: &Observed<'_>, d: &Decision) -> TestResult {
                 matches!(
                     phase,
                     ClonePhase::Unset | ClonePhase::SnapshotInProgress | ClonePhase::Unknown
-                ),
-                "pending in {:?}",
-                phase
+                ) || (phase == ClonePhase::RestoreInProgress
+                    && is_one_of(ready_reason, &LATE_PENDING_REASONS)),
+                "pending in {:?} with {:?}",
+                phase,
+                ready_reason
             );
             prop_assert_eq!(&d.action, &Action::Nothing);
         }
@@ -1676,7 +1697,7 @@ fn check_decision(o: &Observed<'_>, d: &Decision) -> TestResult {
     if let Some(rejection) = &o.rejection {
         let repeated = match rejection.child {
             Child::Snapshot => matches!(d.action, Action::CreateSnapshot(_)),
-            Child::Restore => matches!(d.action, Action::CreateRestore(_)),
+            Child::Restore | Child::TargetDryRun => matches!(d.action, Action::CreateRestore(..)),
         };
         prop_assert!(!repeated, "created the refused {:?} again", rejection.child);
     }
@@ -1716,7 +1737,7 @@ fn check_decision(o: &Observed<'_>, d: &Decision) -> TestResult {
                 Some(tmp_snapshot.as_str())
             );
         }
-        Action::CreateRestore(restore) => {
+        Action::CreateRestore(restore, _) => {
             let meta = &restore.metadata;
             check_owned(
                 clone,
@@ -1850,7 +1871,7 @@ fn check_next_passes(world: &World, first: &Decision) -> TestResult {
         Action::DeleteClone => prop_assert_eq!(&second.action, &Action::DeleteClone),
         // The world does not show the created object yet: not a fixed point by design (the
         // controller confirms absence with a direct read).
-        Action::CreateSnapshot(_) | Action::CreateRestore(_) => return Ok(()),
+        Action::CreateSnapshot(_) | Action::CreateRestore(..) => return Ok(()),
     }
     prop_assert!(
         second.events.is_empty(),
@@ -1910,7 +1931,7 @@ fn the_random_worlds_reach_every_action_and_outcome() -> Result<(), String> {
         let action = match d.action {
             Action::Nothing => "Nothing",
             Action::CreateSnapshot(_) => "CreateSnapshot",
-            Action::CreateRestore(_) => "CreateRestore",
+            Action::CreateRestore(..) => "CreateRestore",
             Action::Cleanup { .. } => "Cleanup",
             Action::DeleteClone => "DeleteClone",
         };
@@ -1989,8 +2010,8 @@ fn the_invariants_refuse_broken_decisions() -> Result<(), String> {
                     }
                 }
             }),
-            Action::CreateRestore(_) => mutant("a restore of another name", &|m| {
-                if let Action::CreateRestore(r) = &mut m.action {
+            Action::CreateRestore(..) => mutant("a restore of another name", &|m| {
+                if let Action::CreateRestore(r, _) = &mut m.action {
                     r.metadata.name = Some("tmp-restore-someone-else".to_owned());
                 }
             }),

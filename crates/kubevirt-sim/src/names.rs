@@ -153,9 +153,9 @@ pub const RESTORE_DELETING: &str = "VM restore is deleting";
 /// snapshot `Succeeded`) with `readyToUse: false` until the annotation is removed — a CSI driver
 /// that cuts snapshots at once and uploads them slowly.
 pub const HOLD_SNAPSHOT_READY_ANNOTATION: &str = "sim.vmclone.dev/hold-snapshot-ready";
-/// Annotation on a VirtualMachineRestore: the sim's restore admission webhook answers its
-/// creation as virt-api answers an internal error (HTTP 400, the annotation's value as message;
-/// [`ADMISSION_INTERNAL_ERROR`] when empty).
+/// Annotation on a VirtualMachineRestore or on its Namespace: the sim's restore admission webhook
+/// answers the restore's creation as virt-api answers an internal error (HTTP 400, the
+/// annotation's value as message; [`ADMISSION_INTERNAL_ERROR`] when empty).
 pub const ADMISSION_ERROR_ANNOTATION: &str = "sim.vmclone.dev/admission-error";
 /// The message of [`ADMISSION_ERROR_ANNOTATION`] without a value.
 pub const ADMISSION_INTERNAL_ERROR: &str = "kubevirt-sim: injected internal error";

@@ -36,8 +36,9 @@
 //!   admitter dereference nil and its HTTP server drop the connection; the sim drops it too, so
 //!   the API server answers `500` (`failed calling webhook`).
 //! - UPDATE: a changed spec → `spec in immutable after creation`.
-//! - The sim's knob: CREATE of a restore annotated [`ADMISSION_ERROR_ANNOTATION`] is answered as
-//!   an internal error, 400 with the annotation's value.
+//! - The sim's knob: CREATE of a restore annotated [`ADMISSION_ERROR_ANNOTATION`], or of any
+//!   restore in a namespace so annotated, is answered as an internal error, 400 with the
+//!   annotation's value.
 //!
 //! A webhook is scoped like a sim: to one namespace (a `namespaceSelector` on its name; the
 //! namespace gets the label [`RESTORE_WEBHOOK_LABEL`] so that the restore admission *policy* of
@@ -553,6 +554,8 @@ enum Kind {
     Snapshot,
     Vm,
     Content,
+    /// The namespace itself (the namespace argument of [`World::read`] is ignored).
+    Namespace,
 }
 
 /// Why a read failed: not found (with the API server's message) or anything else.
@@ -634,9 +637,12 @@ impl World for ApiWorld {
                 "virtualmachinesnapshotcontents",
             ),
             Kind::Vm => resource(KUBEVIRT_GROUP, "v1", "VirtualMachine", "virtualmachines"),
+            Kind::Namespace => resource("", "v1", "Namespace", "namespaces"),
         };
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), namespace, &resource);
+        let api: Api<DynamicObject> = match kind {
+            Kind::Namespace => Api::all_with(self.client.clone(), &resource),
+            _ => Api::namespaced_with(self.client.clone(), namespace, &resource),
+        };
         match api.get(name).await {
             Ok(object) => serde_json::to_value(object).map_err(|e| ReadError::Other(e.to_string())),
             Err(kube::Error::Api(status)) if status.code == 404 => {
@@ -731,17 +737,27 @@ async fn admit(world: &impl World, request: &Value) -> Verdict {
     let restore = &request["object"];
     let causes = match operation {
         "CREATE" => {
-            if let Some(message) = restore
+            let namespace = request["namespace"].as_str().unwrap_or_default();
+            let on_namespace = match world.read(Kind::Namespace, "", namespace).await {
+                Ok(ns) => ns
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.get(ADMISSION_ERROR_ANNOTATION))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                Err(_) => None,
+            };
+            let on_restore = restore
                 .pointer("/metadata/annotations")
                 .and_then(|a| a.get(ADMISSION_ERROR_ANNOTATION))
                 .and_then(Value::as_str)
-            {
+                .map(str::to_owned);
+            if let Some(message) = on_restore.or(on_namespace) {
                 let message = if message.is_empty() {
-                    ADMISSION_INTERNAL_ERROR
+                    ADMISSION_INTERNAL_ERROR.to_owned()
                 } else {
                     message
                 };
-                return Verdict::Error(message.to_owned());
+                return Verdict::Error(message);
             }
             match admit_create(world, request, restore).await {
                 Ok(causes) => causes,
@@ -1020,6 +1036,7 @@ mod tests {
                 Kind::Snapshot => "snapshot",
                 Kind::Vm => "vm",
                 Kind::Content => "content",
+                Kind::Namespace => "namespace",
             };
             self.objects
                 .get(&(key, name.to_owned()))

@@ -171,19 +171,34 @@ impl Harness {
 
     /// Starts the controller in this process, scoped to the test's namespace.
     pub fn start_controller(&mut self) {
+        self.start_controller_with(|_| {});
+    }
+
+    /// [`Harness::start_controller`] with settings changed by `configure`; returns the
+    /// controller's telemetry (its metrics).
+    pub fn start_controller_with(
+        &mut self,
+        configure: impl FnOnce(&mut clone_controller::Config),
+    ) -> clone_controller::telemetry::Telemetry {
         let (tx, rx) = oneshot::channel::<()>();
-        let config = clone_controller::Config {
+        let mut config = clone_controller::Config {
             namespace: Some(self.ns.clone()),
             ..Default::default()
         };
+        configure(&mut config);
         let client = self.client.clone();
-        let task = tokio::spawn(async move {
-            clone_controller::run(client, config, async move {
-                let _ = rx.await;
-            })
-            .await
+        let telemetry = clone_controller::telemetry::Telemetry::default();
+        let task = tokio::spawn({
+            let telemetry = telemetry.clone();
+            async move {
+                clone_controller::run_with(client, config, telemetry, async move {
+                    let _ = rx.await;
+                })
+                .await
+            }
         });
         self.controller = Some((tx, task));
+        telemetry
     }
 
     /// Stops the in-process controller (graceful).
@@ -330,9 +345,39 @@ impl Harness {
         Ok(())
     }
 
+    /// Removes an annotation from the test namespace.
+    pub fn unannotate_namespace(&self, key: &str) -> Result<()> {
+        self.env
+            .kubectl_output(
+                &["annotate", "namespace", &self.ns, &format!("{key}-")],
+                None,
+            )?
+            .ok()?;
+        Ok(())
+    }
+
     /// A PVC on the sim's storage and a halted VM using it, with identity to strip.
     pub fn create_source_vm(&self, name: &str, storage_class: &str) -> Result<()> {
         self.apply(&source_vm_manifest(name, storage_class))
+    }
+
+    /// Waits until KubeVirt has reported whether the VM's volumes can be snapshotted.
+    pub async fn wait_snapshot_support_known(&self, vm: &str) -> Result<()> {
+        let api: Api<VirtualMachine> = self.api();
+        wait_for(
+            &format!("volumeSnapshotStatuses of VM {vm}"),
+            CLONE_TIMEOUT,
+            || async {
+                let vm = api.get(vm).await?;
+                let known = vm
+                    .status
+                    .and_then(|s| s.volume_snapshot_statuses)
+                    .is_some_and(|s| !s.is_empty());
+                ensure!(known, "not yet");
+                Ok(())
+            },
+        )
+        .await
     }
 
     /// Waits until the clone reaches `phase` and returns it.
@@ -381,27 +426,9 @@ impl Harness {
         .await
     }
 
-    /// Events about `clone`: (type, reason, note), oldest first, one entry per Event object.
+    /// Events about `clone` in the test's namespace (see [`events_in`]).
     pub async fn events(&self, clone: &str) -> Result<Vec<(String, String, String)>> {
-        let api: Api<Event> = self.api();
-        let mut events: Vec<Event> = api
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(clone))
-            .collect();
-        events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
-        Ok(events
-            .into_iter()
-            .map(|e| {
-                (
-                    e.type_.unwrap_or_default(),
-                    e.reason.unwrap_or_default(),
-                    e.note.unwrap_or_default(),
-                )
-            })
-            .collect())
+        events_in(&self.client, &self.ns, clone).await
     }
 
     /// Waits until an event with `reason` about `clone` exists, then returns all events.
@@ -602,4 +629,34 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, St
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Ok((code, body))
+}
+
+/// Events about `clone` in `ns`: (type, reason, note), oldest first, one entry per occurrence (an
+/// Event object whose series counts `n` occurrences gives `n` entries).
+pub async fn events_in(
+    client: &Client,
+    ns: &str,
+    clone: &str,
+) -> Result<Vec<(String, String, String)>> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let mut events: Vec<Event> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(clone))
+        .collect();
+    events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    Ok(events
+        .into_iter()
+        .flat_map(|e| {
+            let occurrences = e.series.as_ref().map_or(1, |s| s.count.max(1)) as usize;
+            let entry = (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            );
+            std::iter::repeat_n(entry, occurrences)
+        })
+        .collect())
 }
