@@ -10,7 +10,9 @@
 //!   `VirtualMachineRestore`, `KubeVirt` and `DataVolume`. Their specs and statuses never fail
 //!   to decode ([`lenient`]): one object from a newer KubeVirt cannot fail a whole list.
 //!
-//! The crate does no IO; it only needs `kube`'s derive.
+//! The crate does no IO; it only needs `kube`'s derive. Like `kube`, it leaves the Kubernetes
+//! version to the crate that builds a program: enable one `k8s-openapi` version feature there
+//! (vmclone's own binaries use `v1_36`).
 //!
 //! # Example
 //!
