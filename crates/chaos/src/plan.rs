@@ -69,19 +69,6 @@ pub const BYSTANDER_VM: &str = "bystander";
 /// A VM that exists before the clone that names it as its target.
 pub const TAKEN_VM: &str = "taken";
 
-/// Every VM that exists before the clones (sources and pre-existing VMs).
-pub fn initial_vms() -> Vec<&'static str> {
-    let mut vms = GOOD_SOURCES.to_vec();
-    vms.extend([
-        FAILING_SNAPSHOT_SOURCE,
-        FAILING_RESTORE_SOURCE,
-        DOOMED_SOURCE,
-        BYSTANDER_VM,
-        TAKEN_VM,
-    ]);
-    vms
-}
-
 /// How a clone must end (when the run does not delete it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {

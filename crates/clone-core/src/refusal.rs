@@ -24,13 +24,6 @@ pub enum Refusal {
     Transient,
 }
 
-impl Refusal {
-    /// Whether the clone fails for good.
-    pub fn is_permanent(self) -> bool {
-        self == Refusal::Spec
-    }
-}
-
 /// virt-api's answer to creating a restore while the `Snapshot` gate is off
 /// (`pkg/storage/admitters/vmrestore.go`).
 pub const RESTORE_GATE_OFF: &str = "Snapshot/Restore feature gate not enabled";
