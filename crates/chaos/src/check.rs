@@ -175,19 +175,7 @@ pub async fn run(
         "no temporary snapshot or restore left",
         CLEANUP_TIMEOUT,
         || async {
-            let waiting: Vec<String> = clones
-                .list(&ListParams::default())
-                .await?
-                .items
-                .iter()
-                .filter(|c| !c.status.as_ref().is_some_and(|s| s.phase.is_terminal()))
-                .filter_map(|c| c.uid())
-                .collect();
-            let left: Vec<String> = temporary_objects(client, ns)
-                .await?
-                .into_iter()
-                .filter(|name| !waiting.iter().any(|uid| name.ends_with(uid.as_str())))
-                .collect();
+            let left = unexplained_temporaries(client, ns, &clones).await?;
             anyhow::ensure!(left.is_empty(), "left: {left:?}");
             Ok::<_, anyhow::Error>(())
         },
@@ -195,20 +183,9 @@ pub async fn run(
     .await;
     if let Err(e) = temp_left {
         problems.push(format!("{e:#}"));
-        let waiting: Vec<String> = clones
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .filter(|c| !c.status.as_ref().is_some_and(|s| s.phase.is_terminal()))
-            .filter_map(|c| c.uid())
-            .collect();
-        report.leaks.extend(
-            temporary_objects(client, ns)
-                .await?
-                .into_iter()
-                .filter(|name| !waiting.iter().any(|uid| name.ends_with(uid.as_str()))),
-        );
+        report
+            .leaks
+            .extend(unexplained_temporaries(client, ns, &clones).await?);
     }
 
     let present: BTreeMap<String, VirtualMachineClone> = clones
@@ -478,6 +455,27 @@ fn made_by(vms: &BTreeMap<String, VirtualMachine>, clone_uid: &str) -> Vec<Strin
         })
         .map(|(name, _)| name.clone())
         .collect()
+}
+
+/// The temporary snapshots and restores that no clone still waiting explains.
+async fn unexplained_temporaries(
+    client: &Client,
+    ns: &str,
+    clones: &Api<VirtualMachineClone>,
+) -> Result<Vec<String>> {
+    let waiting: Vec<String> = clones
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|c| !c.status.as_ref().is_some_and(|s| s.phase.is_terminal()))
+        .filter_map(|c| c.uid())
+        .collect();
+    Ok(temporary_objects(client, ns)
+        .await?
+        .into_iter()
+        .filter(|name| !waiting.iter().any(|uid| name.ends_with(uid.as_str())))
+        .collect())
 }
 
 async fn temporary_objects(client: &Client, ns: &str) -> Result<Vec<String>> {

@@ -185,10 +185,8 @@ impl CloneMemory {
     }
 
     fn report(&self) {
-        let backoff = self.backoff.lock().map_or(0, |m| m.len());
-        let written = self.written.lock().map_or(0, |m| m.len());
         self.entries
-            .set(i64::try_from(backoff + written).unwrap_or(i64::MAX));
+            .set(i64::try_from(self.len()).unwrap_or(i64::MAX));
     }
 
     /// Remembers the status this controller wrote for a clone: the resourceVersion the write was

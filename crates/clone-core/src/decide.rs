@@ -464,44 +464,21 @@ impl<'a> Pass<'_, 'a> {
     /// controller that reads it may come with the next release.
     fn unreadable(&self) -> Option<Situation> {
         let ns = self.namespace();
-        let vm = |vm: &VirtualMachine| {
-            vm.spec
-                .unreadable()
-                .or_else(|| vm.status.as_ref().and_then(|s| s.unreadable()))
-                .map(|why| ("VirtualMachine", name_of(&vm.metadata), why.to_owned()))
+        let vm =
+            |o: &VirtualMachine| unreadable_in("VirtualMachine", &o.metadata, &o.spec, &o.status);
+        let snapshot = |o: &VirtualMachineSnapshot| {
+            unreadable_in("VirtualMachineSnapshot", &o.metadata, &o.spec, &o.status)
         };
-        let snapshot = |s: &VirtualMachineSnapshot| {
-            s.spec
-                .unreadable()
-                .or_else(|| s.status.as_ref().and_then(|s| s.unreadable()))
-                .map(|why| {
-                    (
-                        "VirtualMachineSnapshot",
-                        name_of(&s.metadata),
-                        why.to_owned(),
-                    )
-                })
+        let content = |o: &VirtualMachineSnapshotContent| {
+            unreadable_in(
+                "VirtualMachineSnapshotContent",
+                &o.metadata,
+                &o.spec,
+                &o.status,
+            )
         };
-        let content = |c: &VirtualMachineSnapshotContent| {
-            c.spec
-                .unreadable()
-                .or_else(|| c.status.as_ref().and_then(|s| s.unreadable()))
-                .map(|why| {
-                    let kind = "VirtualMachineSnapshotContent";
-                    (kind, name_of(&c.metadata), why.to_owned())
-                })
-        };
-        let restore = |r: &VirtualMachineRestore| {
-            r.spec
-                .unreadable()
-                .or_else(|| r.status.as_ref().and_then(|s| s.unreadable()))
-                .map(|why| {
-                    (
-                        "VirtualMachineRestore",
-                        name_of(&r.metadata),
-                        why.to_owned(),
-                    )
-                })
+        let restore = |o: &VirtualMachineRestore| {
+            unreadable_in("VirtualMachineRestore", &o.metadata, &o.spec, &o.status)
         };
         let (kind, name, why) = self
             .o
@@ -1218,6 +1195,15 @@ fn seconds(duration: Duration) -> String {
     }
 }
 
-fn name_of(meta: &ObjectMeta) -> String {
-    meta.name.clone().unwrap_or_default()
+/// Why an object's spec or status cannot be read: (kind, name, why), if it cannot.
+fn unreadable_in(
+    kind: &'static str,
+    meta: &ObjectMeta,
+    spec: &impl Lenient,
+    status: &Option<impl Lenient>,
+) -> Option<(&'static str, String, String)> {
+    let why = spec
+        .unreadable()
+        .or_else(|| status.as_ref().and_then(Lenient::unreadable))?;
+    Some((kind, meta.name.clone().unwrap_or_default(), why.to_owned()))
 }
