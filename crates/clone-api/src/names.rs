@@ -51,6 +51,9 @@ pub const RESTORE_NAME_ANNOTATION: &str = "restore.kubevirt.io/name";
 /// The KubeVirt feature gate that guards snapshots, restores and clones.
 pub const SNAPSHOT_FEATURE_GATE: &str = "Snapshot";
 
+/// Name of the ValidatingAdmissionPolicy (and its binding) that validates clones.
+pub const ADMISSION_POLICY_NAME: &str = "vmclone-virtualmachineclones";
+
 /// Field manager the controller uses for server-side apply.
 pub const FIELD_MANAGER: &str = "vmclone-controller";
 
@@ -76,6 +79,7 @@ pub mod condition {
 /// `Normal` reasons mark progress; `Warning` reasons mark a precondition that holds the clone or a
 /// failure. [`EventReason::is_warning`] tells which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum EventReason {
     /// The temporary snapshot was created.
     SnapshotCreated,

@@ -17,8 +17,6 @@ impl From<VirtualMachineCloneSpec> for crate::v1beta1::VirtualMachineCloneSpec {
             new_smbios_serial: spec.new_smbios_serial,
             patches: spec.patches,
             volume_name_policy: spec.volume_name_policy,
-            strategy: spec.strategy,
-            target_run_strategy: spec.target_run_strategy,
         }
     }
 }

@@ -1,9 +1,9 @@
 //! The validation messages of the API, spelled once.
 //!
-//! The CRD's CEL rules (see [`crate::schema`]) and `clone-core`'s own validation (which the
-//! controller runs for what CEL cannot express) both build their messages from here, so a user
-//! sees the same words whichever side refuses the input. Where upstream KubeVirt had a message,
-//! its wording is kept.
+//! `clone-core`'s rule table builds both the ValidatingAdmissionPolicy (CEL message expressions)
+//! and the controller's own check (`InvalidSpec`) from these words, so a user reads the same
+//! message whichever side refuses the input. Where upstream KubeVirt had a message, its wording is
+//! kept.
 
 /// JSON paths of the four filter lists, as they appear in messages.
 pub mod field {
@@ -17,7 +17,7 @@ pub mod field {
     pub const TEMPLATE_ANNOTATION_FILTERS: &str = "spec.template.annotationFilters";
 }
 
-/// Message for a filter that is exactly `!`.
+/// Why a filter that is exactly `!` is invalid (upstream's words).
 pub const NEGATION_ALONE: &str = "a negation character is not a valid filter";
 /// Why a filter with `!` after its first character is invalid.
 pub const NEGATION_POSITION: &str = "cannot contain a negation character (!); FilterRules: NegationChar can be only used at the beginning of the filter";
@@ -55,13 +55,48 @@ pub const TARGET_EQUALS_SOURCE: &str =
 /// Target name is not a DNS-1123 subdomain.
 pub const TARGET_NAME_INVALID: &str = "Target name must consist of lowercase letters, digits, '-' and '.', start and end with a letter or digit, and be at most 63 characters";
 /// Cross-namespace source without a strategy that can cross namespaces.
-pub const SOURCE_NAMESPACE_NEEDS_DATAVOLUME: &str = "source.namespace requires strategy DataVolume or Auto: KubeVirt snapshots and restores cannot cross namespaces";
+pub const SOURCE_NAMESPACE_NEEDS_DATAVOLUME: &str = "annotation vmclone.dev/source-namespace requires vmclone.dev/strategy DataVolume or Auto: KubeVirt snapshots and restores cannot cross namespaces";
 /// DataVolume strategy with a snapshot source.
-pub const DATAVOLUME_NEEDS_VM_SOURCE: &str = "strategy DataVolume requires a VirtualMachine source";
+pub const DATAVOLUME_NEEDS_VM_SOURCE: &str =
+    "vmclone.dev/strategy DataVolume requires a VirtualMachine source";
 
-/// `malformed MAC address (<mac>).`
-pub fn malformed_mac(mac: &str) -> String {
-    format!("malformed MAC address ({mac}).")
+/// `annotation <key> must be one of <a>, <b>, not "<value>"`
+pub fn annotation_value_unknown(key: &str, known: &[&str], value: &str) -> String {
+    format!(
+        "annotation {key} must be one of {}, not \"{value}\"",
+        known.join(", ")
+    )
+}
+
+/// Why a `vmclone.dev/source-namespace` value is not a namespace name.
+pub const SOURCE_NAMESPACE_SHAPE: &str = "must be a namespace name (lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters)";
+
+/// `annotation vmclone.dev/source-namespace must be a namespace name (...), not "<value>"`
+pub fn source_namespace_invalid(value: &str) -> String {
+    format!("annotation vmclone.dev/source-namespace {SOURCE_NAMESPACE_SHAPE}, not \"{value}\"")
+}
+
+/// `unknown annotation <key>: the vmclone.dev/ annotations are <known>`
+pub fn annotation_unknown(key: &str) -> String {
+    format!(
+        "unknown annotation {key}: the vmclone.dev/ annotations are {}",
+        crate::extensions::KNOWN.join(", ")
+    )
+}
+
+/// `annotation <key> cannot change after the clone is created`
+pub fn annotation_immutable(key: &str) -> String {
+    format!("annotation {key} cannot change after the clone is created")
+}
+
+/// `volumeNamePolicy must be RandomizeNames or PrefixTargetName, not "<value>"`
+pub fn volume_name_policy_unknown(value: &str) -> String {
+    format!("volumeNamePolicy must be RandomizeNames or PrefixTargetName, not \"{value}\"")
+}
+
+/// `interface <name> has malformed MAC address (<mac>).` (upstream's wording)
+pub fn malformed_mac(interface: &str, mac: &str) -> String {
+    format!("interface {interface} has malformed MAC address ({mac}).")
 }
 
 /// `newSMBiosSerial` with a character KubeVirt's restore admission splits on.
@@ -73,7 +108,7 @@ pub fn patch_not_json(patch: &str) -> String {
 }
 
 /// `patch <i> must be a JSON Patch operation with op and path`
-pub fn patch_not_operation(index: usize) -> String {
+pub fn patch_not_operation(index: impl std::fmt::Display) -> String {
     format!("patch {index} must be a JSON Patch operation with op and path")
 }
 
@@ -90,7 +125,7 @@ pub const PATCH_NAIVE_CHECK: &str =
     "is rejected by KubeVirt's restore admission (values must not contain ',' or ':')";
 
 /// `patch <i> is rejected by KubeVirt's restore admission (...): <patch>`
-pub fn patch_rejected_by_kubevirt(index: usize, patch: &str) -> String {
+pub fn patch_rejected_by_kubevirt(index: impl std::fmt::Display, patch: &str) -> String {
     format!("patch {index} {PATCH_NAIVE_CHECK}: {patch}")
 }
 
@@ -118,6 +153,9 @@ pub const NAIVE_PATCH_REGEX: &str = "^[^,:]*:[^,:]*(,[^,:]*:[^,:]*)*$";
 pub const MAC_REGEX: &str =
     "^([0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{2}(-[0-9A-Fa-f]{2}){5})?$";
 
+/// Regular expression of a DNS-1123 label (a namespace name).
+pub const DNS1123_LABEL_REGEX: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
 /// Regular expression of a DNS-1123 subdomain.
 pub const DNS1123_SUBDOMAIN_REGEX: &str =
     "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
@@ -126,18 +164,3 @@ pub const DNS1123_SUBDOMAIN_REGEX: &str =
 pub fn is_key_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/')
 }
-
-/// Longest filter string accepted (a label key is at most 253 + 1 + 63 characters, plus `!` and `*`).
-pub const MAX_FILTER_LENGTH: usize = 320;
-/// Most filters in one list.
-pub const MAX_FILTERS: usize = 128;
-/// Most entries in `newMacAddresses`.
-pub const MAX_MAC_ADDRESSES: usize = 64;
-/// Longest interface name (a key of `newMacAddresses`).
-pub const MAX_INTERFACE_NAME_LENGTH: usize = 253;
-/// Longest `newSMBiosSerial`.
-pub const MAX_SERIAL_LENGTH: usize = 256;
-/// Most entries in `patches`.
-pub const MAX_PATCHES: usize = 32;
-/// Longest patch string.
-pub const MAX_PATCH_LENGTH: usize = 2048;

@@ -53,11 +53,11 @@ fn names_versions_and_columns() {
             .collect();
         assert_eq!(
             columns,
+            // Upstream's columns.
             vec![
                 ("Phase", ".status.phase"),
-                ("Source", ".spec.source.name"),
-                ("Target", ".status.targetName"),
-                ("Age", ".metadata.creationTimestamp"),
+                ("SourceVirtualMachine", ".spec.source.name"),
+                ("TargetVirtualMachine", ".spec.target.name"),
             ]
         );
     }

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
+use clone_api::extensions::CloneExtensions;
 use clone_api::names;
 use clone_api::v1beta1::VirtualMachineClone;
 use clone_core::decide;
@@ -29,7 +30,9 @@ pub enum Key {
 pub fn keys(clone: &VirtualMachineClone) -> Vec<Key> {
     let ns = clone.namespace().unwrap_or_default();
     let source = &clone.spec.source;
-    let source_ns = source.namespace.clone().unwrap_or_else(|| ns.clone());
+    let source_ns = clone
+        .source_namespace()
+        .map_or_else(|| ns.clone(), str::to_owned);
     let mut keys = vec![Key::Target(ns.clone(), decide::target_name(clone))];
     if !decide::source_matters(clone) {
         // Found by its source only while the source can change its next step.

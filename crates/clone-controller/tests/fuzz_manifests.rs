@@ -4,8 +4,8 @@
 //! Each manifest mixes valid and invalid parts: both API versions; sources that exist, are
 //! missing, have the wrong kind, group or an empty name; target names that are valid, shared
 //! with another clone, too long, upper case, empty or the source's own; filters, MACs, serials,
-//! patches, volume name policies, strategies and run strategies that the API accepts or not;
-//! unknown fields. Every manifest goes through `kubectl create` as a user would send it. The
+//! patches, volume name policies, and the `vmclone.dev/*` annotations (strategies, run
+//! strategies, source namespaces, unknown keys) that the API accepts or not; unknown fields. Every manifest goes through `kubectl create` as a user would send it. The
 //! property: the API server refuses it with a message that names the field, or accepts it and
 //! the clone ends `Succeeded` (with its own target VM) or `Failed` (with a reason and a message),
 //! or, when its source does not exist, waits `Pending` with `SourceDoesNotExist`. Afterwards a
@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
+use clone_api::extensions;
 use clone_api::kubevirt::{VirtualMachine, VirtualMachineSnapshot};
 use clone_api::names::LAST_RESTORE_UID_ANNOTATION;
 use clone_api::v1beta1::{ClonePhase, VirtualMachineClone, VirtualMachineCloneStatus};
@@ -275,7 +276,7 @@ fn generate(rng: &mut Rng, index: usize, namespace: &str) -> Case {
     let o = rng.odd_weight(1);
     let mut spec = serde_json::Map::new();
     spec.insert("source".into(), source);
-    let optional: [(&str, Option<Value>); 8] = [
+    let optional: [(&str, Option<Value>); 7] = [
         ("target", target(rng, index, &source_name)),
         ("labelFilters", filter_list(rng)),
         ("annotationFilters", filter_list(rng)),
@@ -301,15 +302,16 @@ fn generate(rng: &mut Rng, index: usize, namespace: &str) -> Case {
                 _ => json!("Bogus"),
             }),
         ),
-        (
-            "targetRunStrategy",
-            rng.chance(20).then(|| match rng.weighted(&[1, 2, o]) {
-                0 => json!("Halted"),
-                1 => json!("Manual"),
-                _ => json!("Bogus"),
-            }),
-        ),
     ];
+    let mut annotations = serde_json::Map::new();
+    if rng.chance(20) {
+        let run = match rng.weighted(&[1, 2, o]) {
+            0 => "Halted",
+            1 => "Manual",
+            _ => "Bogus",
+        };
+        annotations.insert(extensions::TARGET_RUN_STRATEGY.into(), json!(run));
+    }
     for (field, value) in optional {
         if let Some(value) = value {
             spec.insert(field.into(), value);
@@ -334,16 +336,17 @@ fn generate(rng: &mut Rng, index: usize, namespace: &str) -> Case {
             2 => "DataVolume",
             _ => "Bogus",
         };
-        spec.insert("strategy".into(), json!(strategy));
+        annotations.insert(extensions::STRATEGY.into(), json!(strategy));
     }
     if rng.chance(6) {
         // A cross-namespace source (needs a strategy other than Snapshot), or this namespace
         // named explicitly.
         let ns = rng.pick(&[namespace, "elsewhere"]);
-        if let Some(source) = spec.get_mut("source").and_then(Value::as_object_mut) {
-            source.insert("namespace".into(), json!(ns));
-        }
-        spec.insert("strategy".into(), json!("Auto"));
+        annotations.insert(extensions::SOURCE_NAMESPACE.into(), json!(ns));
+        annotations.insert(extensions::STRATEGY.into(), json!("Auto"));
+    }
+    if rng.odd_chance(10) {
+        annotations.insert("vmclone.dev/bogus".into(), json!("x"));
     }
     if rng.odd_chance(8) {
         spec.insert("bogusField".into(), json!(1));
@@ -356,7 +359,7 @@ fn generate(rng: &mut Rng, index: usize, namespace: &str) -> Case {
     let mut manifest = json!({
         "apiVersion": api_version,
         "kind": "VirtualMachineClone",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "annotations": Value::Object(annotations)},
         "spec": Value::Object(spec),
     });
     if rng.odd_chance(3)
@@ -372,10 +375,24 @@ fn generate(rng: &mut Rng, index: usize, namespace: &str) -> Case {
     }
 }
 
-/// Whether an API server refusal names the field it is about (`spec.…`, or `spec` itself for
-/// the rules that span fields).
+/// Whether an API server refusal names the field it is about: the schema's field paths
+/// (`spec.…`), or the admission policy's messages, which name the field or annotation.
 fn names_a_field(message: &str) -> bool {
-    message.contains("spec.") || message.contains("spec:")
+    [
+        "spec.",
+        "spec:",
+        "spec is immutable",
+        "Source",
+        "Target",
+        "newSMBiosSerial",
+        "volumeNamePolicy",
+        "patch",
+        "interface",
+        "annotation",
+        "vmclone.dev/",
+    ]
+    .iter()
+    .any(|word| message.contains(word))
 }
 
 /// Where a clone has got to.

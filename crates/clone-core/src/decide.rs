@@ -16,9 +16,7 @@ use clone_api::kubevirt::{
     VirtualMachineSpec,
 };
 use clone_api::names::{self, EventReason};
-use clone_api::v1beta1::{
-    ClonePhase, CloneStrategy, VirtualMachineClone, VirtualMachineCloneStatus,
-};
+use clone_api::v1beta1::{ClonePhase, VirtualMachineClone, VirtualMachineCloneStatus};
 use clone_api::validation;
 use k8s_openapi::api::core::v1::TypedLocalObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -28,7 +26,8 @@ use crate::identity::{IdentityInput, identity_patches};
 use crate::patch::{PatchError, apply_kubevirt};
 use crate::refusal::{Refusal, classify, classify_dry_run};
 use crate::status::Situation;
-use crate::validate::validate_spec;
+use crate::validate::validate;
+use clone_api::extensions::{CloneExtensions, CloneStrategy};
 
 /// How the `Snapshot` feature gate is read from the `KubeVirt` CR.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -205,8 +204,8 @@ pub fn source_matters(clone: &VirtualMachineClone) -> bool {
 
 /// The target name: the spec's, the one recorded in status, or one derived from the UID.
 pub fn target_name(clone: &VirtualMachineClone) -> String {
-    if let Some(name) = clone.spec.target.as_ref().and_then(|t| t.name.clone()) {
-        return name;
+    if let Some(target) = clone.spec.target.as_ref().filter(|t| !t.name.is_empty()) {
+        return target.name.clone();
     }
     if let Some(name) = clone.status.as_ref().and_then(|s| s.target_name.clone()) {
         return name;
@@ -385,24 +384,25 @@ impl<'a> Pass<'_, 'a> {
         if self.status.phase == ClonePhase::Succeeded {
             return self.after_success();
         }
-        if let Err(errors) = validate_spec(&self.o.clone.spec) {
+        if let Err(errors) = validate(self.o.clone) {
             return self.fail(EventReason::InvalidSpec, errors.join("; "));
         }
-        let strategy = self.o.clone.spec.strategy.unwrap_or_default();
-        let source_ns = self.o.clone.spec.source.namespace.as_deref();
-        if source_ns.is_some_and(|ns| ns != self.namespace()) {
+        let clone = &self.o.clone;
+        if clone
+            .source_namespace()
+            .is_some_and(|ns| ns != self.namespace())
+        {
             return self.fail(
                 EventReason::InvalidSpec,
-                "source.namespace needs the DataVolume strategy, which this version of the controller does not support yet".into(),
+                format!("{} needs the DataVolume strategy, which this version of the controller does not support yet", clone_api::extensions::SOURCE_NAMESPACE),
             );
         }
-        if strategy == CloneStrategy::DataVolume {
+        if clone.strategy() == Ok(CloneStrategy::DataVolume) {
             return self.fail(
                 EventReason::InvalidSpec,
-                "strategy DataVolume is not supported by this version of the controller; use Snapshot or Auto".into(),
+                format!("{} DataVolume is not supported by this version of the controller; use Snapshot or Auto", clone_api::extensions::STRATEGY),
             );
         }
-        self.status.strategy = Some(CloneStrategy::Snapshot);
         if let Some(situation) = self.unreadable() {
             return situation;
         }
@@ -756,7 +756,7 @@ impl<'a> Pass<'_, 'a> {
                 );
                 self.event(EventReason::UnknownInterface, message);
             }
-            let patches = with_run_strategy(identity.patches, &vm, &self.o.clone.spec);
+            let patches = with_run_strategy(identity.patches, &vm, self.o.clone);
             let target = match self.trial_target(&vm, &patches) {
                 Ok(target) => target,
                 Err(message) => return Some(self.fail(EventReason::InvalidSpec, message)),
@@ -984,6 +984,7 @@ impl<'a> Pass<'_, 'a> {
                     .clone
                     .spec
                     .volume_name_policy
+                    .as_ref()
                     .map(|p| p.as_str().to_owned()),
                 patches: (!patches.is_empty()).then_some(patches),
                 extra: Default::default(),
@@ -1010,11 +1011,7 @@ impl<'a> Pass<'_, 'a> {
             }
             Situation::Working { .. } | Situation::Succeeded { .. } => {}
         }
-        self.status.conditions = situation.conditions(
-            &old.conditions,
-            self.o.clone.metadata.generation,
-            &self.o.now,
-        );
+        self.status.conditions = situation.conditions(&old.conditions, &self.o.now);
         Decision {
             action: self.action,
             status: self.status,
@@ -1126,16 +1123,13 @@ pub fn check_content(
     }
 }
 
-/// Inserts the `targetRunStrategy` patches before the user's patches (which stay last).
-fn with_run_strategy(
-    patches: Vec<String>,
-    vm: &Value,
-    spec: &clone_api::v1beta1::VirtualMachineCloneSpec,
-) -> Vec<String> {
-    let Some(strategy) = spec.target_run_strategy else {
+/// Inserts the `vmclone.dev/target-run-strategy` patches before the user's patches (which stay last).
+fn with_run_strategy(patches: Vec<String>, vm: &Value, clone: &VirtualMachineClone) -> Vec<String> {
+    // An unknown value already failed validation.
+    let Ok(Some(strategy)) = clone.target_run_strategy() else {
         return patches;
     };
-    let user = spec.patches.as_deref().unwrap_or_default().len();
+    let user = clone.spec.patches.as_deref().unwrap_or_default().len();
     let split = patches.len().saturating_sub(user);
     let mut ops = Vec::new();
     // KubeVirt's restore turns `running` into `running: false`; a VM cannot have both fields.

@@ -27,7 +27,7 @@ pub enum FilterError {
         field: String,
     },
     /// The filter is exactly `!`.
-    #[error("{}", validation::NEGATION_ALONE)]
+    #[error("{field} filter ! is invalid: {}", validation::NEGATION_ALONE)]
     NegationAlone {
         /// The JSON path of the list.
         field: String,

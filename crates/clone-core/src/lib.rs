@@ -19,6 +19,8 @@ pub mod filter;
 pub mod identity;
 pub mod names;
 pub mod patch;
+pub mod policy;
 pub mod refusal;
+pub mod rules;
 pub mod status;
 pub mod validate;

@@ -75,12 +75,7 @@ impl Situation {
 
     /// The `Progressing` and `Ready` conditions for this situation, keeping the transition time
     /// of an old condition whose status did not change.
-    pub fn conditions(
-        &self,
-        old: &[CloneCondition],
-        generation: Option<i64>,
-        now: &Time,
-    ) -> Vec<CloneCondition> {
+    pub fn conditions(&self, old: &[CloneCondition], now: &Time) -> Vec<CloneCondition> {
         let (progressing, ready) = self.wanted();
         [
             (condition::PROGRESSING, progressing),
@@ -102,7 +97,6 @@ impl Situation {
                 message: Some(want.message),
                 last_transition_time,
                 last_probe_time: None,
-                observed_generation: generation,
             }
         })
         .collect()
@@ -145,12 +139,12 @@ mod tests {
             phase: ClonePhase::SnapshotInProgress,
             message: "a".into(),
         }
-        .conditions(&[], Some(1), &t("2026-01-01T00:00:00Z"));
+        .conditions(&[], &t("2026-01-01T00:00:00Z"));
         let second = Situation::Working {
             phase: ClonePhase::RestoreInProgress,
             message: "b".into(),
         }
-        .conditions(&first, Some(1), &t("2026-01-01T00:01:00Z"));
+        .conditions(&first, &t("2026-01-01T00:01:00Z"));
         assert_eq!(
             second[0].last_transition_time,
             Some(t("2026-01-01T00:00:00Z"))
@@ -159,7 +153,7 @@ mod tests {
         let done = Situation::Succeeded {
             message: "c".into(),
         }
-        .conditions(&second, Some(1), &t("2026-01-01T00:02:00Z"));
+        .conditions(&second, &t("2026-01-01T00:02:00Z"));
         assert_eq!(
             done[0].last_transition_time,
             Some(t("2026-01-01T00:02:00Z"))
@@ -177,7 +171,7 @@ mod tests {
             conditions: Situation::Succeeded {
                 message: "x".into(),
             }
-            .conditions(&[], None, &t("2026-01-01T00:00:00Z")),
+            .conditions(&[], &t("2026-01-01T00:00:00Z")),
             ..Default::default()
         };
         let mut b = a.clone();

@@ -1103,7 +1103,7 @@ mod tests {
     fn clone_objects_are_valid_v1beta1_clones() {
         let clone = clone_object("clone-00007", 7, 1).unwrap();
         assert_eq!(
-            clone.spec.target.and_then(|t| t.name).as_deref(),
+            clone.spec.target.map(|t| t.name).as_deref(),
             Some("target-00007")
         );
         assert_eq!(clone.spec.source.name, SOURCE_VM);
