@@ -12,6 +12,7 @@ mod chaos;
 mod control_plane;
 mod demo;
 mod gen_crds;
+mod image;
 
 #[derive(Debug, Parser)]
 #[command(name = "xtask", about = "vmclone project automation")]
@@ -33,6 +34,9 @@ enum Command {
     /// Measure throughput, latency, API requests, CPU and memory of cloning on a private testbed
     /// and write docs/benchmarks.{json,md} and docs/benchmarks-latency.svg.
     Bench(bench::Args),
+    /// Build the controller's image (a static executable on `FROM scratch`) with buildah, check
+    /// it, and with `--smoke` clone a VM with it under podman on a local testbed.
+    Image(image::Args),
 }
 
 /// Which KubeVirt a command runs against.
@@ -74,5 +78,6 @@ fn main() -> Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Chaos(args) => chaos::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Image(args) => image::run(args),
     }
 }
