@@ -17,7 +17,7 @@
 mod attribution;
 mod criterion;
 mod kubevirt;
-mod live;
+pub(crate) mod live;
 mod model;
 mod procfs;
 mod prom;

@@ -12,6 +12,7 @@ mod chaos;
 mod control_plane;
 mod demo;
 mod gen_crds;
+mod image;
 mod publish_check;
 
 #[derive(Debug, Parser)]
@@ -37,6 +38,9 @@ enum Command {
     /// `cargo publish --dry-run -p clone-api`, then build a scratch crate that uses clone-api with
     /// another Kubernetes version feature.
     PublishCheck(publish_check::Args),
+    /// Build the controller's image (a static executable on `FROM scratch`) with buildah, check
+    /// it, and with `--smoke` clone a VM with it under podman on a local testbed.
+    Image(image::Args),
 }
 
 /// Which KubeVirt a command runs against.
@@ -79,5 +83,6 @@ fn main() -> Result<()> {
         Command::Chaos(args) => chaos::run(args),
         Command::Bench(args) => bench::run(args),
         Command::PublishCheck(args) => publish_check::run(args),
+        Command::Image(args) => image::run(args),
     }
 }

@@ -1,10 +1,19 @@
-//! Deployment (test layer 4): `manifests/` installed with `kubectl apply -k` on the real control
-//! plane, and the controller binary run as the manifests' ServiceAccount.
+//! Deployment (test layer 4): `manifests/standalone/` (the CRD; the testbed has no virt-operator)
+//! and `manifests/` installed with `kubectl apply -k` on the real control plane, the `KubeVirt` CR
+//! patched with `manifests/kubevirt/`, and the controller binary run as the manifests'
+//! ServiceAccount.
 //!
-//! - `kubectl_apply_k_installs_the_controller_and_its_rbac`: the server accepts the kustomization
-//!   (dry run, then for real), every object exists, and the Deployment fits together: its flags
-//!   parse, its probes and Service reach the ports the flags open, its pods pass the `restricted`
-//!   Pod Security Standard that the namespace enforces.
+//! - `kubectl_apply_k_installs_the_controller_and_its_rbac`: the server accepts both
+//!   kustomizations (dry run, then for real), `manifests/` renders no CRD and `standalone/` only
+//!   the CRD, every object exists, and the Deployment fits together: its flags parse, its probes
+//!   and Service reach the ports the flags open, its pods pass the `restricted` Pod Security
+//!   Standard that the namespace enforces.
+//! - `the_pod_spec_fixes_no_user_or_group`: no `runAsUser`, `runAsGroup` or `fsGroup` anywhere in
+//!   what the kustomizations render, so OpenShift's restricted-v2 SCC admits the pods (it assigns
+//!   them from the namespace's range).
+//! - `the_kubevirt_patch_turns_upstreams_clone_controller_off_as_its_comment_says`: the patch file
+//!   holds exactly the merge patch, its comment's `kubectl patch` command applied it to the
+//!   `KubeVirt` CR (the field survives the CRD's schema), and its comment's undo command removes it.
 //! - `the_controller_as_its_service_account_completes_the_example_clones`: the binary, with the
 //!   Deployment's own flags and a token of the ServiceAccount, answers its probes, holds the Lease
 //!   and completes `examples/clone.yaml` and `examples/golden-image.yaml`, cleanup and
@@ -58,13 +67,15 @@ const SERVICE_ACCOUNT_USER: &str = "system:serviceaccount:vmclone-system:vmclone
 const DEPLOYMENT: &str = "vmclone-controller";
 const IMAGE: &str = "ghcr.io/vmclone/clone-controller:latest";
 
-/// Every object of the kustomization: (kind, namespace, name).
-const OBJECTS: [(&str, &str, &str); 15] = [
-    (
-        "CustomResourceDefinition",
-        "",
-        "virtualmachineclones.clone.kubevirt.io",
-    ),
+/// The one object of `manifests/standalone/`: (kind, namespace, name).
+const STANDALONE_OBJECTS: [(&str, &str, &str); 1] = [(
+    "CustomResourceDefinition",
+    "",
+    "virtualmachineclones.clone.kubevirt.io",
+)];
+
+/// Every object of `manifests/` (for KubeVirt clusters: no CRD): (kind, namespace, name).
+const OBJECTS: [(&str, &str, &str); 16] = [
     ("Namespace", "", SYSTEM_NS),
     ("ServiceAccount", SYSTEM_NS, SERVICE_ACCOUNT),
     ("ClusterRole", "", "vmclone-controller"),
@@ -78,6 +89,16 @@ const OBJECTS: [(&str, &str, &str); 15] = [
         "ValidatingAdmissionPolicyBinding",
         "",
         "vmclone-controller-dry-run-only",
+    ),
+    (
+        "ValidatingAdmissionPolicy",
+        "",
+        clone_api::names::ADMISSION_POLICY_NAME,
+    ),
+    (
+        "ValidatingAdmissionPolicyBinding",
+        "",
+        clone_api::names::ADMISSION_POLICY_NAME,
     ),
     ("Role", SYSTEM_NS, "vmclone-controller-leader-election"),
     (
@@ -149,20 +170,87 @@ fn manifest(relative: &str) -> String {
     manifests().join(relative).display().to_string()
 }
 
-/// What the shared install printed.
+/// The patch of `manifests/kubevirt/` that turns KubeVirt's clone controller off.
+const KUBEVIRT_PATCH_FILE: &str = "kubevirt/clone-controller-off.yaml";
+/// Its content, exactly: the controller prints the same patch when upstream's is on.
+const KUBEVIRT_PATCH: &str =
+    r#"{"spec":{"customizeComponents":{"flags":{"controller":{"clone-controller-threads":"0"}}}}}"#;
+
+/// The arguments of the one `kubectl` command on a comment line of `file` (`#   kubectl ...`)
+/// that contains `marker`, with paths in `manifests/` made absolute. Quoted arguments (`'...'`)
+/// stay whole.
+fn commented_kubectl(file: &str, marker: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(manifests().join(file)).unwrap();
+    let prefix = "#   kubectl ";
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(prefix) && l.contains(marker))
+        .collect();
+    let [line] = lines[..] else {
+        panic!("{file}: expected one comment line `{prefix}... {marker} ...`, found {lines:?}");
+    };
+    let mut args = Vec::new();
+    let mut rest = line.trim_start_matches(prefix).trim();
+    while !rest.is_empty() {
+        let (arg, tail) = match rest.strip_prefix('\'') {
+            Some(quoted) => quoted.split_once('\'').unwrap_or((quoted, "")),
+            None => rest.split_once(' ').unwrap_or((rest, "")),
+        };
+        args.push(match arg.strip_prefix("manifests/") {
+            Some(relative) => manifest(relative),
+            None => arg.to_owned(),
+        });
+        rest = tail.trim_start();
+    }
+    args
+}
+
+/// `kubectl kustomize <folder of manifests/>` as JSON documents.
+fn rendered(env: Option<&TestEnv>, folder: &str) -> Vec<Value> {
+    let dir = manifest(folder);
+    let out = match env {
+        Some(env) => env.kubectl_output(&["kustomize", &dir], None).unwrap(),
+        None => {
+            let out = Command::new("kubectl")
+                .args(["kustomize", &dir])
+                .output()
+                .expect("running kubectl kustomize (is kubectl installed?)");
+            KubectlOutput {
+                status: out.status,
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        }
+    };
+    let out = out
+        .ok()
+        .unwrap_or_else(|e| panic!("kubectl kustomize {dir}: {e:#}"));
+    serde_saphyr::from_multiple(&out.stdout).unwrap()
+}
+
+/// What the shared install printed, for `manifests/standalone/` and for `manifests/`.
 #[derive(Debug)]
 struct Installed {
+    standalone_dry_run: KubectlOutput,
     dry_run: KubectlOutput,
     apply: KubectlOutput,
 }
 
 static INSTALLED: OnceCell<std::result::Result<Installed, String>> = OnceCell::const_new();
 
-/// `kubectl apply -k manifests/`, once per control plane, for every test of this file.
+/// `kubectl apply -k manifests/standalone/`, `kubectl apply -k manifests/` and the `KubeVirt`
+/// patch, once per control plane, for every test of this file.
 async fn installed() -> (&'static TestEnv, &'static Installed) {
     let env = TestEnv::shared().await.unwrap();
     let result = INSTALLED
-        .get_or_init(|| async { install(env).map_err(|e| format!("{e:#}")) })
+        .get_or_init(|| async {
+            // The KubeVirt CR that the stand-in's tests use, for the patch to apply to.
+            let client = env.client().await.map_err(|e| format!("{e:#}"))?;
+            common::ensure_kubevirt(&client, &["Snapshot"])
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            install(env).map_err(|e| format!("{e:#}"))
+        })
         .await;
     match result {
         Ok(installed) => (env, installed),
@@ -172,6 +260,15 @@ async fn installed() -> (&'static TestEnv, &'static Installed) {
 
 fn install(env: &TestEnv) -> Result<Installed> {
     let dir = manifests().display().to_string();
+    // The testbed has no virt-operator: vmclone's CRD first, as the standalone kustomization says.
+    let standalone = manifest("standalone");
+    let standalone_dry_run = env
+        .kubectl_output(&["apply", "-k", &standalone, "--dry-run=server"], None)?
+        .ok()
+        .context("kubectl apply -k manifests/standalone/ --dry-run=server")?;
+    env.kubectl_output(&["apply", "-k", &standalone], None)?
+        .ok()
+        .context("kubectl apply -k manifests/standalone/")?;
     // A server-side dry run does not create the namespace, so the objects in it would be refused
     // on a fresh cluster: the namespace comes first, as an operator would create it.
     env.kubectl_output(&["apply", "-f", &manifest("namespace.yaml")], None)?
@@ -185,7 +282,17 @@ fn install(env: &TestEnv) -> Result<Installed> {
         .kubectl_output(&["apply", "-k", &dir], None)?
         .ok()
         .context("kubectl apply -k manifests/")?;
-    Ok(Installed { dry_run, apply })
+    // Upstream's clone controller off, with the command the patch file's comment shows.
+    let patch = commented_kubectl(KUBEVIRT_PATCH_FILE, "--patch-file");
+    let patch: Vec<&str> = patch.iter().map(String::as_str).collect();
+    env.kubectl_output(&patch, None)?
+        .ok()
+        .with_context(|| format!("kubectl {}", patch.join(" ")))?;
+    Ok(Installed {
+        standalone_dry_run,
+        dry_run,
+        apply,
+    })
 }
 
 /// `kubectl auth can-i <verb> <resource> --as=<user> <extra>`.
@@ -206,45 +313,11 @@ fn can_i(env: &TestEnv, user: &str, verb: &str, resource: &str, extra: &[&str]) 
     }
 }
 
-/// A token of the controller's ServiceAccount from the TokenRequest API.
-fn service_account_token(env: &TestEnv) -> Result<String> {
-    let out = env
-        .kubectl_output(
-            &[
-                "create",
-                "token",
-                SERVICE_ACCOUNT,
-                "-n",
-                SYSTEM_NS,
-                "--duration=1h",
-            ],
-            None,
-        )?
-        .ok()?;
-    let token = out.stdout.trim().to_owned();
-    ensure!(!token.is_empty(), "kubectl create token printed nothing");
-    Ok(token)
-}
-
-/// A kubeconfig like the one a pod infers in the cluster: the API server, its CA, the
-/// ServiceAccount's token and the pod's namespace.
-fn write_service_account_kubeconfig(env: &TestEnv, token: &str, path: &Path) -> Result<()> {
-    let admin: Value = serde_saphyr::from_str(&std::fs::read_to_string(env.kubeconfig_path())?)?;
-    let ca = admin["clusters"][0]["cluster"]["certificate-authority"]
-        .as_str()
-        .context("the testbed kubeconfig names no CA file")?;
-    let config = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "in-cluster", "cluster": {
-            "server": env.apiserver_url(), "certificate-authority": ca}}],
-        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
-        "contexts": [{"name": "in-cluster", "context": {
-            "cluster": "in-cluster", "user": SERVICE_ACCOUNT, "namespace": SYSTEM_NS}}],
-        "current-context": "in-cluster",
-    });
-    std::fs::write(path, serde_json::to_string_pretty(&config)?)?;
-    Ok(())
+/// A kubeconfig like the one a pod infers in the cluster: the API server, its CA, a token of the
+/// controller's ServiceAccount (TokenRequest API) and the pod's namespace.
+async fn write_service_account_kubeconfig(env: &TestEnv, path: &Path) -> Result<()> {
+    env.write_service_account_kubeconfig(SYSTEM_NS, SERVICE_ACCOUNT, path)
+        .await
 }
 
 async fn client_from(kubeconfig: &Path) -> Result<Client> {
@@ -332,23 +405,40 @@ fn subjects(subjects: &Option<Vec<Subject>>) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// (kind, namespace, name) of an object.
+fn key(o: &Value) -> (String, String, String) {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    (
+        text(&o["kind"]),
+        text(&o["metadata"]["namespace"]),
+        text(&o["metadata"]["name"]),
+    )
+}
+
+fn keys(objects: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
+    objects
+        .iter()
+        .map(|(k, ns, n)| (k.to_string(), ns.to_string(), n.to_string()))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_apply_k_installs_the_controller_and_its_rbac() {
     let (env, installed) = installed().await;
-    let expected: BTreeSet<(String, String, String)> = OBJECTS
-        .iter()
-        .map(|(k, ns, n)| (k.to_string(), ns.to_string(), n.to_string()))
-        .collect();
 
-    // The dry run went through the API server for every object, and no object breaks the
+    // The dry runs went through the API server for every object, and no object breaks the
     // namespace's Pod Security level (a warning on the Deployment would say so).
-    let dry_runs = installed
-        .dry_run
-        .stdout
-        .lines()
-        .filter(|l| l.ends_with("(server dry run)"))
-        .count();
-    assert_eq!(dry_runs, OBJECTS.len(), "{}", installed.dry_run.stdout);
+    for (out, objects) in [
+        (&installed.standalone_dry_run, STANDALONE_OBJECTS.len()),
+        (&installed.dry_run, OBJECTS.len()),
+    ] {
+        let dry_runs = out
+            .stdout
+            .lines()
+            .filter(|l| l.ends_with("(server dry run)"))
+            .count();
+        assert_eq!(dry_runs, objects, "{}", out.stdout);
+    }
     for out in [&installed.dry_run, &installed.apply] {
         assert!(
             !out.stderr.contains("PodSecurity"),
@@ -357,53 +447,28 @@ async fn kubectl_apply_k_installs_the_controller_and_its_rbac() {
         );
     }
 
-    // What kustomize renders (the CRD included) is exactly the list above, and all of it exists.
-    let rendered = env
-        .kubectl_output(&["kustomize", &manifests().display().to_string()], None)
-        .unwrap()
-        .ok()
-        .unwrap()
-        .stdout;
-    let documents: Vec<Value> = serde_saphyr::from_multiple(&rendered).unwrap();
-    let key = |o: &Value| {
-        (
-            o["kind"].as_str().unwrap_or_default().to_owned(),
-            o["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            o["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        )
-    };
-    let rendered: BTreeSet<_> = documents.iter().map(key).collect();
-    assert_eq!(rendered, expected);
-    assert_eq!(documents.len(), OBJECTS.len());
-    let served = env
-        .kubectl_output(
-            &[
-                "get",
-                "-k",
-                &manifests().display().to_string(),
-                "-o",
-                "json",
-            ],
-            None,
-        )
-        .unwrap()
-        .ok()
-        .unwrap()
-        .stdout;
-    let served: Value = serde_json::from_str(&served).unwrap();
-    let served: BTreeSet<_> = served["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(key)
-        .collect();
-    assert_eq!(served, expected);
+    // What each kustomization renders is exactly its list (`manifests/` no CRD, `standalone/`
+    // only the CRD), and all of it exists.
+    for (folder, objects) in [("", &OBJECTS[..]), ("standalone", &STANDALONE_OBJECTS[..])] {
+        let expected = keys(objects);
+        let documents = rendered(Some(env), folder);
+        let rendered: BTreeSet<_> = documents.iter().map(key).collect();
+        assert_eq!(rendered, expected, "kubectl kustomize manifests/{folder}");
+        assert_eq!(documents.len(), objects.len(), "manifests/{folder}");
+        let served = env
+            .kubectl_output(&["get", "-k", &manifest(folder), "-o", "json"], None)
+            .unwrap()
+            .ok()
+            .unwrap()
+            .stdout;
+        // A List, or the object itself when there is one.
+        let served: Value = serde_json::from_str(&served).unwrap();
+        let served: BTreeSet<_> = match served["items"].as_array() {
+            Some(items) => items.iter().map(key).collect(),
+            None => BTreeSet::from([key(&served)]),
+        };
+        assert_eq!(served, expected, "kubectl get -k manifests/{folder}");
+    }
 
     let client = env.client().await.unwrap();
     let deployment = Api::<Deployment>::namespaced(client.clone(), SYSTEM_NS)
@@ -551,6 +616,157 @@ async fn kubectl_apply_k_installs_the_controller_and_its_rbac() {
     assert_eq!(subjects(&rb.subjects), sa);
 }
 
+/// Keys that fix the user or group of a pod's processes or volumes. OpenShift's restricted-v2 SCC
+/// assigns them from the namespace's range and refuses pods that set their own.
+const FIXED_ID_KEYS: [&str; 3] = ["runAsUser", "runAsGroup", "fsGroup"];
+
+/// The paths (`Deployment vmclone-controller: spec.template.spec.securityContext.runAsUser`) of
+/// every [`FIXED_ID_KEYS`] key in `documents`, at any depth.
+fn fixed_ids(documents: &[Value]) -> Vec<String> {
+    fn walk(value: &Value, path: &str, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    let here = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    if FIXED_ID_KEYS.contains(&key.as_str()) {
+                        found.push(here.clone());
+                    }
+                    walk(child, &here, found);
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, &format!("{path}[{i}]"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for document in documents {
+        let (kind, _, name) = key(document);
+        let mut paths = Vec::new();
+        walk(document, "", &mut paths);
+        found.extend(paths.into_iter().map(|p| format!("{kind} {name}: {p}")));
+    }
+    found
+}
+
+#[test]
+fn the_pod_spec_fixes_no_user_or_group() {
+    let mut documents = rendered(None, "");
+    documents.extend(rendered(None, "standalone"));
+    let deployment = documents
+        .iter()
+        .find(|d| key(d) == ("Deployment".into(), SYSTEM_NS.into(), DEPLOYMENT.into()))
+        .expect("manifests/ renders the Deployment");
+    let found = fixed_ids(&documents);
+    assert!(
+        found.is_empty(),
+        "OpenShift's restricted-v2 SCC refuses pods with a fixed user or group; remove: {found:#?}"
+    );
+
+    // The search finds such a key where it would be, in the pod's and in a container's context.
+    let mut fixed = deployment.clone();
+    fixed["spec"]["template"]["spec"]["securityContext"]["runAsUser"] = json!(65532);
+    fixed["spec"]["template"]["spec"]["containers"][0]["securityContext"]["fsGroup"] = json!(1);
+    assert_eq!(
+        fixed_ids(&[fixed]),
+        [
+            "Deployment vmclone-controller: spec.template.spec.containers[0].securityContext.fsGroup",
+            "Deployment vmclone-controller: spec.template.spec.securityContext.runAsUser",
+        ]
+    );
+
+    // What restricted-v2 (and the `restricted` Pod Security Standard) asks for instead.
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], json!(true));
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        json!("RuntimeDefault")
+    );
+    let container = &pod["containers"][0]["securityContext"];
+    assert_eq!(container["allowPrivilegeEscalation"], json!(false));
+    assert_eq!(container["readOnlyRootFilesystem"], json!(true));
+    assert_eq!(container["capabilities"]["drop"], json!(["ALL"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubevirt_patch_turns_upstreams_clone_controller_off_as_its_comment_says() {
+    // The file is the merge patch, byte for byte, after its comments.
+    let text = std::fs::read_to_string(manifests().join(KUBEVIRT_PATCH_FILE)).unwrap();
+    let content: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
+    assert_eq!(content, [KUBEVIRT_PATCH], "{KUBEVIRT_PATCH_FILE}");
+    let command = commented_kubectl(KUBEVIRT_PATCH_FILE, "--patch-file");
+    assert_eq!(
+        command,
+        [
+            "patch",
+            "kubevirt",
+            testenv::KUBEVIRT_NAME,
+            "-n",
+            testenv::KUBEVIRT_NAMESPACE,
+            "--type",
+            "merge",
+            "--patch-file",
+            &manifest(KUBEVIRT_PATCH_FILE),
+        ]
+    );
+
+    // The shared install ran that command: the KubeVirt CR carries the flag, so KubeVirt's CRD
+    // kept it.
+    let (env, _) = installed().await;
+    let get = [
+        "get",
+        "kubevirt",
+        testenv::KUBEVIRT_NAME,
+        "-n",
+        testenv::KUBEVIRT_NAMESPACE,
+        "-o",
+        "json",
+    ];
+    let kubevirt: Value =
+        serde_json::from_str(&env.kubectl_output(&get, None).unwrap().ok().unwrap().stdout)
+            .unwrap();
+    let flags = &kubevirt["spec"]["customizeComponents"]["flags"]["controller"];
+    assert_eq!(flags["clone-controller-threads"], json!("0"), "{kubevirt}");
+
+    // The undo command of the comment removes it (as a server-side dry run: the other tests of
+    // this file keep upstream's controller off).
+    let mut undo = commented_kubectl(KUBEVIRT_PATCH_FILE, "--type json");
+    undo.extend([
+        "--dry-run=server".to_owned(),
+        "-o".to_owned(),
+        "json".to_owned(),
+    ]);
+    let undo: Vec<&str> = undo.iter().map(String::as_str).collect();
+    let undone: Value = serde_json::from_str(
+        &env.kubectl_output(&undo, None)
+            .unwrap()
+            .ok()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let flags = &undone["spec"]["customizeComponents"]["flags"]["controller"];
+    assert_eq!(flags.get("clone-controller-threads"), None, "{undone}");
+    let after: Value =
+        serde_json::from_str(&env.kubectl_output(&get, None).unwrap().ok().unwrap().stdout)
+            .unwrap();
+    assert_eq!(
+        after["spec"]["customizeComponents"]["flags"]["controller"]["clone-controller-threads"],
+        json!("0"),
+        "the dry run changed the KubeVirt CR"
+    );
+}
+
 /// The controller binary as a child process; killed when dropped.
 struct ControllerProcess {
     child: Mutex<Child>,
@@ -671,8 +887,9 @@ async fn the_controller_as_its_service_account_completes_the_example_clones() {
 
     let dir = work_dir("controller");
     let kubeconfig = dir.join("kubeconfig");
-    let token = service_account_token(env).unwrap();
-    write_service_account_kubeconfig(env, &token, &kubeconfig).unwrap();
+    write_service_account_kubeconfig(env, &kubeconfig)
+        .await
+        .unwrap();
 
     let h = Harness::without_controller("deploy").await.unwrap();
     let identity = format!("vmclone-controller-test-{}", std::process::id());
@@ -993,8 +1210,9 @@ async fn the_service_account_may_do_what_the_controller_needs_and_nothing_more()
     // The complete rule set of a token of the ServiceAccount, in any namespace and in its own.
     let dir = work_dir("rbac");
     let kubeconfig = dir.join("kubeconfig");
-    let token = service_account_token(env).unwrap();
-    write_service_account_kubeconfig(env, &token, &kubeconfig).unwrap();
+    write_service_account_kubeconfig(env, &kubeconfig)
+        .await
+        .unwrap();
     let client = client_from(&kubeconfig).await.unwrap();
     let me = Api::<SelfSubjectReview>::all(client.clone())
         .create(&PostParams::default(), &SelfSubjectReview::default())

@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -81,6 +83,12 @@ serviceaccount-controller,serviceaccount-token-controller,\
 root-ca-certificate-publisher-controller,clusterrole-aggregation-controller";
 
 const AUDIT_LOG: &str = "audit.log";
+/// Where kube-apiserver writes its self-signed serving certificate (which is its own CA),
+/// relative to the control plane's folder.
+const APISERVER_CERT_DIR: &str = "apiserver-certs";
+const APISERVER_CA: &str = "apiserver.crt";
+/// How long a token of [`TestEnv::write_service_account_kubeconfig`] lasts.
+const SERVICE_ACCOUNT_TOKEN_SECONDS: i64 = 3600;
 
 static SHARED: OnceCell<std::result::Result<TestEnv, String>> = OnceCell::const_new();
 static SHARED_KUBEVIRT: OnceCell<std::result::Result<TestEnv, String>> = OnceCell::const_new();
@@ -298,7 +306,7 @@ impl TestEnv {
         ];
         let mut etcd = Supervised::new("etcd", &dir, &binaries.etcd, etcd_args);
 
-        let cert_dir = dir.join("apiserver-certs");
+        let cert_dir = dir.join(APISERVER_CERT_DIR);
         let apiserver_args: Vec<OsString> = vec![
             format!("--etcd-servers={etcd_url}").into(),
             format!("--secure-port={apiserver_port}").into(),
@@ -341,7 +349,7 @@ impl TestEnv {
 
         let kubeconfig = dir.join("kubeconfig");
         // kube-apiserver writes its self-signed certificate (with its CA) here on first start.
-        let ca = cert_dir.join("apiserver.crt");
+        let ca = cert_dir.join(APISERVER_CA);
         let controller_manager_args: Vec<OsString> = vec![
             arg("--kubeconfig=", &kubeconfig),
             format!("--controllers={CONTROLLERS}").into(),
@@ -466,6 +474,55 @@ impl TestEnv {
     /// A [`kube::Client`] acting as one of the [`IDENTITIES`].
     pub async fn identity_client(&self, identity: &str) -> Result<Client> {
         client_for(&self.identity_kubeconfig(identity)).await
+    }
+
+    /// Writes a kubeconfig for the ServiceAccount `namespace/name`, as a pod running under it sees
+    /// the cluster: this API server, its CA (embedded, so the file is all a container needs), a
+    /// token from the TokenRequest API (valid for an hour) and `namespace` as the default
+    /// namespace.
+    pub async fn write_service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+        path: &Path,
+    ) -> Result<()> {
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client().await?, namespace);
+        let request = TokenRequest {
+            // No audiences: the API server's own.
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(SERVICE_ACCOUNT_TOKEN_SECONDS),
+                ..TokenRequestSpec::default()
+            }),
+            ..TokenRequest::default()
+        };
+        let token = accounts
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("requesting a token of ServiceAccount {namespace}/{name}"))?
+            .status
+            .and_then(|s| s.token)
+            .filter(|t| !t.is_empty())
+            .with_context(|| format!("the TokenRequest of {namespace}/{name} returned no token"))?;
+        let ca_file = self.dir.join(APISERVER_CERT_DIR).join(APISERVER_CA);
+        let ca = std::fs::read(&ca_file)
+            .with_context(|| format!("reading the API server's CA {}", ca_file.display()))?;
+        let user = format!("system:serviceaccount:{namespace}:{name}");
+        let config = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{
+                "name": "testenv",
+                "cluster": {"server": self.apiserver_url, "certificate-authority-data": ByteString(ca)},
+            }],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{
+                "name": "testenv",
+                "context": {"cluster": "testenv", "user": user, "namespace": namespace},
+            }],
+            "current-context": "testenv",
+        });
+        let yaml = serde_saphyr::to_string(&config).context("writing the kubeconfig as YAML")?;
+        std::fs::write(path, yaml).with_context(|| format!("writing {}", path.display()))
     }
 
     /// The audit log of kube-apiserver, with [`Options::audit_log`].
