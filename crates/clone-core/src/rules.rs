@@ -185,10 +185,12 @@ fn matches(re: &str, text: &str) -> bool {
     let Ok(mut cache) = CACHE.lock() else {
         return false;
     };
+    if !cache.contains_key(re) {
+        cache.insert(re.to_owned(), Regex::new(re).ok());
+    }
     cache
-        .entry(re.to_owned())
-        .or_insert_with(|| Regex::new(re).ok())
-        .as_ref()
+        .get(re)
+        .and_then(Option::as_ref)
         .is_some_and(|r| r.is_match(text))
 }
 
