@@ -730,6 +730,28 @@ fn patch_rules(rules: &mut Vec<Rule>) {
     });
 }
 
+/// Annotation `key`, when set, has one of the values `all`; `unknown` is the Rust side (the value
+/// it does not know).
+fn known_value(
+    key: &'static str,
+    all: &[&str],
+    unknown: fn(&VirtualMachineClone) -> Option<String>,
+) -> Rule {
+    let suffix = key.trim_start_matches(extensions::PREFIX);
+    on_value(
+        &format!("metadata.annotations/{suffix}"),
+        format!(
+            "!{} || {} in {}",
+            cel_annotated(key),
+            cel_annotation("object", key),
+            cel_list(all)
+        ),
+        v::annotation_value_unknown(key, all, VALUE),
+        cel_annotation("object", key),
+        unknown,
+    )
+}
+
 fn annotation_rules(rules: &mut Vec<Rule>) {
     let known = cel_list(&extensions::KNOWN);
     let unknown_cel = format!(
@@ -754,30 +776,14 @@ fn annotation_rules(rules: &mut Vec<Rule>) {
                 .map(|key| fill(&template, key, "", 0))
         })),
     });
-    let values = |key: &'static str, all: Vec<&'static str>| {
-        format!(
-            "!{} || {} in {}",
-            cel_annotated(key),
-            cel_annotation("object", key),
-            cel_list(&all)
-        )
-    };
     let strategies: Vec<&str> = CloneStrategy::ALL.iter().map(|s| s.as_str()).collect();
-    rules.push(on_value(
-        "metadata.annotations/strategy",
-        values(STRATEGY, strategies.clone()),
-        v::annotation_value_unknown(STRATEGY, &strategies, VALUE),
-        cel_annotation("object", STRATEGY),
-        |c| c.strategy().err().map(|e| e.value),
-    ));
+    rules.push(known_value(STRATEGY, &strategies, |c| {
+        c.strategy().err().map(|e| e.value)
+    }));
     let run: Vec<&str> = TargetRunStrategy::ALL.iter().map(|s| s.as_str()).collect();
-    rules.push(on_value(
-        "metadata.annotations/target-run-strategy",
-        values(TARGET_RUN_STRATEGY, run.clone()),
-        v::annotation_value_unknown(TARGET_RUN_STRATEGY, &run, VALUE),
-        cel_annotation("object", TARGET_RUN_STRATEGY),
-        |c| c.target_run_strategy().err().map(|e| e.value),
-    ));
+    rules.push(known_value(TARGET_RUN_STRATEGY, &run, |c| {
+        c.target_run_strategy().err().map(|e| e.value)
+    }));
     rules.push(on_value(
         "metadata.annotations/source-namespace",
         format!(
