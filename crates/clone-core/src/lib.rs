@@ -9,6 +9,7 @@
 //! - [`refusal`]: what a refused creation means (fail, wait for the gate, retry).
 //! - [`names`]: target names, serials, UUIDs, MAC normalisation.
 //! - [`validate`]: the spec rules CEL cannot express.
+//! - [`gate`]: KubeVirt's `Snapshot` feature gate, by KubeVirt release.
 //! - [`decide`]: the lifecycle decision.
 //! - [`status`]: conditions and status comparison.
 
@@ -16,6 +17,7 @@ pub use decide::{Action, Decision, Observed, decide};
 
 pub mod decide;
 pub mod filter;
+pub mod gate;
 pub mod identity;
 pub mod names;
 pub mod patch;
