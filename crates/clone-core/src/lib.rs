@@ -10,6 +10,7 @@
 //! - [`names`]: target names, serials, UUIDs, MAC normalisation.
 //! - [`validate`]: the spec rules CEL cannot express.
 //! - [`gate`]: KubeVirt's `Snapshot` feature gate, by KubeVirt release.
+//! - [`upstream`]: whether upstream KubeVirt's own clone controller runs (then vmclone idles).
 //! - [`decide`]: the lifecycle decision.
 //! - [`status`]: conditions and status comparison.
 
@@ -23,4 +24,5 @@ pub mod names;
 pub mod patch;
 pub mod refusal;
 pub mod status;
+pub mod upstream;
 pub mod validate;
