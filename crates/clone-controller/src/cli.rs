@@ -4,12 +4,13 @@ use std::net::SocketAddr;
 
 use clap::{Parser, ValueEnum};
 
-/// How the `Snapshot` feature gate is read from the `KubeVirt` CR.
+/// How the `Snapshot` feature gate is read from the `KubeVirt` CR, when not from its version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SnapshotGate {
-    /// On only when `featureGates` lists `Snapshot` (as the KubeVirt user guide says).
+    /// On only when `featureGates` lists `Snapshot` (KubeVirt up to v1.8).
     Listed,
-    /// On unless `disabledFeatureGates` lists it (KubeVirt releases where the gate is beta).
+    /// On unless `disabledFeatureGates` lists it and `featureGates` does not (KubeVirt from
+    /// v1.9).
     DefaultOn,
 }
 
@@ -35,9 +36,11 @@ pub struct Args {
     /// Clones reconciled at the same time.
     #[arg(long, env = "VMCLONE_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
-    /// How to read KubeVirt's Snapshot feature gate.
-    #[arg(long, env = "VMCLONE_SNAPSHOT_GATE", value_enum, default_value_t = SnapshotGate::Listed)]
-    pub snapshot_gate: SnapshotGate,
+    /// How to read KubeVirt's Snapshot feature gate. Default: the rule of the KubeVirt release
+    /// in the KubeVirt CR's status.observedKubeVirtVersion (listed up to v1.8, default-on from
+    /// v1.9; listed when unknown).
+    #[arg(long, env = "VMCLONE_SNAPSHOT_GATE", value_enum)]
+    pub snapshot_gate: Option<SnapshotGate>,
     /// Address of the /metrics endpoint.
     #[arg(long, env = "VMCLONE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -75,7 +78,7 @@ mod tests {
     fn defaults_and_overrides() {
         let args = Args::parse_from(["clone-controller"]);
         assert_eq!(args.concurrency, 16);
-        assert_eq!(args.snapshot_gate, SnapshotGate::Listed);
+        assert_eq!(args.snapshot_gate, None);
         assert!(!args.leader_elect);
         assert_eq!(
             Duration::from_secs(args.restore_stall_timeout_seconds),
@@ -89,7 +92,7 @@ mod tests {
             "--leader-elect",
         ]);
         assert_eq!(args.namespace.as_deref(), Some("demo"));
-        assert_eq!(args.snapshot_gate, SnapshotGate::DefaultOn);
+        assert_eq!(args.snapshot_gate, Some(SnapshotGate::DefaultOn));
         assert_eq!(args.log_format, LogFormat::Json);
         assert!(args.leader_elect);
     }

@@ -22,8 +22,9 @@ pub struct Config {
     pub namespace: Option<String>,
     /// Clones reconciled at the same time.
     pub concurrency: u16,
-    /// How the `Snapshot` feature gate is read.
-    pub gate_mode: GateMode,
+    /// How the `Snapshot` feature gate is read (`None`: by the rule of the KubeVirt release in the
+    /// `KubeVirt` CR's status).
+    pub gate_mode: Option<GateMode>,
     /// This instance's name in events (the pod name when running several replicas).
     pub instance: Option<String>,
     /// Lease-based leader election (`None`: this instance always reconciles).
@@ -37,7 +38,7 @@ impl Default for Config {
         Config {
             namespace: None,
             concurrency: 16,
-            gate_mode: GateMode::Listed,
+            gate_mode: None,
             instance: None,
             leader_election: None,
             restore_stall_timeout: clone_core::decide::DEFAULT_RESTORE_STALL_TIMEOUT,
@@ -63,6 +64,16 @@ pub struct Caches {
 }
 
 impl Caches {
+    /// The `KubeVirt` CR that configures the cluster (`None`: there is none).
+    pub fn kubevirt(&self) -> Option<Arc<KubeVirt>> {
+        let state = self.kubevirts.state();
+        let picked = clone_core::gate::kubevirt_in_use(state.iter().map(AsRef::as_ref))?;
+        state
+            .iter()
+            .find(|kv| std::ptr::eq(kv.as_ref(), picked))
+            .cloned()
+    }
+
     /// Waits until every cache holds its first full list.
     pub async fn ready(&self) {
         for synced in &self.synced {

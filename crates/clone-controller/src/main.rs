@@ -92,10 +92,10 @@ async fn main() -> anyhow::Result<()> {
     let config = clone_controller::Config {
         namespace: args.namespace.clone(),
         concurrency: args.concurrency,
-        gate_mode: match args.snapshot_gate {
+        gate_mode: args.snapshot_gate.map(|gate| match gate {
             SnapshotGate::Listed => GateMode::Listed,
             SnapshotGate::DefaultOn => GateMode::DefaultOn,
-        },
+        }),
         instance: identity.clone(),
         leader_election: args.leader_elect.then(|| LeaderElection {
             namespace: args.leader_election_namespace.clone(),
