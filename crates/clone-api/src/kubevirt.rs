@@ -14,9 +14,9 @@
 //!   [`VirtualMachineSnapshotSpec`], [`VirtualMachineSnapshotStatus`],
 //!   [`VirtualMachineSnapshotContentSpec`], [`VirtualMachineSnapshotContentStatus`],
 //!   [`VirtualMachineRestoreSpec`], [`VirtualMachineRestoreStatus`], [`KubeVirtSpec`],
-//!   [`DataVolumeSpec`], [`DataVolumeStatus`]) implements [`Lenient`]: a value that does not fit
-//!   its type decodes anyway, with every typed field at its default, the object as read in
-//!   `extra` (written back unchanged), and the reason in `unreadable`.
+//!   [`KubeVirtStatus`], [`DataVolumeSpec`], [`DataVolumeStatus`]) implements [`Lenient`]: a
+//!   value that does not fit its type decodes anyway, with every typed field at its default, the
+//!   object as read in `extra` (written back unchanged), and the reason in `unreadable`.
 //! - Every enumeration KubeVirt or CDI writes is a `String` here, never a Rust enum, so an unknown
 //!   value reads like a known one: `runStrategy`, `printableStatus`, snapshot and DataVolume
 //!   `phase`, condition `type` and `status`, `deletionPolicy`, `volumeRestorePolicy`. Callers
@@ -693,7 +693,17 @@ impl VirtualMachineRestoreStatus {
 // KubeVirt (kubevirt.io/v1)
 // ---------------------------------------------------------------------------------------------
 
-/// The spec of the `KubeVirt` CR (only the feature gates are typed).
+/// The flag of virt-controller that sets how many workers its clone controller runs; `"0"` turns
+/// upstream's clone controller off. virt-operator passes each entry of
+/// `spec.customizeComponents.flags.controller` to virt-controller as `--<key> <value>`.
+pub const CLONE_CONTROLLER_THREADS_FLAG: &str = "clone-controller-threads";
+
+/// The merge patch of the `KubeVirt` CR that turns upstream's clone controller off (virt-operator
+/// then restarts virt-controller with `--clone-controller-threads 0`).
+pub const UPSTREAM_CLONE_CONTROLLER_OFF_PATCH: &str =
+    r#"{"spec":{"customizeComponents":{"flags":{"controller":{"clone-controller-threads":"0"}}}}}"#;
+
+/// The spec of the `KubeVirt` CR (only the feature gates and virt-controller's flags are typed).
 ///
 /// Never fails to decode: when the input does not fit, [`Lenient::unreadable`] says why, every
 /// typed field is at its default and `extra` holds the object as read.
@@ -703,6 +713,7 @@ impl VirtualMachineRestoreStatus {
     version = "v1",
     kind = "KubeVirt",
     namespaced,
+    status = "KubeVirtStatus",
     schema = "disabled",
     derive = "Default",
     derive = "PartialEq"
@@ -712,6 +723,9 @@ pub struct KubeVirtSpec {
     /// Cluster configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configuration: Option<KubeVirtConfiguration>,
+    /// What virt-operator changes in the components it deploys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customize_components: Option<CustomizeComponents>,
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
@@ -769,6 +783,71 @@ impl KubeVirtSpec {
         self.gates()
             .and_then(|g| g.disabled_feature_gates.as_ref())
             .is_some_and(|l| l.iter().any(|g| g == gate))
+    }
+
+    /// The value of virt-controller's flag `flag` in `customizeComponents.flags.controller`
+    /// (`None`: not set, so virt-controller runs with its default).
+    pub fn controller_flag(&self, flag: &str) -> Option<&str> {
+        self.customize_components
+            .as_ref()
+            .and_then(|c| c.flags.as_ref())
+            .and_then(|f| f.controller.as_ref())
+            .and_then(|c| c.get(flag))
+            .map(String::as_str)
+    }
+}
+
+/// `spec.customizeComponents`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomizeComponents {
+    /// Extra command-line flags of KubeVirt's components.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<ComponentFlags>,
+    /// Everything else (`patches`).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `spec.customizeComponents.flags`: per component, flag name → value.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentFlags {
+    /// virt-controller's flags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<std::collections::BTreeMap<String, String>>,
+    /// Everything else (`api`, `handler`).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The status of the `KubeVirt` CR (only the observed version is typed).
+///
+/// Never fails to decode: when the input does not fit, [`Lenient::unreadable`] says why, every
+/// typed field is at its default and `extra` holds the object as read.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", remote = "Self")]
+pub struct KubeVirtStatus {
+    /// The KubeVirt release virt-operator has deployed, e.g. `v1.7.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_kube_virt_version: Option<String>,
+    /// Everything else.
+    #[serde(flatten)]
+    pub extra: Extra,
+    /// Why this could not be read, when it did not fit this type (see [`Lenient`]); `None`
+    /// when it was read. Never serialised.
+    #[serde(skip)]
+    pub unreadable: Option<String>,
+}
+
+lenient!(KubeVirtStatus at "status");
+
+impl KubeVirt {
+    /// The KubeVirt release deployed (`status.observedKubeVirtVersion`), as written.
+    pub fn observed_version(&self) -> Option<&str> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.observed_kube_virt_version.as_deref())
     }
 }
 

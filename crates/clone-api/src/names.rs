@@ -134,6 +134,9 @@ pub enum EventReason {
     DataVolumeFailed,
     /// A pre-flight check of the DataVolume strategy failed (volume mode or size).
     DataVolumeInvalid,
+    /// Upstream KubeVirt's own clone controller runs, so vmclone acts on no clone (an event about
+    /// the `KubeVirt` CR, not about a clone).
+    UpstreamCloneControllerActive,
 }
 
 impl EventReason {
@@ -166,6 +169,7 @@ impl EventReason {
             Self::Unauthorized => "Unauthorized",
             Self::DataVolumeFailed => "DataVolumeFailed",
             Self::DataVolumeInvalid => "DataVolumeInvalid",
+            Self::UpstreamCloneControllerActive => "UpstreamCloneControllerActive",
         }
     }
 

@@ -396,6 +396,43 @@ fn a_kubevirt_cr_with_odd_feature_gates_does_not_fail_the_list() {
     assert!(!bad.spec.enables("Snapshot"));
 }
 
+#[test]
+fn a_kubevirt_cr_with_odd_flags_or_status_does_not_fail_the_list() {
+    let kubevirt = |name: &str, flags: Value, status: Value| {
+        json!({
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "KubeVirt",
+            "metadata": {"name": name, "namespace": "kubevirt"},
+            "spec": {"customizeComponents": {"flags": {"controller": flags}}},
+            "status": status,
+        })
+    };
+    let (good, bad) = decode_pair::<KubeVirt>(
+        &kubevirt(
+            "good",
+            json!({"clone-controller-threads": "0"}),
+            json!({"observedKubeVirtVersion": "v1.7.0", "phase": "Deployed"}),
+        ),
+        &kubevirt(
+            "bad",
+            json!({"clone-controller-threads": 0}),
+            json!({"observedKubeVirtVersion": ["v1.7.0"]}),
+        ),
+    );
+    assert_eq!(
+        good.spec.controller_flag("clone-controller-threads"),
+        Some("0")
+    );
+    assert_eq!(good.observed_version(), Some("v1.7.0"));
+    assert_unreadable(
+        Some(&bad.spec),
+        Some("spec.customizeComponents.flags.controller.clone-controller-threads"),
+    );
+    assert_eq!(bad.spec.controller_flag("clone-controller-threads"), None);
+    assert_unreadable(bad.status.as_ref(), Some("status.observedKubeVirtVersion"));
+    assert_eq!(bad.observed_version(), None);
+}
+
 /// A status that is not even an object (no API server with KubeVirt's CRDs would store one)
 /// still decodes: unreadable, empty, and written back as `{}`.
 #[test]

@@ -108,3 +108,58 @@ fn feature_gates() {
     assert!(kv.spec.disables("Other"));
     assert!(!kv.spec.enables("Other"));
 }
+
+#[test]
+fn virt_controller_flags_and_the_observed_version() {
+    let kv: KubeVirt = serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt"},
+        "spec": {"customizeComponents": {
+            "flags": {"controller": {"clone-controller-threads": "0", "other": "x"}, "api": {"a": "b"}},
+            "patches": [{"resourceName": "virt-api", "resourceType": "Deployment", "type": "json", "patch": "[]"}],
+        }},
+        "status": {"observedKubeVirtVersion": "v1.9.0", "phase": "Deployed"},
+    }))
+    .expect("parses");
+    assert_eq!(
+        kv.spec.controller_flag("clone-controller-threads"),
+        Some("0")
+    );
+    assert_eq!(kv.spec.controller_flag("absent"), None);
+    assert_eq!(kv.observed_version(), Some("v1.9.0"));
+    // Lossless: the untyped flags, the patches and the status phase survive.
+    let back = serde_json::to_value(&kv).expect("serialises");
+    assert_eq!(
+        back["spec"]["customizeComponents"]["flags"]["api"],
+        json!({"a": "b"})
+    );
+    assert_eq!(
+        back["spec"]["customizeComponents"]["patches"][0]["type"],
+        "json"
+    );
+    assert_eq!(back["status"]["phase"], "Deployed");
+
+    let bare: KubeVirt = serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt"},
+        "spec": {},
+    }))
+    .expect("parses");
+    assert_eq!(bare.spec.controller_flag("clone-controller-threads"), None);
+    assert_eq!(bare.observed_version(), None);
+}
+
+#[test]
+fn the_patch_that_turns_upstreams_clone_controller_off_sets_the_flag_to_zero() {
+    let patch: serde_json::Value =
+        serde_json::from_str(clone_api::kubevirt::UPSTREAM_CLONE_CONTROLLER_OFF_PATCH)
+            .expect("valid JSON");
+    let kv: KubeVirt = serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt"},
+        "spec": patch["spec"],
+    }))
+    .expect("parses");
+    assert_eq!(
+        kv.spec
+            .controller_flag(clone_api::kubevirt::CLONE_CONTROLLER_THREADS_FLAG),
+        Some("0")
+    );
+}

@@ -4,13 +4,24 @@ use std::net::SocketAddr;
 
 use clap::{Parser, ValueEnum};
 
-/// How the `Snapshot` feature gate is read from the `KubeVirt` CR.
+/// How the `Snapshot` feature gate is read from the `KubeVirt` CR, when not from its version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SnapshotGate {
-    /// On only when `featureGates` lists `Snapshot` (as the KubeVirt user guide says).
+    /// On only when `featureGates` lists `Snapshot` (KubeVirt up to v1.8).
     Listed,
-    /// On unless `disabledFeatureGates` lists it (KubeVirt releases where the gate is beta).
+    /// On unless `disabledFeatureGates` lists it and `featureGates` does not (KubeVirt from
+    /// v1.9).
     DefaultOn,
+}
+
+/// Whether the `KubeVirt` CR is read to see if upstream KubeVirt's own clone controller runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UpstreamCloneController {
+    /// Act on no clone while the CR does not set virt-controller's `clone-controller-threads`
+    /// to "0".
+    Detect,
+    /// Do not look (clusters where virt-operator does not deploy virt-controller).
+    Ignore,
 }
 
 /// Log output format.
@@ -35,9 +46,20 @@ pub struct Args {
     /// Clones reconciled at the same time.
     #[arg(long, env = "VMCLONE_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
-    /// How to read KubeVirt's Snapshot feature gate.
-    #[arg(long, env = "VMCLONE_SNAPSHOT_GATE", value_enum, default_value_t = SnapshotGate::Listed)]
-    pub snapshot_gate: SnapshotGate,
+    /// How to read KubeVirt's Snapshot feature gate. Default: the rule of the KubeVirt release
+    /// in the KubeVirt CR's status.observedKubeVirtVersion (listed up to v1.8, default-on from
+    /// v1.9; listed when unknown).
+    #[arg(long, env = "VMCLONE_SNAPSHOT_GATE", value_enum)]
+    pub snapshot_gate: Option<SnapshotGate>,
+    /// Whether to act on no clone while upstream KubeVirt's own clone controller runs (read from
+    /// the KubeVirt CR's spec.customizeComponents.flags.controller).
+    #[arg(
+        long,
+        env = "VMCLONE_UPSTREAM_CLONE_CONTROLLER",
+        value_enum,
+        default_value_t = UpstreamCloneController::Detect
+    )]
+    pub upstream_clone_controller: UpstreamCloneController,
     /// Address of the /metrics endpoint.
     #[arg(long, env = "VMCLONE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -75,7 +97,11 @@ mod tests {
     fn defaults_and_overrides() {
         let args = Args::parse_from(["clone-controller"]);
         assert_eq!(args.concurrency, 16);
-        assert_eq!(args.snapshot_gate, SnapshotGate::Listed);
+        assert_eq!(args.snapshot_gate, None);
+        assert_eq!(
+            args.upstream_clone_controller,
+            UpstreamCloneController::Detect
+        );
         assert!(!args.leader_elect);
         assert_eq!(
             Duration::from_secs(args.restore_stall_timeout_seconds),
@@ -87,9 +113,14 @@ mod tests {
             "--snapshot-gate=default-on",
             "--log-format=json",
             "--leader-elect",
+            "--upstream-clone-controller=ignore",
         ]);
         assert_eq!(args.namespace.as_deref(), Some("demo"));
-        assert_eq!(args.snapshot_gate, SnapshotGate::DefaultOn);
+        assert_eq!(args.snapshot_gate, Some(SnapshotGate::DefaultOn));
+        assert_eq!(
+            args.upstream_clone_controller,
+            UpstreamCloneController::Ignore
+        );
         assert_eq!(args.log_format, LogFormat::Json);
         assert!(args.leader_elect);
     }
@@ -99,5 +130,11 @@ mod tests {
         let err = Args::try_parse_from(["clone-controller", "--snapshot-gate=sometimes"])
             .expect_err("refused");
         assert!(err.to_string().contains("--snapshot-gate"), "{err}");
+        let err = Args::try_parse_from(["clone-controller", "--upstream-clone-controller=off"])
+            .expect_err("refused");
+        assert!(
+            err.to_string().contains("--upstream-clone-controller"),
+            "{err}"
+        );
     }
 }

@@ -10,6 +10,7 @@ use clone_api::kubevirt::{
 };
 use clone_api::v1beta1::{VirtualMachineClone, VirtualMachineCloneStatus};
 use clone_core::decide::GateMode;
+use clone_core::upstream::{UpstreamCloneController, UpstreamMode, upstream_clone_controller};
 use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::Recorder;
@@ -22,8 +23,11 @@ pub struct Config {
     pub namespace: Option<String>,
     /// Clones reconciled at the same time.
     pub concurrency: u16,
-    /// How the `Snapshot` feature gate is read.
-    pub gate_mode: GateMode,
+    /// How the `Snapshot` feature gate is read (`None`: by the rule of the KubeVirt release in the
+    /// `KubeVirt` CR's status).
+    pub gate_mode: Option<GateMode>,
+    /// Whether to act on no clone while upstream KubeVirt's clone controller runs.
+    pub upstream: UpstreamMode,
     /// This instance's name in events (the pod name when running several replicas).
     pub instance: Option<String>,
     /// Lease-based leader election (`None`: this instance always reconciles).
@@ -37,7 +41,8 @@ impl Default for Config {
         Config {
             namespace: None,
             concurrency: 16,
-            gate_mode: GateMode::Listed,
+            gate_mode: None,
+            upstream: UpstreamMode::Detect,
             instance: None,
             leader_election: None,
             restore_stall_timeout: clone_core::decide::DEFAULT_RESTORE_STALL_TIMEOUT,
@@ -63,6 +68,16 @@ pub struct Caches {
 }
 
 impl Caches {
+    /// The `KubeVirt` CR that configures the cluster (`None`: there is none).
+    pub fn kubevirt(&self) -> Option<Arc<KubeVirt>> {
+        let state = self.kubevirts.state();
+        let picked = clone_core::gate::kubevirt_in_use(state.iter().map(AsRef::as_ref))?;
+        state
+            .iter()
+            .find(|kv| std::ptr::eq(kv.as_ref(), picked))
+            .cloned()
+    }
+
     /// Waits until every cache holds its first full list.
     pub async fn ready(&self) {
         for synced in &self.synced {
@@ -129,6 +144,12 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
+    /// Whether upstream KubeVirt's clone controller runs (then no clone is acted on), from the
+    /// cached `KubeVirt` CR.
+    pub fn upstream(&self) -> UpstreamCloneController {
+        upstream_clone_controller(self.caches.kubevirt().as_deref(), self.config.upstream)
+    }
+
     /// A context over these caches.
     pub fn new(
         client: Client,

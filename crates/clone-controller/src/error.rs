@@ -49,10 +49,10 @@ pub enum Error {
         source: kube::Error,
     },
     /// Publishing an event failed.
-    #[error("publishing event {reason} for clone {clone}: {source}")]
+    #[error("publishing event {reason} about {regarding}: {source}")]
     Publish {
-        /// The clone.
-        clone: String,
+        /// What the event is about (`clone <name>`, `KubeVirt <ns>/<name>`).
+        regarding: String,
         /// The event reason.
         reason: String,
         /// Why it failed.

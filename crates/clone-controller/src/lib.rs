@@ -7,6 +7,7 @@
 //! - [`index`] finds the clones an object belongs to;
 //! - [`context`] holds what passes share (client, caches, recorder, backoff);
 //! - [`telemetry`] metrics and health, [`leader`] leader election;
+//! - `upstream` keeps vmclone idle, visibly, while upstream KubeVirt's clone controller runs;
 //! - [`cli`] the binary's flags.
 
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod observe;
 pub mod reconcile;
 pub mod run;
 pub mod telemetry;
+mod upstream;
 
 pub use context::Config;
 pub use run::{run, run_with};

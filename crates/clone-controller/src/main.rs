@@ -7,10 +7,11 @@ use clone_api::kubevirt::VirtualMachineSnapshot;
 use clone_api::v1beta1::VirtualMachineClone;
 use std::time::Duration;
 
-use clone_controller::cli::{Args, LogFormat, SnapshotGate};
+use clone_controller::cli::{Args, LogFormat, SnapshotGate, UpstreamCloneController};
 use clone_controller::leader::LeaderElection;
 use clone_controller::telemetry::{Telemetry, health_router, metrics_router, serve};
 use clone_core::decide::GateMode;
+use clone_core::upstream::UpstreamMode;
 use kube::api::{Api, ListParams};
 
 fn init_logging(format: LogFormat) {
@@ -92,9 +93,13 @@ async fn main() -> anyhow::Result<()> {
     let config = clone_controller::Config {
         namespace: args.namespace.clone(),
         concurrency: args.concurrency,
-        gate_mode: match args.snapshot_gate {
+        gate_mode: args.snapshot_gate.map(|gate| match gate {
             SnapshotGate::Listed => GateMode::Listed,
             SnapshotGate::DefaultOn => GateMode::DefaultOn,
+        }),
+        upstream: match args.upstream_clone_controller {
+            UpstreamCloneController::Detect => UpstreamMode::Detect,
+            UpstreamCloneController::Ignore => UpstreamMode::Ignore,
         },
         instance: identity.clone(),
         leader_election: args.leader_elect.then(|| LeaderElection {

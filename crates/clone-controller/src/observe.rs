@@ -86,8 +86,8 @@ pub async fn observe(ctx: &Context, clone: &VirtualMachineClone) -> Result<World
     let client = ctx.client.clone();
     let caches = &ctx.caches;
     let mut world = World {
-        gate: Some(decide::snapshot_gate(
-            caches.kubevirts.state().first().map(|kv| &kv.spec),
+        gate: Some(clone_core::gate::kubevirt_snapshot_gate(
+            caches.kubevirt().as_deref(),
             ctx.config.gate_mode,
         )),
         ..World::default()

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clone_api::kubevirt::{VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot};
-use clone_api::names::FIELD_MANAGER;
+use clone_api::names::{EventReason, FIELD_MANAGER};
 use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
 use clone_core::decide::{Child, CreateRejection, Observed};
 use clone_core::status::status_changed;
 use clone_core::{Action, Decision, decide};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as Requeue;
@@ -84,6 +85,12 @@ pub async fn reconcile(clone: Arc<VirtualMachineClone>, ctx: Arc<Context>) -> Re
 
 async fn reconcile_clone(clone: &Arc<VirtualMachineClone>, ctx: &Arc<Context>) -> Result<Requeue> {
     ctx.caches.ready().await;
+    if ctx.upstream().is_active() {
+        // Upstream's clone controller owns every clone for now. When the KubeVirt CR turns it
+        // off, every clone is reconciled again (`upstream::watch`).
+        debug!(clone = %clone.name_any(), "upstream's clone controller is active: not acting");
+        return Ok(Requeue::await_change());
+    }
     let fresher = ctx.memory.freshest(clone);
     let clone = fresher.as_ref().unwrap_or(clone.as_ref());
     let ns = clone
@@ -344,31 +351,44 @@ async fn write_status(
 /// already says what happened.
 async fn publish(ctx: &Context, clone: &VirtualMachineClone, decision: &Decision) {
     let reference = clone.object_ref(&());
+    let regarding = format!("clone {}", clone.name_any());
     for event in &decision.events {
-        let published = ctx
-            .recorder
-            .publish(
-                &Event {
-                    type_: if event.reason.is_warning() {
-                        EventType::Warning
-                    } else {
-                        EventType::Normal
-                    },
-                    reason: event.reason.as_str().to_owned(),
-                    note: Some(event.message.clone()),
-                    action: "Reconcile".to_owned(),
-                    secondary: None,
+        publish_event(ctx, &reference, &regarding, event.reason, &event.message).await;
+    }
+}
+
+/// Publishes one event about `reference` (the controller's only way to publish). A failure is
+/// logged, never retried.
+pub(crate) async fn publish_event(
+    ctx: &Context,
+    reference: &ObjectReference,
+    regarding: &str,
+    reason: EventReason,
+    message: &str,
+) {
+    let published = ctx
+        .recorder
+        .publish(
+            &Event {
+                type_: if reason.is_warning() {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
                 },
-                &reference,
-            )
-            .await;
-        if let Err(source) = published {
-            let error = Error::Publish {
-                clone: clone.name_any(),
-                reason: event.reason.as_str().to_owned(),
-                source,
-            };
-            warn!(%error, "event not published");
-        }
+                reason: reason.as_str().to_owned(),
+                note: Some(message.to_owned()),
+                action: "Reconcile".to_owned(),
+                secondary: None,
+            },
+            reference,
+        )
+        .await;
+    if let Err(source) = published {
+        let error = Error::Publish {
+            regarding: regarding.to_owned(),
+            reason: reason.as_str().to_owned(),
+            source,
+        };
+        warn!(%error, "event not published");
     }
 }

@@ -37,6 +37,7 @@ use crate::index::{CloneIndex, Key};
 use crate::leader::{self, Leadership};
 use crate::reconcile::{error_policy, reconcile};
 use crate::telemetry::Telemetry;
+use crate::upstream;
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -207,6 +208,12 @@ pub async fn run_with(
         cached_watch(api::<PartialObjectMeta<VirtualMachine>>(&client, ns));
     let (kubevirts, kubevirts_synced, kubevirt_stream) =
         cached_watch(Api::<KubeVirt>::all(client.clone()));
+    // Every change of the KubeVirt CR may start or stop upstream's clone controller.
+    let (upstream_signals, upstream_resumed) = upstream::Signals::new();
+    let kubevirt_stream = {
+        let changed = upstream_signals.changed.clone();
+        kubevirt_stream.inspect(move |_| changed.notify_one())
+    };
     let pvc_stream = watcher(
         api::<PartialObjectMeta<PersistentVolumeClaim>>(&client, ns),
         watch_config(),
@@ -271,6 +278,8 @@ pub async fn run_with(
         leadership,
         memory,
     ));
+    // Ended before the lease is released, like `leadership_log`.
+    let upstream_watch = tokio::spawn(upstream::watch(ctx.clone(), upstream_signals));
 
     let by_snapshot = {
         let index = index.clone();
@@ -362,6 +371,7 @@ pub async fn run_with(
         .watches_stream(pvc_stream, by_pvc)
         .watches_stream(content_stream, by_content)
         .reconcile_all_on(acquired)
+        .reconcile_all_on(upstream_resumed)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -380,6 +390,8 @@ pub async fn run_with(
     info!("clone controller stopped");
     leadership_log.abort();
     let _ = leadership_log.await;
+    upstream_watch.abort();
+    let _ = upstream_watch.await;
     if let Some(election) = election {
         election.release().await;
     }

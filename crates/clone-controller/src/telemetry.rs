@@ -2,7 +2,8 @@
 //!
 //! `/healthz` answers as long as the process serves HTTP. `/readyz` turns ready once the caches
 //! hold their first full list, whether or not this replica leads (a standby with warm caches can
-//! take over at once).
+//! take over at once), and is not ready, saying why, while upstream KubeVirt's own clone
+//! controller runs (then vmclone acts on no clone).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,6 +63,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Entries of per-clone state (backoffs and remembered status writes): live clones only.
     pub clone_state_entries: Gauge,
+    /// 1 while upstream KubeVirt's clone controller runs (vmclone then acts on no clone).
+    pub upstream_clone_controller_active: Gauge,
 }
 
 impl Default for Metrics {
@@ -73,6 +76,7 @@ impl Default for Metrics {
         let api_errors = Family::<VerbLabel, Counter>::default();
         let leader = Gauge::default();
         let clone_state_entries = Gauge::default();
+        let upstream_clone_controller_active = Gauge::default();
         let mut registry = Registry::with_prefix("vmclone");
         registry.register("reconciles", "Reconciles by result", reconciles.clone());
         registry.register(
@@ -93,6 +97,11 @@ impl Default for Metrics {
             "Entries of per-clone state the controller keeps (backoffs, remembered status writes)",
             clone_state_entries.clone(),
         );
+        registry.register(
+            "upstream_clone_controller_active",
+            "1 while upstream KubeVirt's own clone controller runs (vmclone then acts on no clone)",
+            upstream_clone_controller_active.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             reconciles,
@@ -102,6 +111,7 @@ impl Default for Metrics {
             api_errors,
             leader,
             clone_state_entries,
+            upstream_clone_controller_active,
         }
     }
 }
@@ -154,6 +164,7 @@ pub struct Telemetry {
     /// The metrics.
     pub metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    held: Arc<Mutex<Option<String>>>,
     clones: Arc<OnceLock<Store<VirtualMachineClone>>>,
 }
 
@@ -166,6 +177,24 @@ impl Telemetry {
     /// Whether the caches are synced.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Holds readiness back with a reason (`None`: released).
+    pub fn set_held(&self, reason: Option<String>) {
+        if let Ok(mut held) = self.held.lock() {
+            *held = reason;
+        }
+    }
+
+    /// What `/readyz` answers: `Ok(())`, or why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.is_ready() {
+            return Err("caches not synced yet".to_owned());
+        }
+        match self.held.lock().ok().and_then(|held| held.clone()) {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
     }
 
     /// Gives the scrape handler the clone cache (to count clones by phase).
@@ -195,11 +224,10 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(t): State<Telemetry>) -> (StatusCode, &'static str) {
-    if t.is_ready() {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+async fn readyz(State(t): State<Telemetry>) -> (StatusCode, String) {
+    match t.readiness() {
+        Ok(()) => (StatusCode::OK, "ok".to_owned()),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
     }
 }
 
@@ -250,6 +278,7 @@ mod tests {
         m.reconcile_duration.observe(0.01);
         m.clone_duration.observe(3.0);
         m.leader.set(1);
+        m.upstream_clone_controller_active.set(1);
         let text = m.encode();
         for expected in [
             "# TYPE vmclone_reconciles counter",
@@ -258,9 +287,23 @@ mod tests {
             "# TYPE vmclone_reconcile_duration_seconds histogram",
             "# TYPE vmclone_clone_duration_seconds histogram",
             "vmclone_leader 1",
+            "# TYPE vmclone_upstream_clone_controller_active gauge",
+            "vmclone_upstream_clone_controller_active 1",
             "# EOF",
         ] {
             assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
         }
+    }
+
+    #[test]
+    fn readiness_waits_for_the_caches_then_for_no_hold() {
+        let t = Telemetry::default();
+        assert_eq!(t.readiness(), Err("caches not synced yet".to_owned()));
+        t.set_held(Some("upstream runs".into()));
+        assert_eq!(t.readiness(), Err("caches not synced yet".to_owned()));
+        t.set_ready();
+        assert_eq!(t.readiness(), Err("upstream runs".to_owned()));
+        t.set_held(None);
+        assert_eq!(t.readiness(), Ok(()));
     }
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clone_api::kubevirt::{
-    KubeVirtSpec, Lenient, VirtualMachine, VirtualMachineRestore, VirtualMachineRestoreSpec,
+    Lenient, VirtualMachine, VirtualMachineRestore, VirtualMachineRestoreSpec,
     VirtualMachineSnapshot, VirtualMachineSnapshotContent, VirtualMachineSnapshotSpec,
     VirtualMachineSpec,
 };
@@ -29,42 +29,7 @@ use crate::status::Situation;
 use crate::validate::validate;
 use clone_api::extensions::{CloneExtensions, CloneStrategy};
 
-/// How the `Snapshot` feature gate is read from the `KubeVirt` CR.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum GateMode {
-    /// On only when `featureGates` lists it (as the seed documents).
-    #[default]
-    Listed,
-    /// On unless `disabledFeatureGates` lists it (KubeVirt releases where the gate is beta).
-    DefaultOn,
-}
-
-/// The state of KubeVirt's `Snapshot` feature gate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FeatureGate {
-    /// Snapshots (and so clones) are allowed.
-    Enabled,
-    /// The gate is off.
-    Disabled,
-    /// There is no `KubeVirt` CR to read it from.
-    KubeVirtNotFound,
-}
-
-/// Reads the `Snapshot` gate from the `KubeVirt` CR (`None`: no CR exists).
-pub fn snapshot_gate(kubevirt: Option<&KubeVirtSpec>, mode: GateMode) -> FeatureGate {
-    let Some(kv) = kubevirt else {
-        return FeatureGate::KubeVirtNotFound;
-    };
-    let on = match mode {
-        GateMode::Listed => kv.enables(names::SNAPSHOT_FEATURE_GATE),
-        GateMode::DefaultOn => !kv.disables(names::SNAPSHOT_FEATURE_GATE),
-    };
-    if on {
-        FeatureGate::Enabled
-    } else {
-        FeatureGate::Disabled
-    }
-}
+pub use crate::gate::{FeatureGate, GateMode, snapshot_gate};
 
 /// Another clone that names the same target VM.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,6 +9,8 @@
 //! - [`refusal`]: what a refused creation means (fail, wait for the gate, retry).
 //! - [`names`]: target names, serials, UUIDs, MAC normalisation.
 //! - [`validate`]: the spec rules CEL cannot express.
+//! - [`gate`]: KubeVirt's `Snapshot` feature gate, by KubeVirt release.
+//! - [`upstream`]: whether upstream KubeVirt's own clone controller runs (then vmclone idles).
 //! - [`decide`]: the lifecycle decision.
 //! - [`status`]: conditions and status comparison.
 
@@ -16,6 +18,7 @@ pub use decide::{Action, Decision, Observed, decide};
 
 pub mod decide;
 pub mod filter;
+pub mod gate;
 pub mod identity;
 pub mod names;
 pub mod patch;
@@ -23,4 +26,5 @@ pub mod policy;
 pub mod refusal;
 pub mod rules;
 pub mod status;
+pub mod upstream;
 pub mod validate;

@@ -5,7 +5,9 @@
 //! whose source claim exists and is `Bound` becomes ready in one status write: `readyToUse:
 //! true`, `creationTime`, `restoreSize` (the claim's capacity) and
 //! `boundVolumeSnapshotContentName`. A claim that is not bound yet keeps the snapshot waiting (the
-//! claim's changes wake it). KubeVirt's snapshot controller creates these for the PVC-backed
+//! claim's changes wake it), and so does
+//! [`HOLD_VOLUME_SNAPSHOTS_ANNOTATION`](crate::names::HOLD_VOLUME_SNAPSHOTS_ANNOTATION) on the
+//! namespace, until it is removed. KubeVirt's snapshot controller creates these for the PVC-backed
 //! volumes of a VM; the PVC binder (module `storage`) then provisions claims restored from them.
 //!
 //! Simplified: no `VolumeSnapshotContent` objects are created (KubeVirt v1.7.0 reads only the
@@ -20,7 +22,7 @@ use serde_json::json;
 use crate::ctx::Ctx;
 use crate::error::Error;
 use crate::meta;
-use crate::names::VOLUME_SNAPSHOT_CLASS;
+use crate::names::{HOLD_VOLUME_SNAPSHOTS_ANNOTATION, VOLUME_SNAPSHOT_CLASS};
 use crate::runtime::{ObjKey, Requeue};
 use crate::types::VolumeSnapshot;
 use crate::units::now_rfc3339;
@@ -48,6 +50,14 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: ObjKey) -> Result<Requeue, Error> {
         .volume_snapshot_class_name
         .as_deref()
         .is_some_and(|class| class != VOLUME_SNAPSHOT_CLASS)
+    {
+        return Ok(None);
+    }
+    // The namespace's changes wake this snapshot again (`ctx::on_namespace`).
+    if ctx
+        .namespace_annotation(&key.namespace, HOLD_VOLUME_SNAPSHOTS_ANNOTATION)
+        .as_deref()
+        == Some("true")
     {
         return Ok(None);
     }

@@ -453,9 +453,16 @@ pub fn on_class(ctx: &Ctx, class: &StorageClass) {
     ctx.queues.pvc.enqueue_all(keys);
 }
 
-/// A namespace changed (its failure-injection annotations): its snapshots and restores.
+/// A namespace changed (its failure-injection annotations): its snapshots, restores and
+/// VolumeSnapshots.
 pub fn on_namespace(ctx: &Ctx, namespace: &Namespace) {
     let name = namespace.metadata.name.clone().unwrap_or_default();
+    ctx.queues.csi.enqueue_all(
+        ctx.volume_snapshots
+            .in_namespace(&name)
+            .iter()
+            .map(|s| ObjKey::of(s.as_ref())),
+    );
     ctx.queues.snapshot.enqueue_all(
         ctx.snapshots
             .in_namespace(&name)

@@ -37,8 +37,10 @@ fn storage_class(name: &str, binding: &str, provisioner: &str) -> Value {
 /// Creates (or updates) KubeVirt's configuration: the `kubevirt` namespace and the `KubeVirt` CR
 /// `kubevirt/kubevirt` listing `gates` in `developerConfiguration.featureGates` (the Snapshot
 /// strategy needs `Snapshot`), with `status.phase: Deployed` as virt-operator leaves it (KubeVirt,
-/// and the sim's restore webhook, ignore a CR without a phase). The CR is cluster-wide: every
-/// controller reading gates sees it.
+/// and the sim's restore webhook, ignore a CR without a phase). The sim runs no clone controller,
+/// so the CR says what virt-operator's would for a cluster whose virt-controller runs without one:
+/// `customizeComponents.flags.controller` sets `clone-controller-threads` to `"0"`. The CR is
+/// cluster-wide: every controller reading it sees it.
 pub async fn set_feature_gates(client: Client, gates: &[&str]) -> Result<()> {
     let params = PatchParams::apply(names::FIELD_MANAGER).force();
     Api::<Namespace>::all(client.clone())
@@ -58,7 +60,12 @@ pub async fn set_feature_gates(client: Client, gates: &[&str]) -> Result<()> {
             &Patch::Apply(json!({
                 "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
                 "metadata": {"name": "kubevirt", "namespace": KUBEVIRT_NAMESPACE},
-                "spec": {"configuration": {"developerConfiguration": {"featureGates": gates}}},
+                "spec": {
+                    "configuration": {"developerConfiguration": {"featureGates": gates}},
+                    "customizeComponents": {"flags": {"controller": {
+                        clone_api::kubevirt::CLONE_CONTROLLER_THREADS_FLAG: "0",
+                    }}},
+                },
             })),
         )
         .await

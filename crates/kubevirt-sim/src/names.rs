@@ -153,6 +153,11 @@ pub const RESTORE_DELETING: &str = "VM restore is deleting";
 /// snapshot `Succeeded`) with `readyToUse: false` until the annotation is removed — a CSI driver
 /// that cuts snapshots at once and uploads them slowly.
 pub const HOLD_SNAPSHOT_READY_ANNOTATION: &str = "sim.vmclone.dev/hold-snapshot-ready";
+/// Annotation (value `"true"`) on a Namespace: the sim's CSI snapshotter leaves every
+/// `VolumeSnapshot` in it unready until the annotation is removed — storage that cuts snapshots
+/// slowly. On the real KubeVirt backend this holds KubeVirt's own `VirtualMachineSnapshot`s (and
+/// so the clones using them) in progress, for as long as a test needs.
+pub const HOLD_VOLUME_SNAPSHOTS_ANNOTATION: &str = "sim.vmclone.dev/hold-volume-snapshots";
 /// Annotation on a VirtualMachineRestore or on its Namespace: the sim's restore admission webhook
 /// answers the restore's creation as virt-api answers an internal error (HTTP 400, the
 /// annotation's value as message; [`ADMISSION_INTERNAL_ERROR`] when empty).

@@ -5,7 +5,9 @@
 //! 1. the `kubevirt` namespace and the `KubeVirt` CR `kubevirt/kubevirt` with the `Snapshot`
 //!    feature gate, its status as virt-operator would leave it: `phase: Deployed` (virt-controller
 //!    ignores a CR without a phase), the observed version, and the default architecture (the VM
-//!    mutator copies it into VMs; a VMI without one is refused);
+//!    mutator copies it into VMs; a VMI without one is refused). The CR says what virt-controller
+//!    runs with, as virt-operator's would: `spec.customizeComponents.flags.controller` holds
+//!    `clone-controller-threads: "0"` exactly while upstream's clone controller is off;
 //! 2. virt-api, serving TLS on loopback with a certificate of the testbed's CA; then KubeVirt's
 //!    own validating and mutating webhook configurations (from `webhooks.json`, see
 //!    `kubevirt_binaries`), each service reference replaced by a URL on loopback and the CA as
@@ -46,7 +48,9 @@ const VIRT_CONTROLLER_READY: Duration = Duration::from_secs(180);
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KubeVirtOptions {
     /// Run upstream's own clone controller too (virt-controller's default). Off by default:
-    /// `--clone-controller-threads 0`, so that vmclone is the only clone controller.
+    /// `--clone-controller-threads 0`, so that vmclone is the only clone controller; the
+    /// `KubeVirt` CR then carries the flag `clone-controller-threads: "0"` (and does not while
+    /// upstream's runs), as virt-operator's CR would.
     pub upstream_clone_controller: bool,
 }
 
@@ -83,7 +87,7 @@ pub(crate) async fn start(
         virt_controller_kubeconfig,
         binaries,
     } = inputs;
-    configure(&client).await?;
+    configure(&client, options).await?;
 
     let [api_port, controller_port] = free_ports(2)?[..] else {
         bail!("free_ports returned the wrong number of ports");
@@ -121,13 +125,17 @@ pub(crate) async fn start(
 }
 
 impl KubeVirtServers {
-    /// (Re)starts virt-controller with `options` and waits until it reconciles VMs.
+    /// (Re)starts virt-controller with `options` and waits until it reconciles VMs. The
+    /// `KubeVirt` CR follows, in the order a careful operator would use: it stops saying that
+    /// upstream's clone controller is off before that controller starts, and says so only once
+    /// the old virt-controller is gone.
     pub(crate) async fn start_controller(
         &mut self,
         client: &Client,
         options: &KubeVirtOptions,
     ) -> Result<()> {
         let threads = if options.upstream_clone_controller {
+            apply_spec(client, options).await?;
             "3"
         } else {
             "0"
@@ -142,6 +150,9 @@ impl KubeVirtServers {
             threads.into(),
         ]);
         self.virt_controller.start()?;
+        if !options.upstream_clone_controller {
+            apply_spec(client, options).await?;
+        }
         self.launched = options.clone();
         wait_for_vm_controller(client, &mut self.virt_controller).await
     }
@@ -191,8 +202,40 @@ fn vm_resource() -> ApiResource {
     )
 }
 
+/// The `KubeVirt` CR's spec: the Snapshot gate, and virt-controller's flags as virt-operator
+/// would pass them (`clone-controller-threads: "0"` while upstream's clone controller is off).
+fn kubevirt_spec(options: &KubeVirtOptions) -> Value {
+    let mut spec = json!({
+        "configuration": {"developerConfiguration": {"featureGates": ["Snapshot"]}},
+    });
+    if !options.upstream_clone_controller {
+        spec["customizeComponents"] =
+            json!({"flags": {"controller": {"clone-controller-threads": "0"}}});
+    }
+    spec
+}
+
+/// Applies the `KubeVirt` CR's spec for `options` (server-side apply: a flag no longer wanted is
+/// removed).
+async fn apply_spec(client: &Client, options: &KubeVirtOptions) -> Result<()> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), KUBEVIRT_NAMESPACE, &kubevirt_resource());
+    api.patch(
+        KUBEVIRT_NAME,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(json!({
+            "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
+            "metadata": {"name": KUBEVIRT_NAME, "namespace": KUBEVIRT_NAMESPACE},
+            "spec": kubevirt_spec(options),
+        })),
+    )
+    .await
+    .context("applying the KubeVirt CR")?;
+    Ok(())
+}
+
 /// The namespace and the `KubeVirt` CR, `Deployed`, with the Snapshot gate.
-async fn configure(client: &Client) -> Result<()> {
+async fn configure(client: &Client, options: &KubeVirtOptions) -> Result<()> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     namespaces
@@ -204,19 +247,9 @@ async fn configure(client: &Client) -> Result<()> {
         )
         .await
         .context("applying the kubevirt namespace")?;
+    apply_spec(client, options).await?;
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), KUBEVIRT_NAMESPACE, &kubevirt_resource());
-    api.patch(
-        KUBEVIRT_NAME,
-        &params,
-        &Patch::Apply(json!({
-            "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
-            "metadata": {"name": KUBEVIRT_NAME, "namespace": KUBEVIRT_NAMESPACE},
-            "spec": {"configuration": {"developerConfiguration": {"featureGates": ["Snapshot"]}}},
-        })),
-    )
-    .await
-    .context("applying the KubeVirt CR")?;
     api.patch_status(
         KUBEVIRT_NAME,
         &params,
@@ -455,6 +488,27 @@ mod tests {
         assert_eq!(
             out[1]["webhooks"][0]["clientConfig"]["url"],
             "https://127.0.0.1:8443/vm-mutate"
+        );
+    }
+
+    #[test]
+    fn the_cr_says_upstreams_clone_controller_is_off_exactly_when_it_is() {
+        let off = kubevirt_spec(&KubeVirtOptions::default());
+        assert_eq!(
+            off.pointer("/customizeComponents/flags/controller/clone-controller-threads"),
+            Some(&json!("0"))
+        );
+        assert_eq!(
+            off.pointer("/configuration/developerConfiguration/featureGates"),
+            Some(&json!(["Snapshot"]))
+        );
+        let on = kubevirt_spec(&KubeVirtOptions {
+            upstream_clone_controller: true,
+        });
+        assert_eq!(on.get("customizeComponents"), None);
+        assert_eq!(
+            on.pointer("/configuration/developerConfiguration/featureGates"),
+            Some(&json!(["Snapshot"]))
         );
     }
 

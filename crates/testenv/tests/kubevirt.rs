@@ -10,7 +10,7 @@ use std::time::Duration;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::json;
-use testenv::{KUBEVIRT_NAMESPACE, Options, TestEnv, wait_for};
+use testenv::{KUBEVIRT_NAMESPACE, KubeVirtOptions, Options, TestEnv, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -110,6 +110,86 @@ async fn kubevirts_webhooks_admit_and_its_controller_reconciles() {
         kubevirt["spec"]["configuration"]["developerConfiguration"]["featureGates"],
         json!(["Snapshot"])
     );
+    // virt-controller runs without its clone controller, and the CR says so.
+    assert_eq!(
+        kubevirt["spec"]["customizeComponents"]["flags"]["controller"],
+        json!({"clone-controller-threads": "0"})
+    );
+}
+
+/// The `KubeVirt` CR's `clone-controller-threads` flag, read with kubectl (`None`: not set).
+fn clone_threads_flag(env: &TestEnv) -> Option<String> {
+    let out = env
+        .kubectl_output(
+            &[
+                "get",
+                "kubevirt",
+                "kubevirt",
+                "-n",
+                KUBEVIRT_NAMESPACE,
+                "-o",
+                "jsonpath={.spec.customizeComponents.flags.controller.clone-controller-threads}",
+            ],
+            None,
+        )
+        .unwrap()
+        .ok()
+        .unwrap();
+    (!out.stdout.is_empty()).then_some(out.stdout)
+}
+
+/// The `--clone-controller-threads` value of the running virt-controller of `env`.
+fn running_clone_threads(env: &TestEnv) -> Vec<String> {
+    let folder = env.kubeconfig_path().parent().unwrap().to_owned();
+    processes_mentioning(&folder)
+        .iter()
+        .filter_map(|p| {
+            let mut words = p.split_whitespace();
+            // The server itself, not its `sh` supervisor (whose command line holds the same words).
+            if !words.next()?.ends_with("/virt-controller") {
+                return None;
+            }
+            words.find(|w| *w == "--clone-controller-threads")?;
+            words.next().map(str::to_owned)
+        })
+        .collect()
+}
+
+/// The CR tells the truth about upstream's clone controller, as virt-operator's would, through
+/// restarts of virt-controller both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubevirt_cr_says_whether_upstreams_clone_controller_runs() {
+    let mut env = TestEnv::start_with_options(Options::kubevirt())
+        .await
+        .unwrap();
+    assert_eq!(clone_threads_flag(&env).as_deref(), Some("0"));
+    assert_eq!(running_clone_threads(&env), ["0"]);
+
+    env.restart_virt_controller(KubeVirtOptions {
+        upstream_clone_controller: true,
+    })
+    .await
+    .unwrap();
+    assert_eq!(clone_threads_flag(&env), None);
+    assert_eq!(running_clone_threads(&env), ["3"]);
+
+    env.restart_virt_controller(KubeVirtOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(clone_threads_flag(&env).as_deref(), Some("0"));
+    assert_eq!(running_clone_threads(&env), ["0"]);
+    drop(env);
+
+    let upstream = TestEnv::start_with_options(Options {
+        kubevirt: Some(KubeVirtOptions {
+            upstream_clone_controller: true,
+        }),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(clone_threads_flag(&upstream), None);
+    assert_eq!(running_clone_threads(&upstream), ["3"]);
 }
 
 /// Whether any process's command line mentions `folder`.
