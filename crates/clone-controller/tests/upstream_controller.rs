@@ -51,12 +51,9 @@ const ACTIVE_METRIC: &str = "vmclone_upstream_clone_controller_active";
 /// vmclone's user in the audit log (one of `testenv::IDENTITIES`).
 const IDENTITY: &str = "clone-controller";
 
-/// The clone CRD of these tests. Upstream's (as virt-operator installs it) is the drop-in target,
-/// but vmclone cannot write its status there yet: server-side apply of `status.strategy` and
-/// `status.conditions[].observedGeneration` fails with HTTP 500 `field not declared in schema`
-/// (decision 4 of `drop-in.md`, in progress elsewhere). Until then vmclone's CRD, which accepts
-/// everything upstream's controller writes.
-const CLONE_CRD: CloneCrd = CloneCrd::Vmclone;
+/// The clone CRD of these tests: upstream's, as virt-operator installs it (every status value
+/// either controller writes must be accepted there).
+const CLONE_CRD: CloneCrd = CloneCrd::Upstream;
 
 /// One private KubeVirt control plane at a time in this binary.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
