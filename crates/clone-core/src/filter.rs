@@ -1,8 +1,8 @@
 //! Label and annotation filters: which keys of the source VM reach the target.
 //!
 //! A filter is `[!]body[*]`. It is parsed once into a typed [`Filter`] by the same code that
-//! validation uses ([`crate::validate`]), and the CRD's CEL rules are tested to agree with it, so
-//! what the API server admits is exactly what the engine understands.
+//! validation uses ([`crate::validate`]), and the admission policy's CEL rules are tested to agree
+//! with it, so what the API server admits is exactly what the engine understands.
 //!
 //! Matching is a tiny typed matcher rather than a glob library: a body is compared literally
 //! (`==`), or as a prefix (`starts_with`) when the filter ends in `*`. No character of the body has

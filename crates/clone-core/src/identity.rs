@@ -21,7 +21,7 @@
 //! `remove` only for members that exist in the given VM, so the list applies under strict RFC 6902
 //! as well as under KubeVirt's lenient applier. Generated values are `{}` or scalar strings without
 //! `,` or `:`, so KubeVirt's naive admission check passes, provided the spec was validated
-//! ([`crate::validate::validate_spec`]) and the keys are real Kubernetes label and annotation keys
+//! ([`crate::validate::validate`]) and the keys are real Kubernetes label and annotation keys
 //! (which never contain `,` or `:`). A key of arbitrary JSON that does contain them still gets its
 //! `remove`: KubeVirt then refuses the restore and the clone fails visibly, instead of silently
 //! copying a key the filters exclude.
