@@ -11,6 +11,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use clone_api::v1beta1::VirtualMachineClone;
+use clone_core::filter::Filter;
 use clone_core::policy::admission_policy;
 use clone_core::rules::{Rule, rules, validate, validate_update};
 use kube_cel::KubeCelExt;
@@ -303,6 +304,22 @@ fn compare_rule_by_rule(operation: &str, object: &Value, old: Option<&Value>) {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The filter parser the engine filters with accepts exactly what the rules accept, with the
+    /// same message.
+    #[test]
+    fn the_filter_parser_and_the_rules_agree(filter in "[a-zA-Z0-9!*?/._ -]{0,6}") {
+        let object = clone_json(
+            &json!({"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "vm"},
+                    "labelFilters": [filter]}),
+            None,
+        );
+        let rules = validate(&typed(&object)).err().unwrap_or_default();
+        let parsed = Filter::parse(clone_api::validation::field::LABEL_FILTERS, &filter)
+            .err()
+            .map(|e| e.to_string());
+        prop_assert_eq!(rules.first(), parsed.as_ref());
+    }
 
     #[test]
     fn cel_and_rust_agree_on_created_clones(spec in spec(), annotations in annotations()) {
