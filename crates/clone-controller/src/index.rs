@@ -132,7 +132,7 @@ mod tests {
             "a",
             "uid-a",
             json!({"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "vm"},
-                                          "target": {"name": "t"}}),
+                                          "target": {"kind": "VirtualMachine", "name": "t"}}),
         );
         let b = clone(
             "b",
