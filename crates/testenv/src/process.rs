@@ -316,6 +316,11 @@ mod tests {
             let pid = pid.trim().to_owned();
             assert!(alive(&pid), "round {round}: server {pid} is not running");
             assert!(server.exited().is_none());
+            // The pid file is written at spawn, before the shell has run its echo: wait for it,
+            // or a busy machine stops the server first.
+            wait_until("the server's first line", || {
+                server.log_tail(10).matches("started").count() == round
+            });
             server.stop();
             assert!(!alive(&pid), "round {round}: server {pid} survived stop()");
         }
