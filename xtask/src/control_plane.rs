@@ -37,6 +37,8 @@ pub fn run(args: Args) -> Result<()> {
     );
     println!("virt-api                 {}", kubevirt.virt_api.display());
     println!("virt-api webhooks        {}", kubevirt.webhooks.display());
+    let virtctl = testenv::ensure_virtctl()?;
+    println!("virtctl                  {}", virtctl.display());
     if !args.run {
         return Ok(());
     }

@@ -54,12 +54,13 @@ const UPSTREAM_CLONE_CRD: &str =
 /// The users besides `admin`, one per component that talks to the API server (each a
 /// `system:masters` member with a kubeconfig of its own, [`TestEnv::identity_kubeconfig`]), so
 /// that the audit log attributes every request exactly.
-pub const IDENTITIES: [&str; 5] = [
+pub const IDENTITIES: [&str; 6] = [
     "virt-controller",
     "virt-api",
     "kubevirt-sim",
     "clone-controller",
     "bench",
+    "kubectl-vmclone",
 ];
 
 /// The audit policy of [`Options::audit_log`]: every request at `Metadata` level (who, verb,

@@ -1,11 +1,16 @@
-//! Finding or building KubeVirt's `virt-controller` and `virt-api`, and the admission webhook
-//! configurations virt-operator would install for virt-api.
+//! Finding or building KubeVirt's `virt-controller` and `virt-api`, the admission webhook
+//! configurations virt-operator would install for virt-api, and KubeVirt's `virtctl` (the
+//! reference `kubectl vmclone create` is compared with).
 //!
 //! Like the control plane (see `binaries`), they come from, in this order:
 //! 1. `VMCLONE_KUBEVIRT_BINARIES`, when it names a folder holding `virt-controller`, `virt-api`
-//!    and `webhooks.json`;
-//! 2. the cache (`<cache>/vmclone/kubevirt-<version>/`);
+//!    and `webhooks.json` (for [`ensure_virtctl`]: when it holds `virtctl`);
+//! 2. the cache (`<cache>/vmclone/kubevirt-<version>/`, and `virtctl-<version>/` for virtctl);
 //! 3. a build with the local Go toolchain from `kubevirt.io/kubevirt` at [`KUBEVIRT_VERSION`].
+//!
+//! virtctl has a cache folder of its own so that adding it did not make the existing
+//! `kubevirt-<version>/` folders incomplete (which would rebuild the servers under running
+//! tests); both builds use the same wrapper module, go.mod and flags.
 //!
 //! The build's go.mod is derived from the downloaded module's own: kubevirt replaces
 //! `kubevirt.io/api` and `kubevirt.io/client-go` with `./staging` folders, which a dependent
@@ -30,7 +35,12 @@ pub const KUBEVIRT_BINARIES_ENV: &str = "VMCLONE_KUBEVIRT_BINARIES";
 const KUBEVIRT_MODULE: &str = "kubevirt.io/kubevirt";
 /// Modules kubevirt.io/kubevirt keeps in its `./staging` folder and publishes at its own version.
 const STAGING_MODULES: [&str; 2] = ["kubevirt.io/api", "kubevirt.io/client-go"];
-const COMMANDS: [&str; 2] = ["virt-controller", "virt-api"];
+/// The servers, built together with the webhooks generator.
+const SERVER_COMMANDS: [&str; 2] = ["virt-controller", "virt-api"];
+/// The command-line client, built on its own into its own cache folder.
+const VIRTCTL: &str = "virtctl";
+/// Every KubeVirt command the wrapper module names as a `tool` (so one go.mod serves all builds).
+const COMMANDS: [&str; 3] = [SERVER_COMMANDS[0], SERVER_COMMANDS[1], VIRTCTL];
 const GO_MOD_HEADER: &str = include_str!("../go/kubevirt/go.mod.in");
 const DOC_GO: &str = include_str!("../go/kubevirt/doc.go");
 const WEBHOOKS_GO: &str = include_str!("../go/kubevirt/webhooks/main.go");
@@ -50,8 +60,8 @@ pub struct KubeVirtBinaries {
 impl KubeVirtBinaries {
     fn in_folder(dir: &Path) -> Self {
         Self {
-            virt_controller: dir.join(COMMANDS[0]),
-            virt_api: dir.join(COMMANDS[1]),
+            virt_controller: dir.join(SERVER_COMMANDS[0]),
+            virt_api: dir.join(SERVER_COMMANDS[1]),
             webhooks: dir.join(WEBHOOKS_JSON),
         }
     }
@@ -91,7 +101,7 @@ pub fn ensure_kubevirt_binaries() -> Result<KubeVirtBinaries> {
     build_once(
         &cache,
         &dir,
-        &[COMMANDS[0], COMMANDS[1], WEBHOOKS_JSON],
+        &[SERVER_COMMANDS[0], SERVER_COMMANDS[1], WEBHOOKS_JSON],
         |work, out| build_kubevirt(&go, work, out),
     )?;
     let missing = binaries.missing();
@@ -101,20 +111,73 @@ pub fn ensure_kubevirt_binaries() -> Result<KubeVirtBinaries> {
     Ok(binaries)
 }
 
-fn build_kubevirt(go: &GoToolchain, work: &Path, out: &Path) -> Result<()> {
+/// Returns KubeVirt's `virtctl` at [`KUBEVIRT_VERSION`], building it first if this machine has
+/// none yet (from `VMCLONE_KUBEVIRT_BINARIES` when that folder holds one).
+///
+/// Blocking: a build on a fresh machine takes minutes and prints its progress.
+pub fn ensure_virtctl() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(KUBEVIRT_BINARIES_ENV).filter(|v| !v.is_empty()) {
+        let prebuilt = Path::new(&dir).join(VIRTCTL);
+        if prebuilt.is_file() {
+            return Ok(prebuilt);
+        }
+    }
+    let cache = cache_root()?;
+    let dir = cache.join(format!("{VIRTCTL}-{KUBEVIRT_VERSION}"));
+    let virtctl = dir.join(VIRTCTL);
+    if virtctl.is_file() {
+        return Ok(virtctl);
+    }
+    let go = GoToolchain::find()?;
+    build_once(&cache, &dir, &[VIRTCTL], |work, out| {
+        prepare_wrapper(&go, work)?;
+        go_build(
+            &go,
+            work,
+            out,
+            &[VIRTCTL],
+            &[],
+            "go build virtctl (the long step)",
+        )?;
+        say(&format!("KubeVirt {KUBEVIRT_VERSION}: virtctl"));
+        Ok(())
+    })?;
+    if !virtctl.is_file() {
+        bail!(
+            "the virtctl build finished but {} is missing",
+            virtctl.display()
+        );
+    }
+    Ok(virtctl)
+}
+
+/// Fills `work` with the wrapper module (go.mod derived from kubevirt's, the `webhooks`
+/// command) and lets `go mod tidy` download and pin what every KubeVirt command needs.
+fn prepare_wrapper(go: &GoToolchain, work: &Path) -> Result<()> {
     let upstream = go.module_go_mod(work, KUBEVIRT_MODULE, KUBEVIRT_VERSION)?;
     let go_mod = wrapper_go_mod(&upstream, KUBEVIRT_VERSION)?;
     write(&work.join("go.mod"), &go_mod)?;
     write(&work.join("doc.go"), DOC_GO)?;
     fs::create_dir_all(work.join("webhooks")).context("creating the webhooks package")?;
     write(&work.join("webhooks").join("main.go"), WEBHOOKS_GO)?;
-
     go.run(
         "go mod tidy (downloads the modules)",
         work,
         &["mod", "tidy"],
     )?;
+    Ok(())
+}
 
+/// `go build` of KubeVirt `commands` (and wrapper `packages`) into `out`, stamped with the
+/// release (virtctl compares it with the server's; the servers report it).
+fn go_build(
+    go: &GoToolchain,
+    work: &Path,
+    out: &Path,
+    commands: &[&str],
+    packages: &[&str],
+    step: &str,
+) -> Result<()> {
     let version = format!("-s -w -X kubevirt.io/client-go/version.gitVersion={KUBEVIRT_VERSION}");
     let mut build = vec![
         "build".to_owned(),
@@ -124,15 +187,24 @@ fn build_kubevirt(go: &GoToolchain, work: &Path, out: &Path) -> Result<()> {
         version,
     ];
     build.extend(
-        COMMANDS
+        commands
             .iter()
             .map(|c| format!("{KUBEVIRT_MODULE}/cmd/{c}")),
     );
-    build.push("./webhooks".to_owned());
-    go.run(
-        "go build virt-controller virt-api (the long step)",
+    build.extend(packages.iter().map(|p| (*p).to_owned()));
+    go.run(step, work, &build)?;
+    Ok(())
+}
+
+fn build_kubevirt(go: &GoToolchain, work: &Path, out: &Path) -> Result<()> {
+    prepare_wrapper(go, work)?;
+    go_build(
+        go,
         work,
-        &build,
+        out,
+        &SERVER_COMMANDS,
+        &["./webhooks"],
+        "go build virt-controller virt-api (the long step)",
     )?;
 
     let generator = out.join("webhooks");
@@ -240,6 +312,7 @@ replace k8s.io/klog => k8s.io/klog v0.4.0
             "\tkubevirt.io/client-go v1.7.0\n",
             "tool kubevirt.io/kubevirt/cmd/virt-controller\n",
             "tool kubevirt.io/kubevirt/cmd/virt-api\n",
+            "tool kubevirt.io/kubevirt/cmd/virtctl\n",
             "replace k8s.io/klog => k8s.io/klog v0.4.0\n",
         ] {
             assert!(go_mod.contains(line), "{line:?} missing from\n{go_mod}");

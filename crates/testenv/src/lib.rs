@@ -13,7 +13,7 @@
 //!
 //! Modules:
 //! - `binaries`: finding or building the three binaries;
-//! - `kubevirt_binaries`: finding or building KubeVirt's virt-controller and virt-api;
+//! - `kubevirt_binaries`: finding or building KubeVirt's virt-controller, virt-api and virtctl;
 //! - `env`: starting, using and stopping a control plane;
 //! - `kubevirt`: running KubeVirt's virt-api (with its webhooks) and virt-controller in it;
 //! - `certs`: the control plane's own CA and serving certificates;
@@ -37,5 +37,33 @@ pub use env::{CloneCrd, IDENTITIES, KubectlOutput, Options, TestEnv};
 pub use kubevirt::{KUBEVIRT_NAME, KUBEVIRT_NAMESPACE, KubeVirtOptions};
 pub use kubevirt_binaries::{
     KUBEVIRT_BINARIES_ENV, KUBEVIRT_VERSION, KubeVirtBinaries, ensure_kubevirt_binaries,
+    ensure_virtctl,
 };
 pub use wait::{Attempt, wait_for};
+
+/// Generates, for each named `async fn(Backend)` of the calling test crate, one `#[tokio::test]`
+/// per backend: `sim::<name>` and `kubevirt::<name>`. One test body, never a copy. The caller's
+/// `common` module defines `Backend` with the variants `Sim` and `KubeVirt`.
+#[macro_export]
+// `crate` (not `$crate`) on purpose: the backends are the calling test crate's.
+#[allow(clippy::crate_in_macro_def)]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sim {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::common::Backend::Sim).await
+                }
+            )*
+        }
+        mod kubevirt {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::common::Backend::KubeVirt).await
+                }
+            )*
+        }
+    };
+}
