@@ -48,6 +48,10 @@ pub const LAST_APPLIED_CONFIGURATION_ANNOTATION: &str =
 /// Annotation KubeVirt puts on the PVCs a restore creates, naming the restore.
 pub const RESTORE_NAME_ANNOTATION: &str = "restore.kubevirt.io/name";
 
+/// Annotation vmclone sets on a target VM that it creates itself (the DataVolume strategy): the
+/// UID of the clone that created it. A VM without it (or with another UID) is never touched.
+pub const CREATED_BY_CLONE_ANNOTATION: &str = "vmclone.dev/created-by-clone";
+
 /// The KubeVirt feature gate that guards snapshots, restores and clones.
 pub const SNAPSHOT_FEATURE_GATE: &str = "Snapshot";
 
@@ -134,6 +138,11 @@ pub enum EventReason {
     DataVolumeFailed,
     /// A pre-flight check of the DataVolume strategy failed (volume mode or size).
     DataVolumeInvalid,
+    /// One volume of the DataVolume strategy finished cloning.
+    VolumeCloned,
+    /// The API server refused the target VM of the DataVolume strategy (for good, or for now:
+    /// the clone retries).
+    TargetVMCreationFailed,
     /// Upstream KubeVirt's own clone controller runs, so vmclone acts on no clone (an event about
     /// the `KubeVirt` CR, not about a clone).
     UpstreamCloneControllerActive,
@@ -169,6 +178,8 @@ impl EventReason {
             Self::Unauthorized => "Unauthorized",
             Self::DataVolumeFailed => "DataVolumeFailed",
             Self::DataVolumeInvalid => "DataVolumeInvalid",
+            Self::VolumeCloned => "VolumeCloned",
+            Self::TargetVMCreationFailed => "TargetVMCreationFailed",
             Self::UpstreamCloneControllerActive => "UpstreamCloneControllerActive",
         }
     }
@@ -183,6 +194,7 @@ impl EventReason {
                 | Self::RestoreReady
                 | Self::TargetVMCreated
                 | Self::PVCBound
+                | Self::VolumeCloned
         )
     }
 }

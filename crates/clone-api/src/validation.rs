@@ -135,6 +135,26 @@ pub fn patch_does_not_apply(index: usize, snapshot: &str, why: &str, patch: &str
     format!("patch {index} does not apply to the VM in snapshot {snapshot}: {why} ({patch})")
 }
 
+/// A patch that does not apply to the VM the DataVolume strategy builds from the source VM.
+pub fn patch_does_not_apply_to_source(index: usize, vm: &str, why: &str, patch: &str) -> String {
+    format!("patch {index} does not apply to the VM built from source VM {vm}: {why} ({patch})")
+}
+
+/// CDI's message when a clone's target volume mode differs from the source's (the OpenShift
+/// chapter's wording).
+pub fn volume_mode_mismatch(source: &str, target: &str) -> String {
+    format!("source volumeMode ({source}) and target volumeMode ({target}) do not match")
+}
+
+/// CDI's message when a clone's target asks for less storage than the source has.
+pub const TARGET_SMALLER_THAN_SOURCE: &str =
+    "target resources requests storage size is smaller than the source";
+
+/// The identity KubeVirt creates a cross-namespace DataVolume for may not read the source.
+pub fn insufficient_clone_permissions(user: &str, source_namespace: &str) -> String {
+    format!("User {user} has insufficient permissions in clone source namespace {source_namespace}")
+}
+
 /// Any change of `spec` after creation.
 pub const SPEC_IMMUTABLE: &str = "spec is immutable";
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clone_api::kubevirt::{
-    KubeVirt, VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot,
+    DataVolume, KubeVirt, VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot,
 };
 use clone_api::v1beta1::{VirtualMachineClone, VirtualMachineCloneStatus};
 use clone_core::decide::GateMode;
@@ -63,6 +63,9 @@ pub struct Caches {
     pub vms: Store<PartialObjectMeta<VirtualMachine>>,
     /// The `KubeVirt` CRs (feature gates).
     pub kubevirts: Store<KubeVirt>,
+    /// DataVolumes (the DataVolume strategy follows its targets' DataVolumes). Not among
+    /// `synced`: a cluster without CDI has no DataVolume API, and the rest must work there.
+    pub data_volumes: Store<DataVolume>,
     /// One signal per cache: true once it holds its first full list.
     pub synced: Vec<Synced>,
 }

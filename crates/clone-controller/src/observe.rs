@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use clone_api::kubevirt::{
-    VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot, VirtualMachineSnapshotContent,
+    DataVolume, VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot,
+    VirtualMachineSnapshotContent,
 };
 use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
 use clone_core::decide::{self, FeatureGate, Lookups, Rival};
@@ -44,6 +45,12 @@ pub struct World {
     pub claims: BTreeMap<String, String>,
     /// Clones naming the same target.
     pub rivals: Vec<Rival>,
+    /// DataVolume strategy: the source claims by name (before the target exists).
+    pub source_claims: BTreeMap<String, PersistentVolumeClaim>,
+    /// DataVolume strategy: the whole target VM, once this clone created it.
+    pub target_full: Option<VirtualMachine>,
+    /// DataVolume strategy: the target's DataVolumes by name.
+    pub data_volumes: BTreeMap<String, DataVolume>,
 }
 
 async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>>
@@ -101,12 +108,13 @@ pub async fn observe(ctx: &Context, clone: &VirtualMachineClone) -> Result<World
         return Ok(world);
     }
 
-    // Source: the full VM only while it matters (until the snapshot is ready).
+    // Source: the full VM only while it matters (until the snapshot is ready, or until the
+    // DataVolume strategy created the target).
     if let Some(vm) = &names.source_vm
         && before_snapshot_ready
     {
-        world.source_vm =
-            get_opt(&Api::<VirtualMachine>::namespaced(client.clone(), &ns), vm).await?;
+        let source = Api::<VirtualMachine>::namespaced(client.clone(), &names.source_namespace);
+        world.source_vm = get_opt(&source, vm).await?;
     }
     let snapshots = Api::<VirtualMachineSnapshot>::namespaced(client.clone(), &ns);
     if let Some(snapshot) = &names.source_snapshot {
@@ -161,6 +169,8 @@ pub async fn observe(ctx: &Context, clone: &VirtualMachineClone) -> Result<World
         None => None,
     };
 
+    data_volume_strategy(ctx, clone, &names, &mut world).await?;
+
     // PVC phases only once there is something to clean up.
     let cleanup_pending = status.restore_name.is_some() || status.snapshot_name.is_some();
     if let (Some(restore), true) = (&world.restore, cleanup_pending) {
@@ -179,6 +189,76 @@ pub async fn observe(ctx: &Context, clone: &VirtualMachineClone) -> Result<World
     world.rivals = rivals(ctx, clone, &ns, &names.target_name);
     world.names = Some(names);
     Ok(world)
+}
+
+/// What the DataVolume strategy reads: the source claims until the target exists, then the whole
+/// target (its templates) and its DataVolumes from the cache.
+async fn data_volume_strategy(
+    ctx: &Context,
+    clone: &VirtualMachineClone,
+    names: &Lookups,
+    world: &mut World,
+) -> Result<()> {
+    let choice =
+        clone_core::datavolume::choose(clone, world.source_vm.as_ref(), world.target.as_ref());
+    if choice.strategy != clone_api::extensions::CloneStrategy::DataVolume {
+        return Ok(());
+    }
+    let ns = clone.namespace().unwrap_or_default();
+    let client = ctx.client.clone();
+    let uid = clone.metadata.uid.as_deref().unwrap_or_default();
+    let phase = clone.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    if world.target.is_none() && phase == ClonePhase::CreatingTargetVM {
+        // The cache may lag behind our own create: confirm before creating it again.
+        let vms = Api::<VirtualMachine>::namespaced(client.clone(), &ns);
+        world.target = get_opt(&vms, &names.target_name).await?;
+    }
+    match &world.target {
+        Some(target) if clone_core::datavolume::created_by(target, uid) => {
+            if phase == ClonePhase::Succeeded {
+                return Ok(());
+            }
+            let full = if target.spec.template.is_some() {
+                Some(target.clone())
+            } else {
+                let vms = Api::<VirtualMachine>::namespaced(client, &ns);
+                get_opt(&vms, &names.target_name).await?
+            };
+            for template in full
+                .iter()
+                .flat_map(|vm| vm.spec.data_volume_templates.iter().flatten())
+            {
+                if let Some(name) = template.pointer("/metadata/name").and_then(|n| n.as_str())
+                    && let Some(dv) = cached(&ctx.caches.data_volumes, &ns, name)
+                {
+                    world.data_volumes.insert(name.to_owned(), dv);
+                }
+            }
+            world.target_full = full;
+        }
+        Some(_) => {}
+        None => {
+            if world.source_vm.is_none()
+                && phase == ClonePhase::CreatingTargetVM
+                && let Some(name) = &names.source_vm
+            {
+                // The target was deleted before its disks were copied: it is built again.
+                let vms =
+                    Api::<VirtualMachine>::namespaced(client.clone(), &names.source_namespace);
+                world.source_vm = get_opt(&vms, name).await?;
+            }
+            if let Some(vm) = &world.source_vm {
+                let pvcs =
+                    Api::<PersistentVolumeClaim>::namespaced(client, &names.source_namespace);
+                for claim in clone_core::datavolume::source_claims(vm) {
+                    if let Some(pvc) = get_opt(&pvcs, &claim).await? {
+                        world.source_claims.insert(claim, pvc);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Other clones in the namespace that name the same target.

@@ -12,9 +12,12 @@ use std::time::Duration;
 use clone_api::kubevirt::{VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot};
 use clone_api::names::{EventReason, FIELD_MANAGER};
 use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
-use clone_core::decide::{Child, CreateRejection, Observed};
+use clone_core::decide::{Access, AccessReview, Child, CreateRejection, Observed};
 use clone_core::status::status_changed;
 use clone_core::{Action, Decision, decide};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -57,6 +60,10 @@ fn observed<'a>(
         rivals: world.rivals.clone(),
         rejection: None,
         restore_stall_timeout: ctx.config.restore_stall_timeout,
+        source_claims: world.source_claims.clone(),
+        target_full: world.target_full.as_ref(),
+        data_volumes: world.data_volumes.clone(),
+        access: None,
     }
 }
 
@@ -98,19 +105,34 @@ async fn reconcile_clone(clone: &Arc<VirtualMachineClone>, ctx: &Arc<Context>) -
         .ok_or_else(|| Error::Incomplete(format!("clone {} has no namespace", clone.name_any())))?;
     let world = observe(ctx, clone).await?;
     let now = Time(jiff::Timestamp::now());
-    let mut decision = decide(&observed(ctx, clone, &world, now.clone()));
+    let mut observation = observed(ctx, clone, &world, now);
+    let mut decision = decide(&observation);
     debug!(clone = %clone.name_any(), ns, action = ?action_name(&decision.action), "decided");
 
+    // What an action tells the decision goes back into it: an access review's answer, or a
+    // refused creation. Each can come once per pass (a decision that knows the answer never asks
+    // again, and never creates what was just refused), so this ends after at most two more.
     let mut refused = None;
-    if let Some(rejection) = execute(ctx, clone, &ns, &decision.action).await? {
-        let mut observation = observed(ctx, clone, &world, now);
-        observation.rejection = Some(rejection.clone());
-        decision = decide(&observation);
-        // The second decision never creates what was just refused.
-        execute(ctx, clone, &ns, &decision.action).await?;
-        if !decision.status.phase.is_terminal() {
-            refused = Some(rejection);
+    while let Some(feedback) = execute(ctx, clone, &ns, &decision.action).await? {
+        match feedback {
+            Feedback::Access(access) if observation.access.is_none() => {
+                observation.access = Some(access);
+            }
+            Feedback::Refused(rejection) if observation.rejection.is_none() => {
+                observation.rejection = Some(rejection.clone());
+                refused = Some(rejection);
+            }
+            Feedback::Access(_) | Feedback::Refused(_) => {
+                return Err(Error::Incomplete(format!(
+                    "clone {}: the decision repeated an action the same pass answered",
+                    clone.name_any()
+                )));
+            }
         }
+        decision = decide(&observation);
+    }
+    if decision.status.phase.is_terminal() {
+        refused = None;
     }
     if decision.action == Action::DeleteClone {
         // The clone is gone; there is no status to write.
@@ -189,31 +211,57 @@ fn action_name(action: &Action) -> &'static str {
         Action::CreateRestore(..) => "create-restore",
         Action::Cleanup { .. } => "cleanup",
         Action::DeleteClone => "delete-clone",
+        Action::CreateTargetVM(_) => "create-target-vm",
+        Action::ReviewAccess(_) => "review-access",
     }
 }
 
-/// Executes an action. Returns the refusal when the API server rejects a creation outright.
+/// What executing an action tells the next decision of the same pass.
+enum Feedback {
+    /// The API server refused a creation outright.
+    Refused(CreateRejection),
+    /// The answer of an access review.
+    Access(Access),
+}
+
+/// Executes an action. Returns what the next decision of this pass must know: a refusal when the
+/// API server rejects a creation outright, or an access review's answer.
 async fn execute(
     ctx: &Context,
     clone: &VirtualMachineClone,
     ns: &str,
     action: &Action,
-) -> Result<Option<CreateRejection>> {
+) -> Result<Option<Feedback>> {
     let client = ctx.client.clone();
+    let refused = |r: Option<CreateRejection>| r.map(Feedback::Refused);
     match action {
         Action::Nothing => Ok(None),
         Action::CreateSnapshot(snapshot) => {
             let api = Api::<VirtualMachineSnapshot>::namespaced(client, ns);
-            create(&api, snapshot.as_ref(), Child::Snapshot).await
+            Ok(refused(
+                create(&api, snapshot.as_ref(), Child::Snapshot).await?,
+            ))
         }
         Action::CreateRestore(restore, target) => {
             if let Some(target) = target
-                && let Some(refused) = dry_run_target(client.clone(), ns, target).await?
+                && let Some(refusal) = dry_run_target(client.clone(), ns, target).await?
             {
-                return Ok(Some(refused));
+                return Ok(Some(Feedback::Refused(refusal)));
             }
             let api = Api::<VirtualMachineRestore>::namespaced(client, ns);
-            create(&api, restore.as_ref(), Child::Restore).await
+            Ok(refused(
+                create(&api, restore.as_ref(), Child::Restore).await?,
+            ))
+        }
+        Action::CreateTargetVM(vm) => {
+            // `VirtualMachine` keeps every field it does not model, so the manifest goes out whole.
+            let object: VirtualMachine = serde_json::from_value((**vm).clone())
+                .map_err(|e| Error::Incomplete(e.to_string()))?;
+            let api = Api::<VirtualMachine>::namespaced(client, ns);
+            Ok(refused(create(&api, &object, Child::TargetVM).await?))
+        }
+        Action::ReviewAccess(review) => {
+            Ok(Some(Feedback::Access(review_access(client, review).await?)))
         }
         Action::Cleanup { restore, snapshot } => {
             if let Some(name) = restore {
@@ -238,6 +286,43 @@ async fn execute(
             Ok(None)
         }
     }
+}
+
+/// Runs an access review as `SubjectAccessReview`s: allowed only when every check is.
+async fn review_access(client: kube::Client, review: &AccessReview) -> Result<Access> {
+    let api = Api::<SubjectAccessReview>::all(client);
+    for check in &review.checks {
+        let request = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(review.user.clone()),
+                groups: Some(review.groups.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(review.namespace.clone()),
+                    verb: Some(check.verb.to_owned()),
+                    group: Some(check.group.to_owned()),
+                    resource: Some(check.resource.to_owned()),
+                    subresource: (!check.subresource.is_empty())
+                        .then(|| check.subresource.to_owned()),
+                    name: Some(check.name.clone()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SubjectAccessReviewSpec::default()
+            },
+            ..SubjectAccessReview::default()
+        };
+        let answer = api
+            .create(&PostParams::default(), &request)
+            .await
+            .map_err(|source| Error::Create {
+                what: format!("SubjectAccessReview for {}", review.user),
+                source,
+            })?;
+        if !answer.status.is_some_and(|s| s.allowed) {
+            info!(user = %review.user, namespace = %review.namespace, verb = check.verb, resource = check.resource, subresource = check.subresource, "access denied");
+            return Ok(Access::Denied);
+        }
+    }
+    Ok(Access::Allowed)
 }
 
 /// Submits the VM a restore will create with `dryRun=All`; returns the refusal, if any.

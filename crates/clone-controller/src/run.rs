@@ -14,7 +14,7 @@ use std::time::Duration;
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 use clone_api::kubevirt::{
-    KubeVirt, VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot,
+    DataVolume, KubeVirt, VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot,
     VirtualMachineSnapshotContent,
 };
 use clone_api::names::{self, RESTORE_NAME_ANNOTATION, TEMP_RESTORE_PREFIX};
@@ -214,6 +214,8 @@ pub async fn run_with(
         let changed = upstream_signals.changed.clone();
         kubevirt_stream.inspect(move |_| changed.notify_one())
     };
+    // Targets live in their clone's namespace, so their DataVolumes are in scope.
+    let (data_volumes, _, data_volume_stream) = cached_watch(api::<DataVolume>(&client, ns));
     let pvc_stream = watcher(
         api::<PartialObjectMeta<PersistentVolumeClaim>>(&client, ns),
         watch_config(),
@@ -233,6 +235,7 @@ pub async fn run_with(
         restores: restores.clone(),
         vms: vms.clone(),
         kubevirts: kubevirts.clone(),
+        data_volumes,
         synced: vec![
             clones_synced,
             snapshots_synced,
@@ -315,6 +318,21 @@ pub async fn run_with(
                 .collect::<Vec<_>>()
         }
     };
+    // A DataVolume wakes the clone whose target VM owns it (KubeVirt owns the DataVolumes it
+    // creates from a VM's templates).
+    let by_data_volume = {
+        let index = index.clone();
+        move |dv: DataVolume| {
+            let ns = dv.namespace().unwrap_or_default();
+            dv.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .filter(|o| o.controller == Some(true) && o.kind == names::VIRTUAL_MACHINE_KIND)
+                .flat_map(|o| index.get(&Key::Target(ns.clone(), o.name.clone())))
+                .collect::<Vec<_>>()
+        }
+    };
     let by_pvc = {
         let index = index.clone();
         move |pvc: PartialObjectMeta<PersistentVolumeClaim>| {
@@ -370,6 +388,7 @@ pub async fn run_with(
         .watches_stream(kubevirt_stream, by_kubevirt)
         .watches_stream(pvc_stream, by_pvc)
         .watches_stream(content_stream, by_content)
+        .watches_stream(data_volume_stream, by_data_volume)
         .reconcile_all_on(acquired)
         .reconcile_all_on(upstream_resumed)
         .graceful_shutdown_on(shutdown)

@@ -83,12 +83,12 @@ const OBJECTS: [(&str, &str, &str); 16] = [
     (
         "ValidatingAdmissionPolicy",
         "",
-        "vmclone-controller-dry-run-only",
+        "vmclone-controller-vm-creates",
     ),
     (
         "ValidatingAdmissionPolicyBinding",
         "",
-        "vmclone-controller-dry-run-only",
+        "vmclone-controller-vm-creates",
     ),
     (
         "ValidatingAdmissionPolicy",
@@ -153,6 +153,8 @@ const CONTROLLER_RULES: [(&str, &str, &[&str]); 12] = [
     ("", "persistentvolumeclaims", &["get", "list", "watch"]),
     ("cdi.kubevirt.io", "datavolumes", &["get", "list", "watch"]),
     ("events.k8s.io", "events", &["create", "patch"]),
+    // `create subjectaccessreviews` too, checked with `kubectl auth can-i`: the rule set below
+    // skips authorization.k8s.io, which every authenticated user has for its own reviews.
 ];
 
 /// What leader election does, in `vmclone-system` only.
@@ -1124,7 +1126,7 @@ async fn the_service_account_may_do_what_the_controller_needs_and_nothing_more()
         ("get", "secrets", system, false),
         ("create", "pods", n, false),
         ("create", "pods", system, false),
-        // Allowed by RBAC for dry runs; dry-run-only-policy.yaml refuses real creates (tested
+        // Allowed by RBAC for dry runs; vm-create-policy.yaml refuses real creates (tested
         // in `the_controller_may_create_vms_only_as_dry_runs`).
         ("create", "virtualmachines.kubevirt.io", n, true),
         ("update", "virtualmachines.kubevirt.io", n, false),
@@ -1175,6 +1177,15 @@ async fn the_service_account_may_do_what_the_controller_needs_and_nothing_more()
         ("create", "events.events.k8s.io", n, true),
         ("create", "leases.coordination.k8s.io", system, true),
         ("update", "leases.coordination.k8s.io", system, true),
+        // Cross-namespace clones: the controller asks the API server, it is not itself allowed to
+        // clone DataVolumes anywhere.
+        (
+            "create",
+            "subjectaccessreviews.authorization.k8s.io",
+            &[],
+            true,
+        ),
+        ("create", "datavolumes.cdi.kubevirt.io", n, false),
     ];
     let mut wrong = Vec::new();
     for (verb, resource, place, allowed) in cases {
@@ -1244,10 +1255,11 @@ async fn the_service_account_may_do_what_the_controller_needs_and_nothing_more()
     );
 }
 
-/// RBAC cannot limit `create` to dry runs; the shipped policy does: as its ServiceAccount, a
-/// server-side dry run of a VM passes, a real create is refused with the policy's message.
+/// RBAC cannot limit `create` to dry runs and DataVolume clone targets; the shipped policy does: as
+/// its ServiceAccount, a server-side dry run of a VM passes, a real create is refused with the
+/// policy's message, and a VM marked as a clone's target is created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_controller_may_create_vms_only_as_dry_runs() {
+async fn the_controller_creates_vms_only_as_dry_runs_or_marked_clone_targets() {
     let (env, _) = installed().await;
     let ns = env.namespace("dryrunonly").await.unwrap();
     let vm = json!({
@@ -1266,14 +1278,14 @@ async fn the_controller_may_create_vms_only_as_dry_runs() {
     };
     // A policy takes effect a moment after it is stored.
     wait_for(
-        "the dry-run-only policy",
+        "the VM create policy",
         Duration::from_secs(60),
         || async {
             let real = create(false)?;
             ensure!(
             !real.success()
                 && real.stderr.contains(
-                    "the vmclone controller creates VirtualMachines only as server-side dry runs"
+                    "the vmclone controller creates VirtualMachines only as server-side dry runs or as DataVolume clone targets"
                 ),
             "a real create was not refused: {} {}",
             real.stdout,
@@ -1290,6 +1302,20 @@ async fn the_controller_may_create_vms_only_as_dry_runs() {
         .kubectl_output(&["get", "vm", "-n", &ns, "-o", "name"], None)
         .unwrap();
     assert_eq!(vms.stdout.trim(), "", "no VM was created");
+    // A DataVolume clone's target, marked with its clone's UID, is created for real.
+    let marked = json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "target", "annotations": {"vmclone.dev/created-by-clone": "some-uid"}},
+        "spec": {"runStrategy": "Halted", "template": {"spec": {"domain": {"devices": {}}}}},
+    })
+    .to_string();
+    let created = env
+        .kubectl_output(
+            &["create", "-f", "-", "-n", &ns, as_user.as_str()],
+            Some(&marked),
+        )
+        .unwrap();
+    assert!(created.success(), "{} {}", created.stdout, created.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1299,6 +1299,7 @@ async fn a_pass_from_a_stale_cache_does_not_repeat_the_last_transition() {
         restores: reflector::store::<VirtualMachineRestore>().0,
         vms: reflector::store().0,
         kubevirts,
+        data_volumes: reflector::store().0,
         synced: vec![synced()],
     };
     let telemetry = clone_controller::telemetry::Telemetry::default();
@@ -1393,7 +1394,7 @@ async fn deleted_failing_clones_leave_no_state_behind() {
     h.stop().await;
 }
 
-on_both_backends!(
+testenv::on_both_backends!(
     the_seed_flow_with_kubectl,
     golden_image_five_clones,
     an_existing_vm_is_never_touched,

@@ -297,6 +297,10 @@ impl World {
             rivals: Vec::new(),
             rejection: None,
             restore_stall_timeout: clone_core::decide::DEFAULT_RESTORE_STALL_TIMEOUT,
+            source_claims: Default::default(),
+            target_full: None,
+            data_volumes: Default::default(),
+            access: None,
         }
     }
 }

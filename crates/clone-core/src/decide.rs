@@ -11,23 +11,24 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clone_api::kubevirt::{
-    Lenient, VirtualMachine, VirtualMachineRestore, VirtualMachineRestoreSpec,
+    DataVolume, Lenient, VirtualMachine, VirtualMachineRestore, VirtualMachineRestoreSpec,
     VirtualMachineSnapshot, VirtualMachineSnapshotContent, VirtualMachineSnapshotSpec,
     VirtualMachineSpec,
 };
 use clone_api::names::{self, EventReason};
 use clone_api::v1beta1::{ClonePhase, VirtualMachineClone, VirtualMachineCloneStatus};
 use clone_api::validation;
-use k8s_openapi::api::core::v1::TypedLocalObjectReference;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, TypedLocalObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde_json::Value;
 
-use crate::identity::{IdentityInput, identity_patches};
+use crate::datavolume::{self, Choice, PlanError, PlanInput};
+use crate::identity::{IdentityInput, IdentityPatches, identity_patches};
 use crate::patch::{PatchError, apply_kubevirt};
 use crate::refusal::{Refusal, classify, classify_dry_run};
 use crate::status::Situation;
 use crate::validate::validate;
-use clone_api::extensions::{CloneExtensions, CloneStrategy};
+use clone_api::extensions::{CloneExtensions, CloneStrategy, TargetRunStrategy};
 
 pub use crate::gate::{FeatureGate, GateMode, snapshot_gate};
 
@@ -53,6 +54,8 @@ pub enum Child {
     Restore,
     /// The server-side dry run of the target VM that precedes the restore.
     TargetDryRun,
+    /// The target VM (DataVolume strategy).
+    TargetVM,
 }
 
 /// The API server refused to create a child object.
@@ -73,7 +76,9 @@ impl CreateRejection {
     pub fn refusal(&self) -> Refusal {
         match self.child {
             Child::TargetDryRun => classify_dry_run(self.code),
-            Child::Snapshot | Child::Restore => classify(self.code, &self.reason, &self.message),
+            Child::Snapshot | Child::Restore | Child::TargetVM => {
+                classify(self.code, &self.reason, &self.message)
+            }
         }
     }
 }
@@ -107,7 +112,62 @@ pub struct Observed<'a> {
     pub rejection: Option<CreateRejection>,
     /// How long a restore may report the same KubeVirt error before the clone fails.
     pub restore_stall_timeout: Duration,
+    /// DataVolume strategy: the source VM's claims by name, read in the source namespace before
+    /// the target exists ([`datavolume::source_claims`]; absent: not found).
+    pub source_claims: BTreeMap<String, PersistentVolumeClaim>,
+    /// DataVolume strategy: the whole target VM (its templates), once this clone created it.
+    pub target_full: Option<&'a VirtualMachine>,
+    /// DataVolume strategy: the target's DataVolumes by name.
+    pub data_volumes: BTreeMap<String, DataVolume>,
+    /// Cross-namespace: the answer to the [`AccessReview`] this pass asked for.
+    pub access: Option<Access>,
 }
+
+/// The `SubjectAccessReview`s a cross-namespace clone needs before anything is created: may the
+/// identity KubeVirt uses for the target's DataVolume templates (the target VM's service account)
+/// clone the source's claims and read the source VM?
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessReview {
+    /// `system:serviceaccount:<target namespace>:<account>`.
+    pub user: String,
+    /// The service account's groups.
+    pub groups: Vec<String>,
+    /// The source namespace.
+    pub namespace: String,
+    /// Every check must be allowed.
+    pub checks: Vec<ResourceCheck>,
+}
+
+/// One access check: `verb` on `group`/`resource`[/`subresource`] named `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceCheck {
+    /// The verb.
+    pub verb: &'static str,
+    /// The API group.
+    pub group: &'static str,
+    /// The resource.
+    pub resource: &'static str,
+    /// The subresource (empty: none).
+    pub subresource: &'static str,
+    /// The object's name.
+    pub name: String,
+}
+
+/// The outcome of an [`AccessReview`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Every check was allowed.
+    Allowed,
+    /// Some check was denied.
+    Denied,
+}
+
+/// How often, at most, a clone's `Progressing` message is rewritten when only percentages moved:
+/// CDI reports progress about every second per volume, and a status write per volume per second
+/// costs the API server more than a user watching `kubectl get` gains. Five seconds keeps a
+/// 100-volume golden-image fan-out under 20 status writes a second; the plugin reads DataVolumes
+/// directly for live bars.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The default of [`Observed::restore_stall_timeout`]: ten minutes.
 pub const DEFAULT_RESTORE_STALL_TIMEOUT: Duration = Duration::from_secs(600);
@@ -129,6 +189,8 @@ pub struct Lookups {
     pub source_vm: Option<String>,
     /// The source snapshot (snapshot source).
     pub source_snapshot: Option<String>,
+    /// The source's namespace (`vmclone.dev/source-namespace`, else the clone's).
+    pub source_namespace: String,
 }
 
 /// The names a clone needs looked up.
@@ -146,6 +208,11 @@ pub fn lookups(clone: &VirtualMachineClone) -> Lookups {
         restore_name: crate::names::temp_restore_name(uid),
         source_vm: vm_source.then(|| source.name.clone()),
         source_snapshot: (!vm_source).then(|| source.name.clone()),
+        source_namespace: clone
+            .source_namespace()
+            .or(clone.metadata.namespace.as_deref())
+            .unwrap_or_default()
+            .to_owned(),
     }
 }
 
@@ -217,6 +284,11 @@ pub enum Action {
     },
     /// Delete the clone (its target VM was deleted after success).
     DeleteClone,
+    /// Create this VM (DataVolume strategy; `AlreadyExists` counts as success). A refusal comes
+    /// back as [`Child::TargetVM`].
+    CreateTargetVM(Box<Value>),
+    /// Run these access reviews and decide again with [`Observed::access`] set.
+    ReviewAccess(AccessReview),
 }
 
 /// An event to publish (type `Warning` when [`EventReason::is_warning`]).
@@ -252,6 +324,7 @@ pub fn decide(observed: &Observed<'_>) -> Decision {
         events: Vec::new(),
         action: Action::Nothing,
         recheck: None,
+        choice: None,
     };
     // A clone being deleted is left to the garbage collector.
     if observed.clone.metadata.deletion_timestamp.is_some() {
@@ -303,6 +376,8 @@ struct Pass<'o, 'a> {
     events: Vec<CloneEvent>,
     action: Action,
     recheck: Option<Duration>,
+    /// The strategy of this pass, when `Auto` chose it (named in messages and the first event).
+    choice: Option<Choice>,
 }
 
 impl<'a> Pass<'_, 'a> {
@@ -344,6 +419,17 @@ impl<'a> Pass<'_, 'a> {
         Situation::Failed { reason, message }
     }
 
+    fn hold(&mut self, hold: Hold) -> Situation {
+        if hold.fails {
+            self.fail(hold.reason, hold.message)
+        } else {
+            Situation::Pending {
+                reason: hold.reason,
+                message: hold.message,
+            }
+        }
+    }
+
     fn run(&mut self) -> Situation {
         self.status.target_name = Some(self.names.target_name.clone());
         if self.status.phase == ClonePhase::Succeeded {
@@ -352,22 +438,11 @@ impl<'a> Pass<'_, 'a> {
         if let Err(errors) = validate(self.o.clone) {
             return self.fail(EventReason::InvalidSpec, errors.join("; "));
         }
-        let clone = &self.o.clone;
-        if clone
-            .source_namespace()
-            .is_some_and(|ns| ns != self.namespace())
-        {
-            return self.fail(
-                EventReason::InvalidSpec,
-                format!("{} needs the DataVolume strategy, which this version of the controller does not support yet", clone_api::extensions::SOURCE_NAMESPACE),
-            );
+        let choice = datavolume::choose(self.o.clone, self.o.source_vm, self.o.target);
+        if choice.strategy == CloneStrategy::DataVolume {
+            return self.data_volume_flow(&choice);
         }
-        if clone.strategy() == Ok(CloneStrategy::DataVolume) {
-            return self.fail(
-                EventReason::InvalidSpec,
-                format!("{} DataVolume is not supported by this version of the controller; use Snapshot or Auto", clone_api::extensions::STRATEGY),
-            );
-        }
+        self.choice = Some(choice);
         if let Some(situation) = self.unreadable() {
             return situation;
         }
@@ -400,12 +475,7 @@ impl<'a> Pass<'_, 'a> {
         if self.status.phase == ClonePhase::CreatingTargetVM {
             match self.o.target {
                 Some(vm) => {
-                    self.status.phase = ClonePhase::Succeeded;
-                    self.status.creation_time = vm
-                        .metadata
-                        .creation_timestamp
-                        .clone()
-                        .or_else(|| Some(self.o.now.clone()));
+                    self.succeeded(vm);
                     let message = format!(
                         "created target VM {} for clone {}",
                         self.names.target_name,
@@ -422,6 +492,200 @@ impl<'a> Pass<'_, 'a> {
             }
         }
         self.after_success()
+    }
+
+    /// The DataVolume strategy: build the target from the source VM, check it, authorise a
+    /// cross-namespace source, create the target, then follow its DataVolumes.
+    fn data_volume_flow(&mut self, choice: &Choice) -> Situation {
+        if let Some(situation) = self.unreadable() {
+            return situation;
+        }
+        if let Some(situation) = self.target_guard() {
+            return situation;
+        }
+        let label = choice.label();
+        match (self.o.target, self.o.target_full) {
+            (Some(_), Some(vm)) => self.follow_data_volumes(vm, &label),
+            (Some(_), None) => self.working(format!(
+                "{label}: waiting to read target VM {}",
+                self.names.target_name
+            )),
+            (None, _) => self.create_target(choice, &label),
+        }
+    }
+
+    /// Everything the DataVolume strategy checks before it creates the target, then the create.
+    fn create_target(&mut self, choice: &Choice, label: &str) -> Situation {
+        let pending = |reason, message| Situation::Pending { reason, message };
+        let source_ns = self.names.source_namespace.clone();
+        let source = &self.o.clone.spec.source;
+        let Some(vm) = self.o.source_vm else {
+            return pending(
+                EventReason::SourceDoesNotExist,
+                format!(
+                    "Source doesnt exist: {} {source_ns}/{}",
+                    source.kind, source.name
+                ),
+            );
+        };
+        if let Some(hold) = data_volume_source_check(vm, &source_ns, &source.name) {
+            return self.hold(hold);
+        }
+        let plan = match data_volume_plan(&PlanInput {
+            clone: self.o.clone,
+            source_vm: vm,
+            source_namespace: &source_ns,
+            target_name: &self.names.target_name,
+            claims: &self.o.source_claims,
+        }) {
+            Ok(plan) => plan,
+            Err(hold) => return self.hold(hold),
+        };
+        if source_ns != self.namespace() {
+            match self.o.access {
+                None => {
+                    self.action = Action::ReviewAccess(self.access_review(&plan));
+                    return self
+                        .working(format!("{label}: checking access to namespace {source_ns}"));
+                }
+                Some(Access::Denied) => {
+                    let user = self.service_account_user(&plan.service_account);
+                    return self.fail(
+                        EventReason::Unauthorized,
+                        validation::insufficient_clone_permissions(&user, &source_ns),
+                    );
+                }
+                Some(Access::Allowed) => {}
+            }
+        }
+        if let Some(situation) = self.rejection(Child::TargetVM) {
+            return situation;
+        }
+        self.warn_unknown_interfaces(&plan.unknown_interfaces);
+        let count = plan.volumes.len();
+        let message = format!(
+            "created target VM {}/{} for clone {} with the DataVolume strategy: {count} volume(s) cloned by CDI{}",
+            self.namespace(),
+            self.names.target_name,
+            self.clone_name(),
+            choice.event_note()
+        );
+        self.event(EventReason::TargetVMCreated, message);
+        let progress = datavolume::Progress {
+            items: plan
+                .volumes
+                .iter()
+                .map(|v| format!("{} Pending", v.volume))
+                .collect(),
+            ..Default::default()
+        };
+        self.action = Action::CreateTargetVM(Box::new(plan.vm));
+        self.status.phase = ClonePhase::CreatingTargetVM;
+        self.working(format!(
+            "{label}: {}",
+            datavolume::progress_message(&progress)
+        ))
+    }
+
+    /// The target exists: the clone succeeded, created when the target was.
+    fn succeeded(&mut self, target: &VirtualMachine) {
+        self.status.phase = ClonePhase::Succeeded;
+        self.status.creation_time = target
+            .metadata
+            .creation_timestamp
+            .clone()
+            .or_else(|| Some(self.o.now.clone()));
+    }
+
+    /// One `UnknownInterface` warning per `newMacAddresses` key that names no interface.
+    fn warn_unknown_interfaces(&mut self, interfaces: &[String]) {
+        for interface in interfaces {
+            let message = unknown_interface_message(self.o.clone, interface);
+            self.event(EventReason::UnknownInterface, message);
+        }
+    }
+
+    fn service_account_user(&self, account: &str) -> String {
+        format!("system:serviceaccount:{}:{account}", self.namespace())
+    }
+
+    /// The checks of a cross-namespace clone: the target's service account may create
+    /// `datavolumes/source` for every source claim (the OpenShift chapter's ClusterRole) and get
+    /// the source VM (the target copies its spec, which can hold cloud-init secrets).
+    fn access_review(&self, plan: &datavolume::Plan) -> AccessReview {
+        let ns = self.namespace();
+        let mut checks: Vec<ResourceCheck> = plan
+            .volumes
+            .iter()
+            .map(|v| ResourceCheck {
+                verb: "create",
+                group: names::CDI_GROUP,
+                resource: "datavolumes",
+                subresource: "source",
+                name: v.source_claim.clone(),
+            })
+            .collect();
+        checks.push(ResourceCheck {
+            verb: "get",
+            group: names::KUBEVIRT_GROUP,
+            resource: "virtualmachines",
+            subresource: "",
+            name: self.o.clone.spec.source.name.clone(),
+        });
+        AccessReview {
+            user: self.service_account_user(&plan.service_account),
+            groups: vec![
+                "system:serviceaccounts".to_owned(),
+                format!("system:serviceaccounts:{ns}"),
+                "system:authenticated".to_owned(),
+            ],
+            namespace: self.names.source_namespace.clone(),
+            checks,
+        }
+    }
+
+    /// After the target exists: report each DataVolume's progress, fail with CDI's message when
+    /// one fails, succeed when every one is done.
+    fn follow_data_volumes(&mut self, vm: &VirtualMachine, label: &str) -> Situation {
+        self.status.phase = ClonePhase::CreatingTargetVM;
+        let progress = datavolume::progress(vm, &self.o.data_volumes);
+        let old_message = self
+            .o
+            .clone
+            .status
+            .as_ref()
+            .and_then(|s| s.condition(names::condition::PROGRESSING))
+            .and_then(|c| c.message.clone())
+            .unwrap_or_default();
+        if let Some((volume, data_volume, why)) = progress.failed.clone() {
+            return self.fail(
+                EventReason::DataVolumeFailed,
+                format!("DataVolume {data_volume} of volume {volume} failed: {why}"),
+            );
+        }
+        for (volume, data_volume) in &progress.done {
+            let item = progress
+                .items
+                .iter()
+                .find(|i| i.starts_with(&format!("{volume} ")))
+                .cloned()
+                .unwrap_or_default();
+            if !datavolume::lists(&old_message, &item) {
+                let message = format!(
+                    "volume {volume} of clone {} is cloned into DataVolume {data_volume}",
+                    self.clone_name()
+                );
+                self.event(EventReason::VolumeCloned, message);
+            }
+        }
+        if progress.complete {
+            self.succeeded(vm);
+            return self.after_success();
+        }
+        self.working(format!(
+            "{label}: {}",
+            datavolume::progress_message(&progress)
+        ))
     }
 
     /// An object this pass would read that could not be decoded holds the clone, with a message
@@ -488,16 +752,8 @@ impl<'a> Pass<'_, 'a> {
                     format!("Source doesnt exist: {} {ns}/{}", source.kind, source.name),
                 );
             };
-            if vm_needs_backend_storage(vm) {
-                let message = format!(
-                    "Clone of source with backendstorage is not supported: VM {ns}/{}",
-                    source.name
-                );
-                return Some(self.fail(EventReason::SourceVMWithBackendStorageInvalid, message));
-            }
-            let problems = volume_snapshot_problems(vm);
-            if !problems.is_empty() {
-                return pending(EventReason::VMVolumeSnapshotsInvalid, problems.join("; "));
+            if let Some(hold) = snapshot_source_check(vm, &ns, &source.name) {
+                return Some(self.hold(hold));
             }
         } else if self.o.source_snapshot.is_none() {
             return pending(
@@ -514,8 +770,7 @@ impl<'a> Pass<'_, 'a> {
         let target = self.names.target_name.clone();
         if let Some(vm) = self.o.target {
             if !self.created_by_us(vm) {
-                let message = format!("target VirtualMachine {ns}/{target} already exists");
-                return Some(self.fail(EventReason::TargetExists, message));
+                return Some(self.hold(target_exists(&ns, &target)));
             }
             return None;
         }
@@ -545,6 +800,9 @@ impl<'a> Pass<'_, 'a> {
     }
 
     fn created_by_us(&self, vm: &VirtualMachine) -> bool {
+        if datavolume::created_by(vm, self.uid()) {
+            return true;
+        }
         let prefix = format!("{}-", self.names.restore_name);
         vm.metadata
             .annotations
@@ -578,7 +836,15 @@ impl<'a> Pass<'_, 'a> {
             self.action = Action::CreateSnapshot(Box::new(self.build_snapshot()));
             self.status.phase = ClonePhase::SnapshotInProgress;
             self.status.snapshot_name = Some(name.clone());
-            let message = format!("created snapshot {name} for clone {}", self.clone_name());
+            let note = self
+                .choice
+                .as_ref()
+                .map(Choice::event_note)
+                .unwrap_or_default();
+            let message = format!(
+                "created snapshot {name} for clone {}{note}",
+                self.clone_name()
+            );
             self.event(EventReason::SnapshotCreated, message);
             return Some(self.working(format!("waiting for snapshot {name} to be ready")));
         };
@@ -654,6 +920,16 @@ impl<'a> Pass<'_, 'a> {
                     rejection.message
                 ),
             ),
+            Child::TargetVM => (
+                EventReason::TargetVMCreationFailed,
+                format!(
+                    "target VM {}/{} of clone {} is refused: {}",
+                    self.namespace(),
+                    self.names.target_name,
+                    self.clone_name(),
+                    rejection.message
+                ),
+            ),
             Child::TargetDryRun => (
                 EventReason::RestoreCreationFailed,
                 format!(
@@ -668,7 +944,7 @@ impl<'a> Pass<'_, 'a> {
         let pending = |reason, message| Some(Situation::Pending { reason, message });
         match rejection.refusal() {
             // The dry run judged the target the user's spec produces.
-            Refusal::Spec if child == Child::TargetDryRun => {
+            Refusal::Spec if matches!(child, Child::TargetDryRun | Child::TargetVM) => {
                 Some(self.fail(EventReason::InvalidSpec, message))
             }
             Refusal::Spec => Some(self.fail(reason, message)),
@@ -706,22 +982,25 @@ impl<'a> Pass<'_, 'a> {
             {
                 return Some(situation);
             }
-            let input = IdentityInput {
-                spec: &self.o.clone.spec,
-                namespace: self.namespace(),
-                target_name: &self.names.target_name,
-                clone_uid: self.uid(),
-            };
-            let identity = identity_patches(&input, &vm);
-            for interface in &identity.unknown_interfaces {
-                let source = &self.o.clone.spec.source;
-                let message = format!(
-                    "newMacAddresses names interface {interface}, which the VM of {} {} does not have",
-                    source.kind, source.name
-                );
-                self.event(EventReason::UnknownInterface, message);
+            // Only a DataVolume-strategy clone may carry a patch KubeVirt's restore admission
+            // refuses (validation allows it there); one that took the snapshot path anyway (upstream's
+            // controller started it) cannot finish, so it fails here rather than at KubeVirt.
+            if let Some((index, patch)) = self
+                .o
+                .clone
+                .spec
+                .patches
+                .iter()
+                .flatten()
+                .enumerate()
+                .find(|(_, p)| !crate::validate::passes_kubevirt_naive_check(p))
+            {
+                let message = validation::patch_rejected_by_kubevirt(index, patch);
+                return Some(self.fail(EventReason::InvalidSpec, message));
             }
-            let patches = with_run_strategy(identity.patches, &vm, self.o.clone);
+            let restore = restore_patches(self.o.clone, &self.names.target_name, &vm);
+            self.warn_unknown_interfaces(&restore.unknown_interfaces);
+            let patches = restore.patches;
             let target = match self.trial_target(&vm, &patches) {
                 Ok(target) => target,
                 Err(message) => return Some(self.fail(EventReason::InvalidSpec, message)),
@@ -799,61 +1078,39 @@ impl<'a> Pass<'_, 'a> {
         }
     }
 
-    /// The VM the restore will create, checked: the generated and the user's patches applied to
-    /// the snapshot's VM under the target's name. A patch that does not apply is the user's
-    /// (KubeVirt would retry such a restore for ever), so it fails the clone here.
+    /// The VM the restore will create, checked: [`restored_vm`] of the snapshot's VM with every
+    /// patch, under the target's name. A patch that does not apply is the user's (KubeVirt would
+    /// retry such a restore for ever), so it fails the clone here.
     ///
     /// The VM leaves out `dataVolumeTemplates`: KubeVirt authorizes their clone sources against
     /// whoever creates the VM, and the restore (not this controller) creates it, with templates
     /// it rewrites to the restored volumes.
     fn trial_target(&self, vm: &Value, patches: &[String]) -> Result<Option<Value>, String> {
-        let mut trial = vm.clone();
-        if let Err(error) = apply_kubevirt(&mut trial, patches) {
-            return match self.user_patch_conflict(&error, patches) {
-                Some(message) => Err(message),
-                None => Ok(None),
-            };
-        }
-        let metadata = trial.get("metadata").cloned().unwrap_or(Value::Null);
-        let mut meta = serde_json::Map::new();
-        meta.insert("name".into(), self.names.target_name.clone().into());
-        meta.insert("namespace".into(), self.namespace().into());
-        for field in ["labels", "annotations"] {
-            if let Some(value) = metadata.get(field).filter(|v| v.is_object()) {
-                meta.insert(field.into(), value.clone());
+        let restored = restored_vm(
+            vm,
+            self.namespace(),
+            &self.names.target_name,
+            patches,
+            &Restored::default(),
+        );
+        let mut trial = match restored {
+            Ok(trial) => trial,
+            Err(error) => {
+                return match user_patch_conflict(
+                    self.o.clone,
+                    &self.names.snapshot_name,
+                    &error,
+                    patches,
+                ) {
+                    Some(message) => Err(message),
+                    None => Ok(None),
+                };
             }
-        }
-        let mut spec = trial.get("spec").cloned().unwrap_or(Value::Null);
-        if let Some(spec) = spec.as_object_mut() {
+        };
+        if let Some(spec) = trial.get_mut("spec").and_then(Value::as_object_mut) {
             spec.remove("dataVolumeTemplates");
         }
-        Ok(Some(serde_json::json!({
-            "apiVersion": format!("{}/v1", names::KUBEVIRT_GROUP),
-            "kind": names::VIRTUAL_MACHINE_KIND,
-            "metadata": meta,
-            "spec": spec,
-        })))
-    }
-
-    /// Why the restore's patches would not apply to the snapshot's VM, when one of the user's
-    /// patches is at fault (for example removing a label the VM does not have, or one the filters
-    /// already removed). The user's patches come last, so a failure past the generated ones is
-    /// theirs.
-    fn user_patch_conflict(&self, error: &PatchError, patches: &[String]) -> Option<String> {
-        let generated = patches.len() - self.o.clone.spec.patches.as_ref().map_or(0, Vec::len);
-        let (index, why) = match error {
-            PatchError::Apply { index, source, .. } => (*index, source.to_string()),
-            PatchError::Unparsable { index, source } => (*index, source.to_string()),
-            _ => return None,
-        };
-        let user_index = index.checked_sub(generated)?;
-        let patch = patches.get(index)?;
-        Some(validation::patch_does_not_apply(
-            user_index,
-            &self.names.snapshot_name,
-            &why,
-            patch,
-        ))
+        Ok(Some(trial))
     }
 
     /// After success: delete the clone when its target is gone, else clean up once every
@@ -976,12 +1233,76 @@ impl<'a> Pass<'_, 'a> {
             }
             Situation::Working { .. } | Situation::Succeeded { .. } => {}
         }
+        let situation = match (situation, &self.choice) {
+            (Situation::Working { phase, message }, Some(choice)) if choice.auto => {
+                Situation::Working {
+                    phase,
+                    message: format!("{}: {message}", choice.label()),
+                }
+            }
+            (situation, _) => situation,
+        };
+        let situation = self.pace_progress(old, situation);
         self.status.conditions = situation.conditions(&old.conditions, &self.o.now);
+        self.stamp_progress(old);
         Decision {
             action: self.action,
             status: self.status,
             events: self.events,
             recheck: self.recheck,
+        }
+    }
+}
+
+impl Pass<'_, '_> {
+    /// Keeps the old `Progressing` message when only its percentages moved and it was written
+    /// less than [`PROGRESS_INTERVAL`] ago; the clone is looked at again when the interval ends.
+    fn pace_progress(
+        &mut self,
+        old: &VirtualMachineCloneStatus,
+        situation: Situation,
+    ) -> Situation {
+        let Situation::Working { phase, message } = situation else {
+            return situation;
+        };
+        let previous = old
+            .condition(names::condition::PROGRESSING)
+            .filter(|_| old.phase == phase);
+        let written = previous
+            .and_then(|c| c.last_probe_time.as_ref())
+            .and_then(|t| Duration::try_from(self.o.now.0.duration_since(t.0)).ok());
+        match (previous.and_then(|c| c.message.as_deref()), written) {
+            (Some(old_message), Some(age))
+                if age < PROGRESS_INTERVAL
+                    && datavolume::only_percentages_differ(old_message, &message) =>
+            {
+                let wait = PROGRESS_INTERVAL - age;
+                self.recheck = Some(self.recheck.map_or(wait, |r| r.min(wait)));
+                Situation::Working {
+                    phase,
+                    message: old_message.to_owned(),
+                }
+            }
+            _ => Situation::Working { phase, message },
+        }
+    }
+
+    /// `lastProbeTime` of `Progressing` records when its message was last written (the pace of
+    /// progress updates is measured from it).
+    fn stamp_progress(&mut self, old: &VirtualMachineCloneStatus) {
+        let previous = old.condition(names::condition::PROGRESSING);
+        if let Some(progressing) = self
+            .status
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == names::condition::PROGRESSING)
+        {
+            progressing.last_probe_time = match previous {
+                Some(p) if p.message == progressing.message && p.status == progressing.status => {
+                    p.last_probe_time.clone()
+                }
+                _ => Some(self.o.now.clone()),
+            };
         }
     }
 }
@@ -1088,12 +1409,329 @@ pub fn check_content(
     }
 }
 
-/// Inserts the `vmclone.dev/target-run-strategy` patches before the user's patches (which stay last).
-fn with_run_strategy(patches: Vec<String>, vm: &Value, clone: &VirtualMachineClone) -> Vec<String> {
-    // An unknown value already failed validation.
-    let Ok(Some(strategy)) = clone.target_run_strategy() else {
-        return patches;
+/// Why a clone cannot go on: it fails, or it waits (a `Pending` hold).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// The reason.
+    pub reason: EventReason,
+    /// The message.
+    pub message: String,
+    /// Whether the clone fails (else it waits).
+    pub fails: bool,
+}
+
+impl std::fmt::Display for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let outcome = if self.fails { "fail" } else { "wait" };
+        write!(
+            f,
+            "the clone would {outcome} ({}): {}",
+            self.reason, self.message
+        )
+    }
+}
+
+/// The Snapshot strategy's checks of a source VM `namespace/name` before its snapshot is taken: a
+/// VM that needs backend storage fails the clone, volumes that cannot be snapshotted (or whose
+/// support KubeVirt has not reported yet) hold it.
+pub fn snapshot_source_check(vm: &VirtualMachine, namespace: &str, name: &str) -> Option<Hold> {
+    if let Some(hold) = backend_storage_hold(vm, namespace, name) {
+        return Some(hold);
+    }
+    let problems = volume_snapshot_problems(vm);
+    (!problems.is_empty()).then(|| Hold {
+        reason: EventReason::VMVolumeSnapshotsInvalid,
+        message: problems.join("; "),
+        fails: false,
+    })
+}
+
+/// A source VM that needs backend storage (persistent TPM or EFI, changed-block tracking) fails
+/// the clone with either strategy.
+fn backend_storage_hold(vm: &VirtualMachine, namespace: &str, name: &str) -> Option<Hold> {
+    vm_needs_backend_storage(vm).then(|| Hold {
+        reason: EventReason::SourceVMWithBackendStorageInvalid,
+        message: format!(
+            "Clone of source with backendstorage is not supported: VM {namespace}/{name}"
+        ),
+        fails: true,
+    })
+}
+
+/// A VM of the target's name that the clone did not create fails the clone.
+pub fn target_exists(namespace: &str, target: &str) -> Hold {
+    Hold {
+        reason: EventReason::TargetExists,
+        message: format!("target VirtualMachine {namespace}/{target} already exists"),
+        fails: true,
+    }
+}
+
+/// The DataVolume strategy's checks of the source VM `namespace/name` before its target is built:
+/// a VM that needs backend storage fails the clone, a running one holds it until it stops.
+pub fn data_volume_source_check(vm: &VirtualMachine, namespace: &str, name: &str) -> Option<Hold> {
+    if let Some(hold) = backend_storage_hold(vm, namespace, name) {
+        return Some(hold);
+    }
+    if datavolume::is_running(vm) {
+        return Some(Hold {
+            reason: EventReason::SourceVMRunning,
+            message: format!(
+                "source VM {namespace}/{name} is running: the DataVolume strategy clones only a stopped VM (stop it, for example with virtctl stop {name} -n {namespace})"
+            ),
+            fails: false,
+        });
+    }
+    None
+}
+
+/// The DataVolume strategy's target ([`datavolume::plan`]), or what its failure means for the
+/// clone: a missing source claim holds it, a patch that does not apply or a template that fails
+/// CDI's checks fails it.
+pub fn data_volume_plan(input: &PlanInput<'_>) -> Result<datavolume::Plan, Hold> {
+    datavolume::plan(input).map_err(|error| match error {
+        PlanError::MissingClaim { volume, claim } => Hold {
+            reason: EventReason::SourceDoesNotExist,
+            message: format!(
+                "source PVC {}/{claim} of volume {volume} does not exist",
+                input.source_namespace
+            ),
+            fails: false,
+        },
+        PlanError::Patch(message) => Hold {
+            reason: EventReason::InvalidSpec,
+            message,
+            fails: true,
+        },
+        PlanError::Check(message) => Hold {
+            reason: EventReason::DataVolumeInvalid,
+            message,
+            fails: true,
+        },
+    })
+}
+
+/// The `UnknownInterface` warning for a `newMacAddresses` key that names no interface.
+pub fn unknown_interface_message(clone: &VirtualMachineClone, interface: &str) -> String {
+    let source = &clone.spec.source;
+    format!(
+        "newMacAddresses names interface {interface}, which the VM of {} {} does not have",
+        source.kind, source.name
+    )
+}
+
+/// The restore's patches for `vm`, the VM a snapshot holds: the identity patches
+/// ([`identity_patches`]), then, when `vmclone.dev/target-run-strategy` is set, the patches that
+/// set the run strategy, then the user's patches, last. Also the `newMacAddresses` keys that name
+/// no interface of `vm`. The controller puts exactly this list into the restore; the plugin's
+/// preview ([`crate::preview`]) applies it with [`restored_vm`].
+pub fn restore_patches(
+    clone: &VirtualMachineClone,
+    target_name: &str,
+    vm: &Value,
+) -> IdentityPatches {
+    let input = IdentityInput {
+        spec: &clone.spec,
+        namespace: clone.metadata.namespace.as_deref().unwrap_or_default(),
+        target_name,
+        clone_uid: clone.metadata.uid.as_deref().unwrap_or_default(),
     };
+    let identity = identity_patches(&input, vm);
+    let patches = match clone.target_run_strategy() {
+        Ok(Some(strategy)) => with_run_strategy(identity.patches, vm, clone, strategy),
+        // Unset: KubeVirt's restore leaves the target halted. Unknown: failed validation.
+        _ => identity.patches,
+    };
+    IdentityPatches {
+        patches,
+        unknown_interfaces: identity.unknown_interfaces,
+    }
+}
+
+/// What KubeVirt's restore writes into the VM it creates that exists only once the restore does:
+/// the restore's UID and the restored claims. Left at their defaults, [`restored_vm`] keeps the
+/// snapshot VM's own values there.
+#[derive(Default)]
+pub struct Restored<'a> {
+    /// The value of `restore.kubevirt.io/lastRestoreUID` (`<restore name>-<restore UID>`).
+    pub last_restore_uid: Option<String>,
+    /// The claim a volume (by name) is restored into; `None` keeps the snapshot's claim.
+    pub claim: Option<&'a dyn Fn(&str) -> String>,
+}
+
+impl std::fmt::Debug for Restored<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restored")
+            .field("last_restore_uid", &self.last_restore_uid)
+            .field("claim", &self.claim.map(|_| "fn"))
+            .finish()
+    }
+}
+
+/// The VM KubeVirt's restore creates from `vm`, the VM a snapshot holds, when the target does not
+/// exist yet, in KubeVirt's order: the target's name and namespace with the snapshot VM's labels
+/// and annotations; the spec, halted (`running: false` where the VM uses `running`, else
+/// `runStrategy: Halted`), without `memoryDump` volumes, and (with [`Restored::claim`]) with
+/// every claim volume pointing at its restored claim (a `dataVolume` volume renames its template
+/// too, or becomes a `persistentVolumeClaim` volume when the VM has no template for it); then
+/// `patches` ([`restore_patches`]) with KubeVirt's applier. No status.
+///
+/// The controller dry-runs this VM before it creates the restore (without restored names,
+/// which do not exist yet); the plugin's preview shows it.
+pub fn restored_vm(
+    vm: &Value,
+    namespace: &str,
+    target_name: &str,
+    patches: &[String],
+    restored: &Restored<'_>,
+) -> Result<Value, PatchError> {
+    let source_meta = vm.get("metadata").unwrap_or(&Value::Null);
+    let mut meta = serde_json::Map::new();
+    meta.insert("name".into(), target_name.into());
+    meta.insert("namespace".into(), namespace.into());
+    for field in ["labels", "annotations"] {
+        if let Some(value) = source_meta.get(field).filter(|v| v.is_object()) {
+            meta.insert(field.into(), value.clone());
+        }
+    }
+    if let Some(uid) = &restored.last_restore_uid {
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(annotations) = annotations.as_object_mut() {
+            annotations.insert(
+                names::LAST_RESTORE_UID_ANNOTATION.into(),
+                uid.clone().into(),
+            );
+        }
+    }
+    let mut spec = vm
+        .get("spec")
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    if let Some(spec) = spec.as_object_mut() {
+        if spec.get("running").is_some_and(|r| !r.is_null()) {
+            spec.insert("running".into(), Value::Bool(false));
+        } else {
+            spec.insert("runStrategy".into(), "Halted".into());
+        }
+    }
+    restore_volumes(&mut spec, restored.claim);
+    let mut target = serde_json::json!({
+        "apiVersion": format!("{}/v1", names::KUBEVIRT_GROUP),
+        "kind": names::VIRTUAL_MACHINE_KIND,
+        "metadata": meta,
+        "spec": spec,
+    });
+    apply_kubevirt(&mut target, patches)?;
+    Ok(target)
+}
+
+/// The restore's changes to the volumes: `memoryDump` volumes dropped, claim volumes pointed at
+/// their restored claims (when `claim` names them).
+fn restore_volumes(spec: &mut Value, claim: Option<&dyn Fn(&str) -> String>) {
+    let Some(volumes) = spec
+        .pointer("/template/spec/volumes")
+        .and_then(Value::as_array)
+        .cloned()
+    else {
+        return;
+    };
+    let mut templates = spec
+        .get("dataVolumeTemplates")
+        .and_then(Value::as_array)
+        .cloned();
+    let mut kept = Vec::with_capacity(volumes.len());
+    for mut volume in volumes {
+        if volume.get("memoryDump").is_some() {
+            continue;
+        }
+        let name = volume
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(claim) = claim {
+            let new = claim(&name);
+            if let Some(pvc) = volume
+                .get_mut("persistentVolumeClaim")
+                .and_then(Value::as_object_mut)
+            {
+                pvc.insert("claimName".into(), new.into());
+            } else if let Some(dv) = volume.get("dataVolume").and_then(Value::as_object) {
+                let dv_name = dv.get("name").and_then(Value::as_str).unwrap_or_default();
+                let template = templates
+                    .iter_mut()
+                    .flatten()
+                    .find(|t| t.pointer("/metadata/name").and_then(Value::as_str) == Some(dv_name));
+                match template
+                    .and_then(|t| t.get_mut("metadata"))
+                    .and_then(Value::as_object_mut)
+                {
+                    Some(metadata) => {
+                        metadata.insert("name".into(), new.clone().into());
+                        volume["dataVolume"]["name"] = new.into();
+                    }
+                    None => {
+                        volume = serde_json::json!({
+                            "name": name,
+                            "persistentVolumeClaim": {"claimName": new},
+                        });
+                    }
+                }
+            }
+        }
+        kept.push(volume);
+    }
+    if let (Some(spec), Some(templates)) = (spec.as_object_mut(), templates) {
+        spec.insert("dataVolumeTemplates".into(), Value::Array(templates));
+    }
+    if let Some(template_spec) = spec
+        .pointer_mut("/template/spec")
+        .and_then(Value::as_object_mut)
+    {
+        if kept.is_empty() {
+            template_spec.remove("volumes");
+        } else {
+            template_spec.insert("volumes".into(), Value::Array(kept));
+        }
+    }
+}
+
+/// Why the restore's patches would not apply to the snapshot's VM, when one of the user's patches
+/// is at fault (for example removing a label the VM does not have, or one the filters already
+/// removed). The user's patches come last, so a failure past the generated ones is theirs.
+pub fn user_patch_conflict(
+    clone: &VirtualMachineClone,
+    snapshot_name: &str,
+    error: &PatchError,
+    patches: &[String],
+) -> Option<String> {
+    let user = clone.spec.patches.as_ref().map_or(0, Vec::len);
+    let generated = patches.len().checked_sub(user)?;
+    let (index, why) = match error {
+        PatchError::Apply { index, source, .. } => (*index, source.to_string()),
+        PatchError::Unparsable { index, source } => (*index, source.to_string()),
+        _ => return None,
+    };
+    let user_index = index.checked_sub(generated)?;
+    let patch = patches.get(index)?;
+    Some(validation::patch_does_not_apply(
+        user_index,
+        snapshot_name,
+        &why,
+        patch,
+    ))
+}
+
+/// Inserts the patches that set the target's run strategy before the user's patches (which stay
+/// last).
+pub(crate) fn with_run_strategy(
+    patches: Vec<String>,
+    vm: &Value,
+    clone: &VirtualMachineClone,
+    strategy: TargetRunStrategy,
+) -> Vec<String> {
     let user = clone.spec.patches.as_deref().unwrap_or_default().len();
     let split = patches.len().saturating_sub(user);
     let mut ops = Vec::new();

@@ -11,11 +11,15 @@
 //! - [`validate`]: the spec rules CEL cannot express.
 //! - [`gate`]: KubeVirt's `Snapshot` feature gate, by KubeVirt release.
 //! - [`upstream`]: whether upstream KubeVirt's own clone controller runs (then vmclone idles).
+//! - [`datavolume`]: the DataVolume strategy's target VM, checks and progress.
+//! - [`quantity`]: storage sizes.
 //! - [`decide`]: the lifecycle decision.
+//! - [`preview`]: the target VM a clone would produce, before it exists (`kubectl vmclone plan`).
 //! - [`status`]: conditions and status comparison.
 
 pub use decide::{Action, Decision, Observed, decide};
 
+pub mod datavolume;
 pub mod decide;
 pub mod filter;
 pub mod gate;
@@ -23,6 +27,8 @@ pub mod identity;
 pub mod names;
 pub mod patch;
 pub mod policy;
+pub mod preview;
+pub mod quantity;
 pub mod refusal;
 pub mod rules;
 pub mod status;

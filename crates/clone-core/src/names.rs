@@ -39,7 +39,13 @@ pub const FIRMWARE_NAMESPACE: Uuid = Uuid::from_u128(0xa8c6_ce1e_01ed_5a28_add3_
 /// lowered), empty or dash-edged dot-separated parts are trimmed, and the cut part never ends in
 /// `-` or `.`. A valid source name is only ever cut, never rewritten.
 pub fn target_name(source_name: &str, clone_uid: &str) -> String {
-    let suffix = suffix(clone_uid);
+    target_name_with_suffix(source_name, &suffix(clone_uid))
+}
+
+/// [`target_name`] with `suffix` in place of the one derived from the clone's UID (the source part
+/// is cut as if the suffix had [`SUFFIX_LENGTH`] characters). The plugin's preview shows a target
+/// whose clone has no UID yet with a placeholder suffix.
+pub fn target_name_with_suffix(source_name: &str, suffix: &str) -> String {
     let room = MAX_NAME_LENGTH - TARGET_NAME_PREFIX.len() - 1 - SUFFIX_LENGTH;
     let source = dns_part(source_name);
     let cut: String = source.chars().take(room).collect();

@@ -217,6 +217,10 @@ impl World {
             rivals: self.rivals.clone(),
             rejection: self.rejection.clone(),
             restore_stall_timeout: clone_core::decide::DEFAULT_RESTORE_STALL_TIMEOUT,
+            source_claims: Default::default(),
+            target_full: None,
+            data_volumes: Default::default(),
+            access: None,
         })
     }
 
@@ -456,46 +460,6 @@ fn an_invalid_spec_beyond_cel_fails() {
         "{:?}",
         condition(&d, "Ready")
     );
-}
-
-#[test]
-fn the_datavolume_strategy_is_refused_clearly_until_it_exists() {
-    let mut w = World::vm_source();
-    w.clone = annotated(
-        clone_with(vm_spec()),
-        &[("vmclone.dev/strategy", "DataVolume")],
-    );
-    let d = w.decide();
-    assert_eq!(d.status.phase, ClonePhase::Failed);
-    assert!(
-        condition(&d, "Ready")
-            .2
-            .contains("vmclone.dev/strategy DataVolume is not supported"),
-        "{:?}",
-        condition(&d, "Ready")
-    );
-}
-
-#[test]
-fn a_cross_namespace_source_is_refused_until_the_datavolume_strategy_exists() {
-    for strategy in ["Auto", "DataVolume"] {
-        let mut w = World::vm_source();
-        w.clone = annotated(
-            clone_with(vm_spec()),
-            &[
-                ("vmclone.dev/source-namespace", "elsewhere"),
-                ("vmclone.dev/strategy", strategy),
-            ],
-        );
-        let d = w.decide();
-        assert_eq!(d.status.phase, ClonePhase::Failed, "{strategy}");
-        assert_eq!(condition(&d, "Ready").1, "InvalidSpec");
-        assert!(
-            condition(&d, "Ready").2.contains("DataVolume strategy"),
-            "{:?}",
-            condition(&d, "Ready")
-        );
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1478,4 +1442,33 @@ fn a_snapshot_that_cannot_be_read_holds_the_clone_and_says_why() {
     assert_eq!(reasons(&first), vec![ObjectUnreadable]);
     assert_eq!(reasons(&second), Vec::<EventReason>::new());
     assert_eq!(first.action, Action::Nothing);
+}
+
+/// A clone annotated for the DataVolume strategy may carry a patch KubeVirt's restore admission
+/// refuses; if upstream's controller started it on the snapshot path, it fails before the restore.
+#[test]
+fn a_datavolume_clone_started_on_snapshots_fails_on_a_patch_kubevirt_refuses() {
+    let mut w = World::vm_source();
+    w.clone = annotated(
+        clone_with(vm_spec()),
+        &[("vmclone.dev/strategy", "DataVolume")],
+    );
+    w = w.phase(ClonePhase::RestoreInProgress, Some(SNAP), None);
+    w.clone.spec.patches = Some(vec![
+        r#"{"op":"add","path":"/spec/x","value":"a,b"}"#.into(),
+    ]);
+    w.temp_snapshot = Some(ready_snapshot(SNAP));
+    w.content = Some(good_content(SNAP));
+    let d = w.decide();
+    assert!(
+        !matches!(d.action, Action::CreateRestore(..)),
+        "{:?}",
+        d.action
+    );
+    assert_eq!(d.status.phase, ClonePhase::Failed);
+    assert_eq!(condition(&d, "Ready").1, "InvalidSpec");
+    assert_eq!(
+        condition(&d, "Ready").2,
+        r#"patch 0 is rejected by KubeVirt's restore admission (values must not contain ',' or ':'): {"op":"add","path":"/spec/x","value":"a,b"}"#
+    );
 }

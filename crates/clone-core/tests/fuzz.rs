@@ -20,8 +20,8 @@ use clone_api::kubevirt::{
     VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot, VirtualMachineSnapshotContent,
 };
 use clone_api::names::{
-    EventReason, KIND, KUBEVIRT_GROUP, LAST_RESTORE_UID_ANNOTATION, SNAPSHOT_GROUP,
-    VIRTUAL_MACHINE_KIND, VIRTUAL_MACHINE_SNAPSHOT_KIND, condition,
+    CREATED_BY_CLONE_ANNOTATION, EventReason, KIND, KUBEVIRT_GROUP, LAST_RESTORE_UID_ANNOTATION,
+    SNAPSHOT_GROUP, VIRTUAL_MACHINE_KIND, VIRTUAL_MACHINE_SNAPSHOT_KIND, condition,
 };
 use clone_api::v1beta1::{
     CloneCondition, ClonePhase, CloneSource, CloneTarget, TemplateFilters, VirtualMachineClone,
@@ -1446,6 +1446,10 @@ impl World {
             rivals: self.rivals.clone(),
             rejection: self.rejection.clone(),
             restore_stall_timeout: clone_core::decide::DEFAULT_RESTORE_STALL_TIMEOUT,
+            source_claims: Default::default(),
+            target_full: None,
+            data_volumes: Default::default(),
+            access: None,
         }
     }
 
@@ -1692,7 +1696,11 @@ fn check_decision(o: &Observed<'_>, d: &Decision) -> TestResult {
                     phase,
                     ClonePhase::Unset | ClonePhase::SnapshotInProgress | ClonePhase::Unknown
                 ) || (phase == ClonePhase::RestoreInProgress
-                    && is_one_of(ready_reason, &LATE_PENDING_REASONS)),
+                    && is_one_of(ready_reason, &LATE_PENDING_REASONS))
+                    // The DataVolume strategy re-creates a target deleted before it finished.
+                    || (phase == ClonePhase::CreatingTargetVM
+                        && old.restore_name.is_none()
+                        && o.target.is_none()),
                 "pending in {:?} with {:?}",
                 phase,
                 ready_reason
@@ -1718,6 +1726,7 @@ fn check_decision(o: &Observed<'_>, d: &Decision) -> TestResult {
         let repeated = match rejection.child {
             Child::Snapshot => matches!(d.action, Action::CreateSnapshot(_)),
             Child::Restore | Child::TargetDryRun => matches!(d.action, Action::CreateRestore(..)),
+            Child::TargetVM => matches!(d.action, Action::CreateTargetVM(_)),
         };
         prop_assert!(!repeated, "created the refused {:?} again", rejection.child);
     }
@@ -1858,6 +1867,35 @@ fn check_decision(o: &Observed<'_>, d: &Decision) -> TestResult {
             prop_assert_eq!(phase, ClonePhase::Succeeded);
             prop_assert!(o.target.is_none(), "deleted a clone whose target exists");
         }
+        Action::CreateTargetVM(vm) => {
+            // Never over an existing VM, always under the target's name, marked as this clone's.
+            prop_assert!(
+                o.target.is_none(),
+                "created a target VM over an existing one"
+            );
+            prop_assert_eq!(phase, ClonePhase::CreatingTargetVM);
+            let target = target_name(clone);
+            prop_assert_eq!(
+                vm.pointer("/metadata/name").and_then(|v| v.as_str()),
+                Some(target.as_str())
+            );
+            let marker = format!(
+                "/metadata/annotations/{}",
+                CREATED_BY_CLONE_ANNOTATION.replace('/', "~1")
+            );
+            prop_assert_eq!(
+                vm.pointer(&marker).and_then(|v| v.as_str()),
+                clone.metadata.uid.as_deref()
+            );
+        }
+        Action::ReviewAccess(review) => {
+            prop_assert!(o.access.is_none(), "asked for access twice in one pass");
+            prop_assert!(o.target.is_none());
+            prop_assert_ne!(
+                Some(review.namespace.as_str()),
+                clone.metadata.namespace.as_deref()
+            );
+        }
     }
     Ok(())
 }
@@ -1891,7 +1929,11 @@ fn check_next_passes(world: &World, first: &Decision) -> TestResult {
         Action::DeleteClone => prop_assert_eq!(&second.action, &Action::DeleteClone),
         // The world does not show the created object yet: not a fixed point by design (the
         // controller confirms absence with a direct read).
-        Action::CreateSnapshot(_) | Action::CreateRestore(..) => return Ok(()),
+        Action::CreateSnapshot(_) | Action::CreateRestore(..) | Action::CreateTargetVM(_) => {
+            return Ok(());
+        }
+        // The answer comes in the same pass: not a fixed point either.
+        Action::ReviewAccess(_) => return Ok(()),
     }
     prop_assert!(
         second.events.is_empty(),
@@ -1954,6 +1996,8 @@ fn the_random_worlds_reach_every_action_and_outcome() -> Result<(), String> {
             Action::CreateRestore(..) => "CreateRestore",
             Action::Cleanup { .. } => "Cleanup",
             Action::DeleteClone => "DeleteClone",
+            Action::CreateTargetVM(_) => "CreateTargetVM",
+            Action::ReviewAccess(_) => "ReviewAccess",
         };
         *seen.entry(action).or_default() += 1;
         *seen.entry(d.status.phase.as_str()).or_default() += 1;
@@ -2041,7 +2085,10 @@ fn the_invariants_refuse_broken_decisions() -> Result<(), String> {
                     snapshot: Some(SOURCE_SNAPSHOT.to_owned()),
                 }
             }),
-            Action::Nothing | Action::DeleteClone => {}
+            Action::Nothing
+            | Action::DeleteClone
+            | Action::CreateTargetVM(_)
+            | Action::ReviewAccess(_) => {}
         }
         for (what, broken) in mutants {
             if check_decision(&observed, &broken).is_ok() {

@@ -9,6 +9,19 @@
 //! `prePopulated` (KubeVirt's restore), or allowed to adopt its claim, takes over an existing
 //! PVC of its name.
 //!
+//! A slow clone: annotate the source PVC with
+//! [`sim.vmclone.dev/clone-seconds: "N"`](names::CLONE_SECONDS_ANNOTATION) (a whole number of
+//! seconds; anything else is logged and ignored) and each clone of it, once its target PVC is
+//! bound, stays in `CloneInProgress` for about N seconds, its `status.progress` moving once a
+//! second from `0.00%` in CDI's format (`"25.00%"`, `"50.00%"`, ...) before `Succeeded` with
+//! `100.0%`. Progress counts from the copy's start, which the sim records on the DataVolume
+//! ([`sim.vmclone.dev/clone-started`](names::CLONE_STARTED_ANNOTATION)), so a restarted sim
+//! carries on where the clone was; the DataVolume is requeued for each step, nothing sleeps.
+//! Without the annotation a clone passes through `CloneInProgress` at once.
+//!
+//! A sim scoped to one namespace (`SimConfig::namespace`) clones
+//! from a source in another namespace too, reading it directly (no VMI there counts as using it).
+//!
 //! Simplified: no data moves and no pods run (host-assisted copy, CSI clone and smart clone
 //! are one path); a PVC without a storage class in `spec.storage` gets none (the API server's
 //! default class, if any, applies); access mode defaults to `ReadWriteOnce` and, for clones,
@@ -16,15 +29,18 @@
 //! names the VirtualMachineInstance that mounts the source rather than its virt-launcher pod.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use clone_api::kubevirt::DataVolume;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::jiff::Timestamp;
 use kube::{Api, ResourceExt};
 use serde_json::{Map, Value, json};
+use tracing::warn;
 
 use crate::conditions;
 use crate::ctx::{Component, Ctx};
-use crate::error::Error;
+use crate::error::{Error, KubeContext};
 use crate::meta::{self, annotation, controller_of, controller_ref};
 use crate::names;
 use crate::runtime::{ObjKey, Requeue};
@@ -33,7 +49,13 @@ use crate::storage::{consumed, waits_for_consumer};
 use crate::units::parse_quantity;
 
 /// How often a clone whose source is in use looks again (CDI: every 5 s).
-const IN_USE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+const IN_USE_RETRY: Duration = Duration::from_secs(5);
+/// How often a clone looks again for a missing source outside a scoped sim's namespace.
+const OUTSIDE_SOURCE_RETRY: Duration = Duration::from_secs(2);
+/// How often a slow clone's progress moves ([`names::CLONE_SECONDS_ANNOTATION`]).
+const PROGRESS_TICK: Duration = Duration::from_secs(1);
+/// The shortest wait for a slow clone's next step (no busy loop right at a tick).
+const MIN_REQUEUE: Duration = Duration::from_millis(10);
 
 /// The `Running` condition to write: status, message, reason.
 struct Running<'a>(&'a str, &'a str, &'a str);
@@ -352,7 +374,24 @@ async fn clone(
         .and_then(|s| s.phase.clone())
         .unwrap_or_default();
 
-    let Some(source) = ctx.pvcs.get(source_namespace, source_name) else {
+    // A sim scoped to one namespace watches no other: a source elsewhere is read directly, and
+    // looked for again while it is missing (no watch brings it).
+    let outside = ctx
+        .config
+        .namespace
+        .as_deref()
+        .is_some_and(|scope| scope != source_namespace);
+    let source = match ctx.pvcs.get(source_namespace, source_name) {
+        Some(source) => Some(source),
+        None if outside => ctx
+            .api::<PersistentVolumeClaim>(source_namespace)
+            .get_opt(source_name)
+            .await
+            .kube(|| format!("reading clone source {from}"))?
+            .map(Arc::new),
+        None => None,
+    };
+    let Some(source) = source else {
         pass.event(
             true,
             "CloneWithoutSource",
@@ -366,7 +405,7 @@ async fn clone(
             Running("False", "", "CloneWithoutSource"),
         )
         .await?;
-        return Ok(None);
+        return Ok(outside.then_some(OUTSIDE_SOURCE_RETRY));
     };
 
     if current_phase != "CloneInProgress" {
@@ -494,6 +533,11 @@ async fn clone(
         .await?;
         return Ok(None);
     }
+    if let Some(seconds) = clone_seconds(&source)
+        && let Some(again) = copying(&pass, pvc, seconds).await?
+    {
+        return Ok(Some(again));
+    }
     ctx.pace().await;
     pass.event(
         false,
@@ -509,6 +553,105 @@ async fn clone(
     )
     .await?;
     Ok(None)
+}
+
+/// The whole seconds a clone of `source` takes ([`names::CLONE_SECONDS_ANNOTATION`]); `None`
+/// when it finishes at once (no annotation, `"0"`, or a value that is not a whole number).
+fn clone_seconds(source: &PersistentVolumeClaim) -> Option<u64> {
+    let value = annotation(&source.metadata, names::CLONE_SECONDS_ANNOTATION)?;
+    match value.parse::<u64>() {
+        Ok(0) => None,
+        Ok(seconds) => Some(seconds),
+        Err(err) => {
+            warn!(
+                pvc = %ObjKey::of(source),
+                annotation = names::CLONE_SECONDS_ANNOTATION,
+                value,
+                %err,
+                "ignoring a clone duration that is not a whole number of seconds"
+            );
+            None
+        }
+    }
+}
+
+/// Where a clone of `total` stands `elapsed` after it started: `None` once done, else its
+/// progress in percent (counted in whole seconds, so it moves once a second) and how long until
+/// it moves again.
+fn progress_at(elapsed: Duration, total: Duration) -> Option<(f64, Duration)> {
+    if elapsed >= total {
+        return None;
+    }
+    let whole = Duration::from_secs(elapsed.as_secs());
+    let percent = whole.as_secs_f64() / total.as_secs_f64() * 100.0;
+    let next = whole.saturating_add(PROGRESS_TICK).min(total);
+    Some((percent, next.saturating_sub(elapsed)))
+}
+
+/// CDI's progress text while a copy runs (`"45.50%"`); a finished one reads `"100.0%"`.
+fn progress_text(percent: f64) -> String {
+    format!("{percent:.2}%")
+}
+
+/// The percentage of a progress text (`"45.50%"`), if it is one.
+fn parse_progress(text: &str) -> Option<f64> {
+    text.strip_suffix('%')?.parse().ok()
+}
+
+/// The text of [`names::CLONE_STARTED_ANNOTATION`]: RFC 3339, UTC, milliseconds.
+fn start_text(at: Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// A clone of a source marked with [`names::CLONE_SECONDS_ANNOTATION`], in `CloneInProgress`:
+/// records when the copy started (once), writes its progress, and returns when to look again;
+/// `None` once the copy is done.
+async fn copying(
+    pass: &Pass<'_>,
+    pvc: &PersistentVolumeClaim,
+    seconds: u64,
+) -> Result<Option<Duration>, Error> {
+    let started = annotation(&pass.dv.metadata, names::CLONE_STARTED_ANNOTATION);
+    let Some(started) = started.and_then(|s| s.parse::<Timestamp>().ok()) else {
+        if let Some(started) = started {
+            warn!(dv = %ObjKey::of(pass.dv), started, "restarting a clone whose start time does not parse");
+        }
+        // Guarded by the version the cache saw: a concurrent writer of the start time wins.
+        let now = start_text(Timestamp::now());
+        let api: Api<DataVolume> = pass.ctx.api(&pass.namespace);
+        meta::merge_patch(
+            &api,
+            &pass.name,
+            &json!({"metadata": {
+                "resourceVersion": pass.dv.metadata.resource_version,
+                "annotations": {names::CLONE_STARTED_ANNOTATION: now},
+            }}),
+        )
+        .await?;
+        return Ok(Some(PROGRESS_TICK));
+    };
+    // A start ahead of this clock (another host's) counts as now.
+    let elapsed = Duration::try_from(Timestamp::now().duration_since(started)).unwrap_or_default();
+    let Some((percent, again)) = progress_at(elapsed, Duration::from_secs(seconds)) else {
+        return Ok(None);
+    };
+    // Never backwards, even if the clock is.
+    let written = pass
+        .dv
+        .status
+        .as_ref()
+        .and_then(|s| s.progress.as_deref())
+        .and_then(parse_progress)
+        .filter(|p| *p < 100.0)
+        .unwrap_or(0.0);
+    pass.write(
+        "CloneInProgress",
+        &progress_text(percent.max(written)),
+        Some(pvc),
+        Running("True", "", ""),
+    )
+    .await?;
+    Ok(Some(again.max(MIN_REQUEUE)))
 }
 
 /// While the DataVolume's claim is not bound, records why (`WaitForFirstConsumer`, or
@@ -595,6 +738,60 @@ mod tests {
         assert_eq!(spec["accessModes"], json!(["ReadWriteMany"]));
         assert_eq!(spec["resources"]["requests"]["storage"], "2Gi");
         assert_eq!(spec["storageClassName"], "x");
+    }
+
+    #[test]
+    fn progress_moves_once_a_second_and_ends_at_the_duration() {
+        let total = Duration::from_secs(4);
+        let at = |ms| progress_at(Duration::from_millis(ms), total);
+        assert_eq!(at(0), Some((0.0, Duration::from_secs(1))));
+        assert_eq!(at(999), Some((0.0, Duration::from_millis(1))));
+        assert_eq!(at(1000), Some((25.0, Duration::from_secs(1))));
+        assert_eq!(at(2500), Some((50.0, Duration::from_millis(500))));
+        assert_eq!(at(3999), Some((75.0, Duration::from_millis(1))));
+        assert_eq!(at(4000), None);
+        assert_eq!(at(60_000), None);
+        // The last step never overshoots a duration that is not whole ticks away.
+        let odd = progress_at(Duration::from_millis(200), Duration::from_millis(500));
+        assert_eq!(odd, Some((0.0, Duration::from_millis(300))));
+        let (third, _) = progress_at(Duration::from_secs(1), Duration::from_secs(3)).unwrap();
+        assert_eq!(progress_text(third), "33.33%");
+    }
+
+    #[test]
+    fn progress_reads_and_writes_cdis_format() {
+        assert_eq!(progress_text(0.0), "0.00%");
+        assert_eq!(progress_text(45.5), "45.50%");
+        assert_eq!(parse_progress("45.50%"), Some(45.5));
+        assert_eq!(parse_progress("100.0%"), Some(100.0));
+        assert_eq!(parse_progress("N/A"), None);
+    }
+
+    #[test]
+    fn the_start_time_reads_back_to_the_millisecond() {
+        let at: Timestamp = "2030-01-02T03:04:05.678912Z".parse().unwrap();
+        let text = start_text(at);
+        assert_eq!(text, "2030-01-02T03:04:05.678Z");
+        let back: Timestamp = text.parse().unwrap();
+        assert_eq!(back.as_millisecond(), at.as_millisecond());
+    }
+
+    #[test]
+    fn only_a_whole_positive_number_of_seconds_slows_a_clone() {
+        let with = |value: Option<&str>| {
+            let mut pvc = source("Filesystem", "1Gi");
+            if let Some(value) = value {
+                pvc.metadata.annotations =
+                    Some([(names::CLONE_SECONDS_ANNOTATION.to_owned(), value.to_owned())].into());
+            }
+            clone_seconds(&pvc)
+        };
+        assert_eq!(with(Some("4")), Some(4));
+        assert_eq!(with(Some("3600")), Some(3600));
+        assert_eq!(with(None), None);
+        for ignored in ["0", "", "-1", "1.5", "4s", "four"] {
+            assert_eq!(with(Some(ignored)), None, "{ignored:?}");
+        }
     }
 
     #[test]

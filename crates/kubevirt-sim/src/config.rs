@@ -4,7 +4,8 @@
 //! (so that tests sharing one control plane do not affect each other), use the annotations in
 //! [`crate::names`] instead: [`FAIL_SNAPSHOT_ANNOTATION`](crate::names::FAIL_SNAPSHOT_ANNOTATION),
 //! [`FAIL_RESTORE_ANNOTATION`](crate::names::FAIL_RESTORE_ANNOTATION),
-//! [`REJECT_RESTORE_ANNOTATION`](crate::names::REJECT_RESTORE_ANNOTATION).
+//! [`REJECT_RESTORE_ANNOTATION`](crate::names::REJECT_RESTORE_ANNOTATION),
+//! [`CLONE_SECONDS_ANNOTATION`](crate::names::CLONE_SECONDS_ANNOTATION).
 
 use std::time::Duration;
 

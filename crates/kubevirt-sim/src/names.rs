@@ -25,6 +25,17 @@ pub const FAIL_RESTORE_ANNOTATION: &str = "sim.vmclone.dev/fail-restore";
 /// Annotation on a Namespace or on a VirtualMachineRestore: the API server refuses to create
 /// restores (there), with the annotation's value as the message.
 pub const REJECT_RESTORE_ANNOTATION: &str = "sim.vmclone.dev/reject-restore";
+/// Annotation on a PersistentVolumeClaim that DataVolumes clone (`spec.source.pvc`): a whole
+/// number of seconds `N` (e.g. `"30"`) each clone of it takes — a big disk, a slow CDI. Once the
+/// clone's target PVC is bound, the DataVolume stays in `CloneInProgress` for about `N` seconds,
+/// its `status.progress` rising every second from `0.00%` (`"25.00%"`, `"50.00%"`, ...), then
+/// succeeds with `100.0%`. Read on every pass, so changing or removing it affects clones under
+/// way. `"0"` or no annotation: the clone finishes at once; any other value is logged and ignored.
+pub const CLONE_SECONDS_ANNOTATION: &str = "sim.vmclone.dev/clone-seconds";
+/// Annotation the sim writes on a DataVolume whose source carries [`CLONE_SECONDS_ANNOTATION`]:
+/// when its copy started (RFC 3339, UTC, milliseconds), so that progress counts from there even
+/// across restarts of the sim.
+pub const CLONE_STARTED_ANNOTATION: &str = "sim.vmclone.dev/clone-started";
 
 /// Namespace of the cluster-wide configuration ConfigMap (only used when a sim without a
 /// namespace scope rejects restores).

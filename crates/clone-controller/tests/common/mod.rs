@@ -43,28 +43,20 @@ impl Backend {
     }
 }
 
-/// Generates, for each named `async fn(Backend)`, one `#[tokio::test]` per backend: `sim::<name>`
-/// and `kubevirt::<name>`. One test body, never a copy.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sim {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::common::Backend::Sim).await
-                }
-            )*
-        }
-        mod kubevirt {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::common::Backend::KubeVirt).await
-                }
-            )*
-        }
-    };
+/// Where a harness lives.
+enum Scope<'a> {
+    /// A fresh namespace `<prefix>-<n>`, with the stand-in acting there only.
+    Fresh(&'a str),
+    /// This namespace, with the stand-in acting everywhere.
+    Exact(&'a str),
+}
+
+/// Creates the namespace `name` unless it exists.
+pub fn ensure_namespace(env: &TestEnv, name: &str) -> Result<()> {
+    let manifest = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    env.kubectl_output(&["apply", "-f", "-"], Some(&manifest.to_string()))?
+        .ok()?;
+    Ok(())
 }
 
 /// One test's world.
@@ -118,8 +110,30 @@ impl Harness {
         .await
     }
 
+    /// A harness in the namespace `namespace` itself (created if missing, not a generated name),
+    /// with a stand-in that acts in every namespace: for flows across namespaces with fixed names.
+    /// Use it in a test binary of its own, with one such test per backend.
+    pub async fn cluster_wide_on(backend: Backend, namespace: &str) -> Result<Harness> {
+        Self::build_in(
+            Scope::Exact(namespace),
+            backend,
+            Some(&["Snapshot"]),
+            SimConfig::default(),
+        )
+        .await
+    }
+
     async fn build(
         prefix: &str,
+        backend: Backend,
+        gates: Option<&[&str]>,
+        sim: SimConfig,
+    ) -> Result<Harness> {
+        Self::build_in(Scope::Fresh(prefix), backend, gates, sim).await
+    }
+
+    async fn build_in(
+        scope: Scope<'_>,
         backend: Backend,
         gates: Option<&[&str]>,
         sim: SimConfig,
@@ -145,8 +159,18 @@ impl Harness {
                 sim.storage_only(true)
             }
         };
-        let ns = env.namespace(prefix).await?;
-        let sim = Sim::start(client.clone(), sim.namespace(ns.clone())).await?;
+        let (ns, sim) = match scope {
+            Scope::Fresh(prefix) => {
+                let ns = env.namespace(prefix).await?;
+                let sim = sim.namespace(ns.clone());
+                (ns, sim)
+            }
+            Scope::Exact(name) => {
+                ensure_namespace(env, name)?;
+                (name.to_owned(), sim)
+            }
+        };
+        let sim = Sim::start(client.clone(), sim).await?;
         Ok(Harness {
             env,
             backend,
