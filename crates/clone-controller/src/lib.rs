@@ -2,7 +2,7 @@
 //! asks `clone_core::decide` for the next step, and executes it.
 //!
 //! Every Kubernetes call of the product lives in this crate:
-//! - [`run`] wires the caches, the watches and the controller loop;
+//! - [`run`](mod@run) wires the caches, the watches and the controller loop;
 //! - [`reconcile`] is one pass: observe ([`observe`]) → decide → apply → status → events;
 //! - [`index`] finds the clones an object belongs to;
 //! - [`context`] holds what passes share (client, caches, recorder, backoff);

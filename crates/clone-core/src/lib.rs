@@ -13,7 +13,7 @@
 //! - [`upstream`]: whether upstream KubeVirt's own clone controller runs (then vmclone idles).
 //! - [`datavolume`]: the DataVolume strategy's target VM, checks and progress.
 //! - [`quantity`]: storage sizes.
-//! - [`decide`]: the lifecycle decision.
+//! - [`decide`](mod@decide): the lifecycle decision.
 //! - [`preview`]: the target VM a clone would produce, before it exists (`kubectl vmclone plan`).
 //! - [`status`]: conditions and status comparison.
 
