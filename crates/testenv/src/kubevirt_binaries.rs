@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::binaries::{GoToolchain, build_once, cache_root, replace_directives, write};
+use crate::gobuild::{GoToolchain, build_once, cache_root, replace_directives, write};
 use crate::progress::say;
 
 /// The KubeVirt release virt-controller and virt-api are built from.

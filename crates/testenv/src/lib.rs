@@ -13,6 +13,7 @@
 //!
 //! Modules:
 //! - `binaries`: finding or building the three binaries;
+//! - `gobuild`: the cache, once-per-machine builds and the Go toolchain both binary modules use;
 //! - `kubevirt_binaries`: finding or building KubeVirt's virt-controller, virt-api and virtctl;
 //! - `env`: starting, using and stopping a control plane;
 //! - `kubevirt`: running KubeVirt's virt-api (with its webhooks) and virt-controller in it;
@@ -25,6 +26,7 @@
 mod binaries;
 mod certs;
 mod env;
+mod gobuild;
 mod kubevirt;
 mod kubevirt_binaries;
 mod manifests;
