@@ -284,3 +284,37 @@ async fn the_audit_log_names_each_component_by_its_own_user() {
     assert_eq!(line["responseStatus"]["code"], 201, "{line}");
     assert!(TestEnv::start().await.unwrap().audit_log_path().is_none());
 }
+
+/// The ServiceAccount signing key works both ways: kube-apiserver signs a TokenRequest's token
+/// with it and then authenticates that token as the account.
+#[tokio::test]
+async fn a_service_account_kubeconfig_authenticates_as_the_account() {
+    let env = TestEnv::shared().await.unwrap();
+    let ns = env.namespace("sa-token").await.unwrap();
+    env.kubectl_output(&["-n", &ns, "create", "serviceaccount", "robot"], None)
+        .unwrap()
+        .ok()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    env.write_service_account_kubeconfig(&ns, "robot", &kubeconfig)
+        .await
+        .unwrap();
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    let out = env
+        .kubectl_output(
+            &[
+                "--kubeconfig",
+                kubeconfig,
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username}",
+            ],
+            None,
+        )
+        .unwrap()
+        .ok()
+        .unwrap();
+    assert_eq!(out.stdout, format!("system:serviceaccount:{ns}:robot"));
+}

@@ -5,15 +5,15 @@ use std::collections::hash_map::RandomState;
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
+use rcgen::KeyPair;
 
 use super::{APISERVER_CA, APISERVER_CERT_DIR, AUDIT_LOG, TestEnv};
 
@@ -149,38 +149,16 @@ pub(super) fn write_kubeconfig(path: &Path, server: &str, ca: &Path, token: &str
     std::fs::write(path, yaml).with_context(|| format!("writing {}", path.display()))
 }
 
-/// An RSA key pair for signing and verifying ServiceAccount tokens, made with `openssl`.
+/// An ECDSA P-256 key pair (PEM: PKCS#8 private, PKIX public) with which kube-apiserver signs
+/// ServiceAccount tokens and verifies them, and kube-controller-manager signs its tokens.
 pub(super) fn service_account_keys(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let key = dir.join("service-account.key");
     let public = dir.join("service-account.pub");
-    let run = |args: &[&std::ffi::OsStr]| -> Result<()> {
-        let output = Command::new("openssl")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .context("running openssl (it makes the ServiceAccount signing key; install it)")?;
-        if !output.status.success() {
-            bail!(
-                "openssl {args:?} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(())
-    };
-    run(&[
-        "genrsa".as_ref(),
-        "-out".as_ref(),
-        key.as_os_str(),
-        "2048".as_ref(),
-    ])?;
-    run(&[
-        "rsa".as_ref(),
-        "-in".as_ref(),
-        key.as_os_str(),
-        "-pubout".as_ref(),
-        "-out".as_ref(),
-        public.as_os_str(),
-    ])?;
+    let pair = KeyPair::generate().context("generating the ServiceAccount signing key")?;
+    std::fs::write(&key, pair.serialize_pem())
+        .with_context(|| format!("writing {}", key.display()))?;
+    std::fs::write(&public, pair.public_key_pem())
+        .with_context(|| format!("writing {}", public.display()))?;
     Ok((key, public))
 }
 
