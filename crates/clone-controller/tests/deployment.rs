@@ -44,7 +44,7 @@ use clap::Parser as _;
 use clone_api::kubevirt::{VirtualMachine, VirtualMachineSnapshot};
 use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
 use clone_controller::cli::{Args, LogFormat};
-use common::{CLONE_TIMEOUT, Harness, free_addr, http_get};
+use common::{CLONE_TIMEOUT, Harness, free_addr};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::authorization::v1::{SelfSubjectRulesReview, SelfSubjectRulesReviewSpec};
@@ -58,6 +58,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
+use testenv::http_get;
 use testenv::{KubectlOutput, TestEnv, wait_for};
 use tokio::sync::OnceCell;
 

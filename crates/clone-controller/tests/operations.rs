@@ -11,9 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clone_api::v1beta1::ClonePhase;
-use common::{Harness, clone_manifest, free_addr, http_get};
+use common::{Harness, clone_manifest, free_addr};
 use k8s_openapi::api::coordination::v1::Lease;
 use serde_json::json;
+use testenv::http_get;
 use testenv::wait_for;
 
 /// Long enough that a loaded machine (CI runs two cores) renews in time, short enough for a test.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, ensure};
 use clone_api::kubevirt::{VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot};
 use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
-use common::{clone_manifest, free_addr, http_get, source_vm_manifest};
+use common::{clone_manifest, free_addr, source_vm_manifest};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -32,6 +32,7 @@ use kube::{Client, ResourceExt};
 use kubevirt_sim::names::HOLD_VOLUME_SNAPSHOTS_ANNOTATION;
 use kubevirt_sim::{Sim, SimConfig, SimHandle};
 use serde_json::json;
+use testenv::http_get;
 use testenv::{
     CloneCrd, KUBEVIRT_NAME, KUBEVIRT_NAMESPACE, KubeVirtOptions, Options, TestEnv, wait_for,
 };

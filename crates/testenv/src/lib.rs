@@ -13,6 +13,7 @@
 //!
 //! Modules:
 //! - `binaries`: finding or building the three binaries;
+//! - `http`: the one HTTP probe (plain `GET` on loopback) of tests, the bench and chaos;
 //! - `gobuild`: the cache, once-per-machine builds and the Go toolchain both binary modules use;
 //! - `kubevirt_binaries`: finding or building KubeVirt's virt-controller, virt-api and virtctl;
 //! - `env`: starting, using and stopping a control plane;
@@ -27,6 +28,7 @@ mod binaries;
 mod certs;
 mod env;
 mod gobuild;
+mod http;
 mod kubevirt;
 mod kubevirt_binaries;
 mod manifests;
@@ -36,6 +38,7 @@ mod wait;
 
 pub use binaries::{Binaries, ETCD_VERSION, KUBERNETES_VERSION, ensure_binaries};
 pub use env::{CloneCrd, IDENTITIES, KubectlOutput, Options, TestEnv};
+pub use http::http_get;
 pub use kubevirt::{KUBEVIRT_NAME, KUBEVIRT_NAMESPACE, KubeVirtOptions};
 pub use kubevirt_binaries::{
     KUBEVIRT_BINARIES_ENV, KUBEVIRT_VERSION, KubeVirtBinaries, ensure_kubevirt_binaries,

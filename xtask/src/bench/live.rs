@@ -14,7 +14,6 @@ use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
 use futures::StreamExt;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::{Client, ResourceExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::attribution::EventSeen;
 use super::procfs::{self, MachineTicks};
@@ -162,31 +161,9 @@ impl Ledger {
 // HTTP
 // ---------------------------------------------------------------------------------------------
 
-/// `GET path` on `127.0.0.1:port` over plain HTTP/1.0: the status code and the body.
+/// `GET path` on `127.0.0.1:port` ([`testenv::http_get`]): the status code and the body.
 pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-            .await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        anyhow::Ok(String::from_utf8_lossy(&response).into_owned())
-    };
-    let response = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .context("no answer within 10s")??;
-    let code = response
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .context("no HTTP status line")?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
+    testenv::http_get(std::net::SocketAddr::from(([127, 0, 0, 1], port)), path).await
 }
 
 /// kube-apiserver's `/metrics`, with the admin token of the client.

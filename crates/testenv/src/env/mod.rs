@@ -15,17 +15,18 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 
 use crate::binaries::{Binaries, ensure_binaries};
 use crate::certs::TestCa;
+use crate::http::http_get;
 use crate::kubevirt::{self as kubevirt_servers, KubeVirtOptions, KubeVirtServers};
 use crate::kubevirt_binaries::{KubeVirtBinaries, ensure_kubevirt_binaries};
 use crate::process::{FOLDER_PREFIX, FolderReaper, Supervised, free_ports, sweep_stale_folders};
@@ -554,23 +555,12 @@ async fn wait_for_etcd(etcd: &mut Supervised, port: u16) -> Result<()> {
     }
 }
 
-/// `GET /health` over plain HTTP/1.0 (etcd serves clients without TLS here).
+/// etcd's `GET /health` (plain HTTP: etcd serves clients without TLS here) says it is healthy.
 async fn etcd_health(port: u16) -> Result<()> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        stream
-            .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
-        anyhow::Ok(response)
-    };
-    let response = tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .context("no answer within 5s")??;
+    let (code, body) = http_get(SocketAddr::from(([127, 0, 0, 1], port)), "/health").await?;
     anyhow::ensure!(
-        response.contains("\"health\":\"true\""),
-        "etcd answered {response:?}"
+        code == 200 && body.contains("\"health\":\"true\""),
+        "etcd /health answered {code} {body:?}"
     );
     Ok(())
 }
