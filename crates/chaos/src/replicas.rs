@@ -1,15 +1,15 @@
 //! The controller under test: one or more processes of the real binary, killed with SIGKILL and
 //! started again the way a kubelet would restart a crashed container.
 
-use std::fs::{File, OpenOptions};
+use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::{Child, Command};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
 use kube::api::Api;
+use testenv::Supervised;
 
 /// The Lease the replicas elect a leader through (the controller's fixed name).
 const LEASE: &str = "vmclone-controller";
@@ -37,7 +37,8 @@ pub struct ReplicaSpec {
 #[derive(Debug)]
 struct Replica {
     name: String,
-    child: Child,
+    /// Killed (`SIGKILL`) when dropped.
+    process: Supervised,
 }
 
 /// The controller's `RUST_LOG`: `CHAOS_CONTROLLER_LOG` when set (for example
@@ -46,7 +47,7 @@ fn controller_log_filter() -> String {
     std::env::var("CHAOS_CONTROLLER_LOG").unwrap_or_else(|_| "info".into())
 }
 
-/// The running replicas; all are killed on drop.
+/// The running replicas; all are killed (`SIGKILL`) on drop.
 #[derive(Debug)]
 pub struct Replicas {
     spec: ReplicaSpec,
@@ -70,53 +71,44 @@ impl Replicas {
         };
         for index in 0..replicas.spec.count {
             let name = format!("replica-{index}");
-            let child = replicas.spawn(&name)?;
-            replicas.running.push(Replica { name, child });
+            let process = replicas.spawn(&name)?;
+            replicas.running.push(Replica { name, process });
         }
         Ok(replicas)
     }
 
-    fn log_path(&self, name: &str) -> PathBuf {
-        self.spec.log_dir.join(format!("{name}.log"))
-    }
-
-    fn log_file(&self, name: &str) -> Result<File> {
-        let path = self.log_path(name);
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))
-    }
-
-    fn spawn(&self, name: &str) -> Result<Child> {
+    fn spawn(&self, name: &str) -> Result<Supervised> {
         let spec = &self.spec;
-        let mut command = Command::new(&spec.binary);
-        command
-            .arg("--kubeconfig")
-            .arg(&spec.kubeconfig)
-            .arg("--namespace")
-            .arg(&spec.namespace)
-            .arg("--metrics-addr=127.0.0.1:0")
-            .arg("--health-addr=127.0.0.1:0")
-            .arg(format!(
+        let mut args: Vec<OsString> = vec![
+            "--kubeconfig".into(),
+            spec.kubeconfig.clone().into(),
+            "--namespace".into(),
+            spec.namespace.clone().into(),
+            "--metrics-addr=127.0.0.1:0".into(),
+            "--health-addr=127.0.0.1:0".into(),
+            format!(
                 "--restore-stall-timeout-seconds={}",
                 spec.restore_stall_timeout.as_secs()
-            ))
-            .env("RUST_LOG", controller_log_filter())
-            .env("POD_NAME", name)
-            .stdout(self.log_file(name)?)
-            .stderr(self.log_file(name)?);
+            )
+            .into(),
+        ];
         if spec.count > 1 {
-            command
-                .arg("--leader-elect")
-                .arg("--leader-election-namespace")
-                .arg(&spec.namespace)
-                .arg(format!("--lease-duration-seconds={}", spec.lease_seconds));
+            args.extend([
+                "--leader-elect".into(),
+                "--leader-election-namespace".into(),
+                spec.namespace.clone().into(),
+                format!("--lease-duration-seconds={}", spec.lease_seconds).into(),
+            ]);
         }
-        command
-            .spawn()
-            .with_context(|| format!("starting {}", spec.binary.display()))
+        // Logs are appended across restarts: `<log_dir>/<name>.log`.
+        let mut process = Supervised::new(name, &spec.log_dir, &spec.binary, args)
+            .log_to(spec.log_dir.join(format!("{name}.log")))
+            .env("RUST_LOG", controller_log_filter())
+            .env("POD_NAME", name);
+        process
+            .start()
+            .with_context(|| format!("starting {}", spec.binary.display()))?;
+        Ok(process)
     }
 
     /// The replica to kill: the Lease holder when there is one we can read, else the first.
@@ -147,18 +139,17 @@ impl Replicas {
         let old = self.running[index].name.clone();
         let replica = &mut self.running[index];
         // SIGKILL: no shutdown hook runs, the Lease is not released.
-        replica.child.kill().context("kill -9 of the controller")?;
-        replica.child.wait().context("reaping the controller")?;
+        replica.process.stop();
         self.kills += 1;
         let new = if self.kills.is_multiple_of(2) {
             format!("replica-{index}-{}", self.kills)
         } else {
             old.clone()
         };
-        let child = self.spawn(&new)?;
+        let process = self.spawn(&new)?;
         self.running[index] = Replica {
             name: new.clone(),
-            child,
+            process,
         };
         Ok(if new == old {
             format!("{old}, restarted in place")
@@ -171,12 +162,12 @@ impl Replicas {
     /// would), so one crash does not end the run; the checks report every such exit.
     pub fn collect_exits(&mut self) -> Result<()> {
         for index in 0..self.running.len() {
-            let exited = self.running[index].child.try_wait()?;
+            let exited = self.running[index].process.exited();
             if let Some(status) = exited {
                 let name = self.running[index].name.clone();
                 self.unexpected_exits
                     .push((name.clone(), status.to_string()));
-                self.running[index].child = self.spawn(&name)?;
+                self.running[index].process = self.spawn(&name)?;
             }
         }
         Ok(())
@@ -197,14 +188,5 @@ impl Replicas {
         }
         logs.sort();
         Ok(logs)
-    }
-}
-
-impl Drop for Replicas {
-    fn drop(&mut self) {
-        for replica in &mut self.running {
-            let _ = replica.child.kill();
-            let _ = replica.child.wait();
-        }
     }
 }

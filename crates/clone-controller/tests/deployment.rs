@@ -32,10 +32,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -58,8 +58,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use testenv::http_get;
-use testenv::{KubectlOutput, TestEnv, wait_for};
+use testenv::{KubectlOutput, Supervised, TestEnv, http_get, wait_for};
 use tokio::sync::OnceCell;
 
 const SYSTEM_NS: &str = "vmclone-system";
@@ -770,10 +769,9 @@ async fn the_kubevirt_patch_turns_upstreams_clone_controller_off_as_its_comment_
     );
 }
 
-/// The controller binary as a child process; killed when dropped.
+/// The controller binary as a supervised child process; killed when dropped.
 struct ControllerProcess {
-    child: Mutex<Child>,
-    log: PathBuf,
+    process: Mutex<Supervised>,
     identity: String,
     metrics: SocketAddr,
     health: SocketAddr,
@@ -789,67 +787,58 @@ impl ControllerProcess {
         identity: &str,
     ) -> Result<ControllerProcess> {
         let (metrics, health) = (free_addr().unwrap(), free_addr().unwrap());
-        let log = dir.join("controller.log");
-        let out = File::create(&log)?;
-        let args = deployed_args
+        let mut args: Vec<OsString> = deployed_args
             .iter()
-            .filter(|a| !a.starts_with("--metrics-addr") && !a.starts_with("--health-addr"));
-        let child = Command::new(env!("CARGO_BIN_EXE_clone-controller"))
-            .args(args)
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--metrics-addr={metrics}"))
-            .arg(format!("--health-addr={health}"))
-            .env("POD_NAME", identity)
-            .env("POD_NAMESPACE", SYSTEM_NS)
-            .env("RUST_LOG", "info")
-            .env_remove("VMCLONE_NAMESPACE")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
+            .filter(|a| !a.starts_with("--metrics-addr") && !a.starts_with("--health-addr"))
+            .map(OsString::from)
+            .collect();
+        args.push(format!("--kubeconfig={}", kubeconfig.display()).into());
+        args.push(format!("--metrics-addr={metrics}").into());
+        args.push(format!("--health-addr={health}").into());
+        let mut process = Supervised::new(
+            "clone-controller",
+            dir,
+            Path::new(env!("CARGO_BIN_EXE_clone-controller")),
+            args,
+        )
+        .env("POD_NAME", identity)
+        .env("POD_NAMESPACE", SYSTEM_NS)
+        .env("RUST_LOG", "info")
+        .env_remove("VMCLONE_NAMESPACE");
+        process
+            .start()
             .context("starting the clone-controller binary")?;
         Ok(ControllerProcess {
-            child: Mutex::new(child),
-            log,
+            process: Mutex::new(process),
             identity: identity.to_owned(),
             metrics,
             health,
         })
     }
 
+    fn log_path(&self) -> PathBuf {
+        self.process.lock().unwrap().log_path().to_owned()
+    }
+
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(no log: {e})"))
+        std::fs::read_to_string(self.log_path()).unwrap_or_else(|e| format!("(no log: {e})"))
     }
 
     /// Fails when the process has exited.
     fn alive(&self) -> Result<()> {
-        match self.child.lock().unwrap().try_wait()? {
+        match self.process.lock().unwrap().exited() {
             Some(status) => bail!("the controller exited ({status})"),
             None => Ok(()),
         }
     }
 
     /// SIGTERM, as the kubelet sends it, then waits for the exit.
-    async fn terminate(&self, timeout: Duration) -> Result<ExitStatus> {
-        let pid = self.child.lock().unwrap().id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status()?;
-        ensure!(sent.success(), "kill -TERM {pid} failed");
-        wait_for("the controller to exit after SIGTERM", timeout, || async {
-            match self.child.lock().unwrap().try_wait() {
-                Ok(Some(status)) => Ok(status),
-                Ok(None) => Err("still running".to_owned()),
-                Err(e) => Err(e.to_string()),
-            }
-        })
-        .await
-    }
-}
-
-impl Drop for ControllerProcess {
-    fn drop(&mut self) {
-        let child = self.child.get_mut().unwrap_or_else(|p| p.into_inner());
-        let _ = child.kill();
-        let _ = child.wait();
+    async fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let process = self.process.get_mut().unwrap();
+        process
+            .terminate(timeout)
+            .await
+            .context("the controller did not exit after SIGTERM; it was killed")
     }
 }
 
@@ -896,11 +885,11 @@ async fn the_controller_as_its_service_account_completes_the_example_clones() {
 
     let h = Harness::without_controller("deploy").await.unwrap();
     let identity = format!("vmclone-controller-test-{}", std::process::id());
-    let ctl = ControllerProcess::spawn(&deployed_args, &kubeconfig, &dir, &identity).unwrap();
-    if let Err(e) = example_clones(&h, &ctl, &admin).await {
+    let mut ctl = ControllerProcess::spawn(&deployed_args, &kubeconfig, &dir, &identity).unwrap();
+    if let Err(e) = example_clones(&h, &mut ctl, &admin).await {
         panic!(
             "{e:#}\n--- controller log ({}) ---\n{}\n--- namespace {} ---\n{}",
-            ctl.log.display(),
+            ctl.log_path().display(),
             ctl.log(),
             h.ns,
             h.dump()
@@ -911,7 +900,7 @@ async fn the_controller_as_its_service_account_completes_the_example_clones() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-async fn example_clones(h: &Harness, ctl: &ControllerProcess, admin: &Client) -> Result<()> {
+async fn example_clones(h: &Harness, ctl: &mut ControllerProcess, admin: &Client) -> Result<()> {
     // The probes of the Deployment: alive, then ready (caches synced, with leader election).
     wait_http_ok(ctl, ctl.health, "/healthz").await?;
     wait_http_ok(ctl, ctl.health, "/readyz").await?;

@@ -803,7 +803,7 @@ async fn a_controller_killed_midway_completes_after_restart_with_one_of_everythi
             h.dump()
         )
     });
-    child.kill(); // SIGKILL
+    child.stop(); // SIGKILL
     let mut child = h.spawn_controller_process().unwrap();
     h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
     let vms: Api<VirtualMachine> = h.api();
@@ -821,7 +821,7 @@ async fn a_controller_killed_midway_completes_after_restart_with_one_of_everythi
     assert!(count(&events, "SnapshotCreated") <= 1, "{events:?}");
     assert!(count(&events, "RestoreCreated") <= 1, "{events:?}");
     assert_eq!(count(&events, "TargetVMCreated"), 1, "{events:?}");
-    child.kill();
+    child.stop();
     h.stop_controller().await;
     h.stop().await;
 }

@@ -7,15 +7,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use clone_api::v1beta1::ClonePhase;
 use common::{Harness, clone_manifest, free_addr};
 use k8s_openapi::api::coordination::v1::Lease;
 use serde_json::json;
-use testenv::http_get;
-use testenv::wait_for;
+use testenv::{Supervised, http_get, wait_for};
 
 /// Long enough that a loaded machine (CI runs two cores) renews in time, short enough for a test.
 const LEASE_SECONDS: u64 = 10;
@@ -28,9 +27,11 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// A replica of the controller binary; killed (`SIGKILL`) when dropped, so a failing test never
+/// leaves one running.
 struct Replica {
     name: String,
-    child: Child,
+    _process: Supervised,
     metrics: SocketAddr,
     health: SocketAddr,
 }
@@ -38,28 +39,35 @@ struct Replica {
 impl Replica {
     fn spawn(h: &Harness, name: &str, leader_elect: bool) -> Replica {
         let (metrics, health) = (free_addr().unwrap(), free_addr().unwrap());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_clone-controller"));
-        command
-            .arg(format!("--namespace={}", h.ns))
-            .arg(format!(
-                "--kubeconfig={}",
-                h.env.kubeconfig_path().display()
-            ))
-            .arg(format!("--metrics-addr={metrics}"))
-            .arg(format!("--health-addr={health}"))
-            .arg(format!("--leader-election-namespace={}", h.ns))
-            .arg(format!("--lease-duration-seconds={LEASE_SECONDS}"))
-            .arg("--log-format=json")
-            .env("POD_NAME", name)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let mut args: Vec<std::ffi::OsString> = vec![
+            format!("--namespace={}", h.ns).into(),
+            format!("--kubeconfig={}", h.env.kubeconfig_path().display()).into(),
+            format!("--metrics-addr={metrics}").into(),
+            format!("--health-addr={health}").into(),
+            format!("--leader-election-namespace={}", h.ns).into(),
+            format!("--lease-duration-seconds={LEASE_SECONDS}").into(),
+            "--log-format=json".into(),
+        ];
         if leader_elect {
-            command.arg("--leader-elect");
+            args.push("--leader-elect".into());
         }
+        let dir = std::env::temp_dir().join(format!(
+            "vmclone-operations-{}-{}",
+            std::process::id(),
+            h.ns
+        ));
+        let mut process = Supervised::new(
+            name,
+            &dir,
+            Path::new(env!("CARGO_BIN_EXE_clone-controller")),
+            args,
+        )
+        .env("POD_NAME", name)
+        .env("RUST_LOG", "info");
+        process.start().unwrap();
         Replica {
             name: name.to_owned(),
-            child: command.spawn().unwrap(),
+            _process: process,
             metrics,
             health,
         }
@@ -71,16 +79,9 @@ impl Replica {
         Ok(body)
     }
 
+    /// `kill -9`, as a crashed pod.
     fn kill(self) {
         drop(self);
-    }
-}
-
-impl Drop for Replica {
-    // A failing test must not leave a controller running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

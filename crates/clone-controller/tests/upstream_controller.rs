@@ -17,8 +17,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
@@ -32,9 +30,9 @@ use kube::{Client, ResourceExt};
 use kubevirt_sim::names::HOLD_VOLUME_SNAPSHOTS_ANNOTATION;
 use kubevirt_sim::{Sim, SimConfig, SimHandle};
 use serde_json::json;
-use testenv::http_get;
 use testenv::{
-    CloneCrd, KUBEVIRT_NAME, KUBEVIRT_NAMESPACE, KubeVirtOptions, Options, TestEnv, wait_for,
+    CloneCrd, KUBEVIRT_NAME, KUBEVIRT_NAMESPACE, KubeVirtOptions, Options, Supervised, TestEnv,
+    http_get, wait_for,
 };
 
 /// Generous: upstream's clone controller requeues with exponential backoff, and two cores are
@@ -61,44 +59,47 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 /// The controller binary, killed when dropped.
 struct Vmclone {
-    child: Child,
+    process: Supervised,
     health: SocketAddr,
     metrics: SocketAddr,
-    log: PathBuf,
 }
 
 impl Vmclone {
     fn spawn(env: &TestEnv, ns: &str, extra: &[&str]) -> Result<Vmclone> {
         let (health, metrics) = (free_addr()?, free_addr()?);
-        let log = std::env::temp_dir().join(format!(
-            "vmclone-upstream-{}-{ns}-{}.log",
+        let mut args: Vec<std::ffi::OsString> = vec![
+            format!("--namespace={ns}").into(),
+            "--kubeconfig".into(),
+            env.identity_kubeconfig(IDENTITY).into(),
+            format!("--metrics-addr={metrics}").into(),
+            format!("--health-addr={health}").into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        let dir = std::env::temp_dir().join(format!(
+            "vmclone-upstream-{}-{ns}-{}",
             std::process::id(),
             extra.join("").replace(['-', '='], "")
         ));
-        let file = std::fs::File::create(&log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_clone-controller"))
-            .arg(format!("--namespace={ns}"))
-            .arg("--kubeconfig")
-            .arg(env.identity_kubeconfig(IDENTITY))
-            .arg(format!("--metrics-addr={metrics}"))
-            .arg(format!("--health-addr={health}"))
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env_remove("VMCLONE_UPSTREAM_CLONE_CONTROLLER")
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()
+        let mut process = Supervised::new(
+            "clone-controller",
+            &dir,
+            std::path::Path::new(env!("CARGO_BIN_EXE_clone-controller")),
+            args,
+        )
+        .env("RUST_LOG", "info")
+        .env_remove("VMCLONE_UPSTREAM_CLONE_CONTROLLER");
+        process
+            .start()
             .context("starting the clone-controller binary")?;
         Ok(Vmclone {
-            child,
+            process,
             health,
             metrics,
-            log,
         })
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        std::fs::read_to_string(self.process.log_path()).unwrap_or_default()
     }
 
     /// `/readyz`: (status code, body).
@@ -177,13 +178,6 @@ impl Vmclone {
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e:#}\nvmclone log:\n{}", self.log_text()))
-    }
-}
-
-impl Drop for Vmclone {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -44,6 +44,7 @@ pub use kubevirt_binaries::{
     KUBEVIRT_BINARIES_ENV, KUBEVIRT_VERSION, KubeVirtBinaries, ensure_kubevirt_binaries,
     ensure_virtctl,
 };
+pub use process::Supervised;
 pub use wait::{Attempt, wait_for};
 
 /// Generates, for each named `async fn(Backend)` of the calling test crate, one `#[tokio::test]`

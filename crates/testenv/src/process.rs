@@ -62,42 +62,73 @@ done
 rm -rf "$dir"
 "#;
 
-/// A server process started through the supervisor, which can be stopped and started again
-/// with the same command line (for restart tests).
+/// A server process started through the supervisor: it dies with this process however this
+/// process ends, can be stopped (`SIGKILL`) or terminated gracefully (`SIGTERM`), and started
+/// again with the same command line. The one process type of the testbed, the tests, the fault
+/// suite and the bench.
 #[derive(Debug)]
-pub(crate) struct Supervised {
-    name: &'static str,
+pub struct Supervised {
+    name: String,
     program: PathBuf,
     args: Vec<OsString>,
+    /// Environment changes: a value to set, or `None` to remove the variable.
+    env: Vec<(OsString, Option<OsString>)>,
     log: PathBuf,
     pid_file: PathBuf,
     running: Option<Child>,
 }
 
 impl Supervised {
-    /// Describes a server; `dir` gets its log (`logs/<name>.log`) and pid file (`pids/<name>`).
-    pub(crate) fn new(name: &'static str, dir: &Path, program: &Path, args: Vec<OsString>) -> Self {
+    /// Describes a server; `dir` gets its log (`logs/<name>.log`, unless [`Self::log_to`] says
+    /// otherwise) and pid file (`pids/<name>`).
+    pub fn new(name: impl Into<String>, dir: &Path, program: &Path, args: Vec<OsString>) -> Self {
+        let name = name.into();
         Self {
-            name,
             program: program.to_owned(),
             args,
+            env: Vec::new(),
             log: dir.join("logs").join(format!("{name}.log")),
-            pid_file: dir.join("pids").join(name),
+            pid_file: dir.join("pids").join(&name),
             running: None,
+            name,
         }
     }
 
+    /// Appends the server's output to `log` instead.
+    pub fn log_to(mut self, log: impl Into<PathBuf>) -> Self {
+        self.log = log.into();
+        self
+    }
+
+    /// Sets an environment variable of the server.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), Some(value.into())));
+        self
+    }
+
+    /// Removes an environment variable this process has from the server's environment.
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), None));
+        self
+    }
+
     /// Replaces the command-line arguments of the next [`start`](Self::start).
-    pub(crate) fn set_args(&mut self, args: Vec<OsString>) {
+    pub fn set_args(&mut self, args: Vec<OsString>) {
         self.args = args;
     }
 
-    pub(crate) fn name(&self) -> &'static str {
-        self.name
+    /// The server's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the server's output goes.
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     /// Starts the server, appending its output to its log.
-    pub(crate) fn start(&mut self) -> Result<()> {
+    pub fn start(&mut self) -> Result<()> {
         self.stop();
         for dir in [self.log.parent(), self.pid_file.parent()]
             .into_iter()
@@ -113,7 +144,8 @@ impl Supervised {
         let log_err = log.try_clone().context("duplicating the log file handle")?;
         // A pid file left from an earlier run of this server names a process that is gone.
         let _ = fs::remove_file(&self.pid_file);
-        let child = Command::new("sh")
+        let mut command = Command::new("sh");
+        command
             .arg("-c")
             .arg(SUPERVISOR)
             .arg("sh")
@@ -122,20 +154,55 @@ impl Supervised {
             .args(&self.args)
             .stdin(Stdio::piped())
             .stdout(log)
-            .stderr(log_err)
+            .stderr(log_err);
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("starting {} ({})", self.name, self.program.display()))?;
         self.running = Some(child);
         Ok(())
     }
 
+    /// The server's pid, once the supervisor has started it (`None` before, or when stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.running.as_ref()?;
+        let text = fs::read_to_string(&self.pid_file).ok()?;
+        // Complete only with its newline.
+        text.strip_suffix('\n')?.trim().parse().ok()
+    }
+
+    /// Waits (at most `within`) until the server runs and returns its pid; an error with the end
+    /// of its log if it exits first.
+    pub async fn started(&mut self, within: Duration) -> Result<u32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(pid) = self.pid() {
+                return Ok(pid);
+            }
+            if let Some(err) = self.exited_error() {
+                return Err(err);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} did not start within {within:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// `Some(status)` when the server has exited by itself.
-    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+    pub fn exited(&mut self) -> Option<ExitStatus> {
         self.running.as_mut()?.try_wait().ok().flatten()
     }
 
     /// An error saying the server is not running, with the end of its log.
-    pub(crate) fn exited_error(&mut self) -> Option<anyhow::Error> {
+    pub fn exited_error(&mut self) -> Option<anyhow::Error> {
         let status = self.exited()?;
         Some(anyhow::anyhow!(
             "{} exited ({status}); end of {}:\n{}",
@@ -146,19 +213,19 @@ impl Supervised {
     }
 
     /// The last `lines` lines of the server's log.
-    pub(crate) fn log_tail(&self, lines: usize) -> String {
+    pub fn log_tail(&self, lines: usize) -> String {
         tail(&self.log, lines)
     }
 
     /// Tells the supervisor to kill the server, without waiting (closes its stdin).
-    pub(crate) fn request_stop(&mut self) {
+    pub fn request_stop(&mut self) {
         if let Some(child) = self.running.as_mut() {
             drop(child.stdin.take());
         }
     }
 
-    /// Kills the server and waits until it is gone.
-    pub(crate) fn stop(&mut self) {
+    /// Kills the server (`SIGKILL`, as in a crash) and waits until it is gone.
+    pub fn stop(&mut self) {
         self.request_stop();
         let Some(mut child) = self.running.take() else {
             return;
@@ -172,14 +239,40 @@ impl Supervised {
         }
         // The supervisor should have killed it by now; make sure.
         if let Ok(pid) = fs::read_to_string(&self.pid_file) {
-            let _ = Command::new("kill")
-                .args(["-KILL", pid.trim()])
-                .stderr(Stdio::null())
-                .status();
+            signal("-KILL", pid.trim());
         }
         let _ = child.kill();
         let _ = child.wait();
     }
+
+    /// Sends the server `SIGTERM` (as the kubelet does) and waits up to `grace` for it to exit:
+    /// its exit status, or `None` when it had to be killed (or was not running).
+    pub async fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        if let Some(status) = self.exited() {
+            self.running = None;
+            return Some(status);
+        }
+        let pid = self.pid()?;
+        signal("-TERM", &pid.to_string());
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exited() {
+                self.running = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.stop();
+        None
+    }
+}
+
+/// `kill <signal> <pid>`, ignoring a process that is already gone.
+fn signal(signal: &str, pid: &str) {
+    let _ = Command::new("kill")
+        .args([signal, pid])
+        .stderr(Stdio::null())
+        .status();
 }
 
 impl Drop for Supervised {
@@ -326,6 +419,47 @@ mod tests {
         }
         let log = server.log_tail(10);
         assert_eq!(log.matches("started").count(), 2, "{log}");
+    }
+
+    #[tokio::test]
+    async fn terminate_lets_the_server_exit_gracefully_with_its_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("custom.log");
+        let script =
+            "trap 'echo bye $GREETING; exit 0' TERM; echo up; while :; do sleep 0.05; done";
+        let mut server = Supervised::new(
+            "graceful",
+            dir.path(),
+            Path::new("sh"),
+            vec!["-c".into(), script.into()],
+        )
+        .log_to(&log)
+        .env("GREETING", "world");
+        server.start().unwrap();
+        let pid = server.started(Duration::from_secs(20)).await.unwrap();
+        assert!(alive(&pid.to_string()));
+        wait_until("the trap is set", || server.log_tail(5).contains("up"));
+        let status = server.terminate(Duration::from_secs(20)).await;
+        assert_eq!(status.map(|s| s.success()), Some(true), "{status:?}");
+        assert!(!alive(&pid.to_string()));
+        assert!(fs::read_to_string(&log).unwrap().contains("bye world"));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ignores_sigterm_is_killed_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = "trap '' TERM; echo up; while :; do sleep 0.05; done";
+        let mut server = Supervised::new(
+            "stubborn",
+            dir.path(),
+            Path::new("sh"),
+            vec!["-c".into(), script.into()],
+        );
+        server.start().unwrap();
+        let pid = server.started(Duration::from_secs(20)).await.unwrap();
+        wait_until("the trap is set", || server.log_tail(5).contains("up"));
+        assert_eq!(server.terminate(Duration::from_millis(300)).await, None);
+        assert!(!alive(&pid.to_string()));
     }
 
     #[test]

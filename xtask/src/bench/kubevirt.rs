@@ -29,7 +29,7 @@ use anyhow::{Context, Result, bail};
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use serde_json::{Value, json};
-use testenv::{CloneCrd, KubeVirtOptions, Options, TestEnv};
+use testenv::{CloneCrd, KubeVirtOptions, Options, Supervised, TestEnv};
 
 pub use self::model::KubeVirtReport;
 use self::model::{Cpu, LogSummary, Path, ProcessUse, Run, Settings};
@@ -37,7 +37,8 @@ use self::model::{Cpu, LogSummary, Path, ProcessUse, Run, Settings};
 pub use self::report::{ANCHOR, TITLE};
 use self::watch::{ObjectWatch, Sighting, clone_states, restore_states, snapshot_states};
 use super::live::{
-    CpuSnapshot, Managed, Progress, ServerPids, already_exists, run_parallel, wait_controller_ready,
+    CpuSnapshot, Progress, ServerPids, already_exists, run_parallel, start_process,
+    wait_controller_ready,
 };
 use super::procfs;
 use super::stats;
@@ -361,7 +362,7 @@ struct Live {
     env: TestEnv,
     client: Client,
     env_dir: PathBuf,
-    controller: Option<Managed>,
+    controller: Option<Supervised>,
     pids: Pids,
 }
 
@@ -398,9 +399,9 @@ impl Bench {
 
     /// Stops the controller, keeps the KubeVirt logs, and stops the control plane.
     async fn finish(&self, run: &mut Run, live: Live) {
-        if let Some(controller) = live.controller {
-            let log = controller.log.clone();
-            controller.stop(Duration::from_secs(10)).await;
+        if let Some(mut controller) = live.controller {
+            let log = controller.log_path().to_owned();
+            controller.terminate(Duration::from_secs(10)).await;
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             let (warnings, errors, excerpt) = super::scenario::log_summary(&text);
             run.logs.push(LogSummary {
@@ -523,7 +524,9 @@ impl Bench {
             let mut controller = self.start_controller(live, n).await?;
             wait_controller_ready(&mut controller, Duration::from_secs(120)).await?;
             run.controller_ready_seconds = Some(started.elapsed().as_secs_f64());
-            live.pids.0.push(("clone-controller", controller.pid));
+            live.pids
+                .0
+                .push(("clone-controller", controller.pid().unwrap_or_default()));
             live.controller = Some(controller);
             self.say(&format!(
                 "  vmclone's controller ready in {:.1}s",
@@ -605,7 +608,7 @@ impl Bench {
         }
     }
 
-    async fn start_controller(&self, live: &Live, clones: usize) -> Result<Managed> {
+    async fn start_controller(&self, live: &Live, clones: usize) -> Result<Supervised> {
         let args = vec![
             "--kubeconfig".to_owned(),
             live.env
@@ -619,7 +622,7 @@ impl Bench {
             "--concurrency".to_owned(),
             self.concurrency.to_string(),
         ];
-        Managed::start(
+        start_process(
             "clone-controller",
             &self.controller_bin,
             &args,
@@ -903,7 +906,7 @@ impl Bench {
             {
                 bail!(
                     "the controller exited ({status}); see {}",
-                    controller.log.display()
+                    controller.log_path().display()
                 );
             }
             if Instant::now() > deadline {

@@ -3,8 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +13,7 @@ use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
 use futures::StreamExt;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::{Client, ResourceExt};
+use testenv::Supervised;
 
 use super::attribution::EventSeen;
 use super::procfs::{self, MachineTicks};
@@ -33,105 +33,34 @@ impl Progress {
 // Child processes
 // ---------------------------------------------------------------------------------------------
 
-/// Starts `"$@"` with `/dev/null` as stdin, writes its pid to `$1`, and sends it `SIGTERM` when
-/// this shell's stdin reaches end-of-file: when the bench closes it, or when the bench dies
-/// however it dies. So a killed bench leaves no controller or stand-in running.
-const SUPERVISOR: &str = r#"pidfile=$1
-shift
-exec 3<&0 </dev/null
-"$@" 3<&- &
-child=$!
-echo "$child" > "$pidfile"
-{ cat >/dev/null; kill -TERM "$child" 2>/dev/null; } <&3 &
-exec 3<&-
-wait "$child"
-"#;
-
-/// A child process of the bench (the controller or the stand-in) with its log file.
-#[derive(Debug)]
-pub struct Managed {
-    pub pid: u32,
-    pub log: PathBuf,
-    shell: tokio::process::Child,
-    stdin: Option<tokio::process::ChildStdin>,
-}
-
-impl Managed {
-    pub async fn start(
-        name: &str,
-        program: &Path,
-        args: &[String],
-        env: &[(&str, String)],
-        log: &Path,
-    ) -> Result<Self> {
-        if let Some(dir) = log.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let out =
-            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone().context("duplicating the log file handle")?;
-        let pid_file = log.with_extension("pid");
-        let _ = std::fs::remove_file(&pid_file);
-        let mut command = tokio::process::Command::new("sh");
-        command
-            .arg("-c")
-            .arg(SUPERVISOR)
-            .arg("sh")
-            .arg(&pid_file)
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(out)
-            .stderr(err);
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut shell = command
-            .spawn()
-            .with_context(|| format!("starting {name} ({})", program.display()))?;
-        let stdin = shell.stdin.take();
-        let started = Instant::now();
-        let pid = loop {
-            if let Some(pid) = procfs::read_pid_file(&pid_file) {
-                break pid;
-            }
-            if let Some(status) = shell.try_wait()? {
-                bail!("{name} exited at once ({status}); see {}", log.display());
-            }
-            if started.elapsed() > Duration::from_secs(10) {
-                bail!("{name} did not start within 10s");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let _ = std::fs::remove_file(&pid_file);
-        Ok(Self {
-            pid,
-            log: log.to_owned(),
-            shell,
-            stdin,
-        })
+/// Starts a child process of the bench (the controller or the stand-in) as a
+/// [`Supervised`] process, its output in `log` (its pid file beside it, in `pids/`): it dies with
+/// the bench however the bench dies. Returns once it runs.
+pub async fn start_process(
+    name: &str,
+    program: &Path,
+    args: &[String],
+    env: &[(&str, String)],
+    log: &Path,
+) -> Result<Supervised> {
+    let dir = log.parent().unwrap_or(Path::new("."));
+    let stem = log
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| name.to_owned());
+    let mut process =
+        Supervised::new(stem, dir, program, args.iter().map(Into::into).collect()).log_to(log);
+    for (key, value) in env {
+        process = process.env(key, value);
     }
-
-    /// `Some(status)` once the process has exited.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.shell.try_wait().ok().flatten()
-    }
-
-    /// Asks the process to stop (`SIGTERM`), waits up to `grace`, then kills it.
-    pub async fn stop(mut self, grace: Duration) {
-        drop(self.stdin.take());
-        if tokio::time::timeout(grace, self.shell.wait())
-            .await
-            .is_err()
-        {
-            // Our own child, by its pid.
-            let _ = std::process::Command::new("kill")
-                .arg("-KILL")
-                .arg(self.pid.to_string())
-                .status();
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.shell.wait()).await;
-        }
-    }
+    process
+        .start()
+        .with_context(|| format!("starting {name} ({})", program.display()))?;
+    process
+        .started(Duration::from_secs(10))
+        .await
+        .with_context(|| format!("starting {name}"))?;
+    Ok(process)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -187,7 +116,7 @@ pub struct ControllerPorts {
 
 /// Waits until the controller listens on two ports and `/readyz` answers 200.
 pub async fn wait_controller_ready(
-    controller: &mut Managed,
+    controller: &mut Supervised,
     timeout: Duration,
 ) -> Result<ControllerPorts> {
     let started = Instant::now();
@@ -196,16 +125,17 @@ pub async fn wait_controller_ready(
         if let Some(status) = controller.exited() {
             bail!(
                 "the controller exited ({status}); see {}",
-                controller.log.display()
+                controller.log_path().display()
             );
         }
         if started.elapsed() > timeout {
             bail!(
                 "the controller was not ready within {timeout:?} ({last}); see {}",
-                controller.log.display()
+                controller.log_path().display()
             );
         }
-        let ports = procfs::process_listening_ports(controller.pid).unwrap_or_default();
+        let ports = procfs::process_listening_ports(controller.pid().unwrap_or_default())
+            .unwrap_or_default();
         let mut health = None;
         let mut metrics = None;
         for port in ports {

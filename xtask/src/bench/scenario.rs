@@ -17,15 +17,15 @@ use kube::api::{
     PatchParams, PostParams,
 };
 use serde_json::{Value, json};
-use testenv::TestEnv;
+use testenv::{Supervised, TestEnv};
 
 use super::attribution::{
     EventTally, attribute_all, per_clone_by_actor_and_verb, tally_events, total_writes,
     writes_per_clone,
 };
 use super::live::{
-    CloneWatch, ControllerPorts, CpuSnapshot, Ledger, Managed, Progress, ServerPids,
-    already_exists, cpu_snapshot, http_get, list_events, run_parallel, scrape_apiserver,
+    CloneWatch, ControllerPorts, CpuSnapshot, Ledger, Progress, ServerPids, already_exists,
+    cpu_snapshot, http_get, list_events, run_parallel, scrape_apiserver, start_process,
     wait_controller_ready,
 };
 use super::model::{Calibration, Controller, CpuBreakdown, Requests, Scenario};
@@ -234,14 +234,17 @@ impl Bed {
 
     /// Waits until the stand-in has bound the sources' PVCs and reports their volumes
     /// snapshottable.
-    pub async fn wait_sources_ready(&self, namespace: &str, sim: &mut Managed) -> Result<()> {
+    pub async fn wait_sources_ready(&self, namespace: &str, sim: &mut Supervised) -> Result<()> {
         let vms: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, &vm_resource());
         let started = Instant::now();
         let timeout = Duration::from_secs(120 + self.sources as u64 / 20);
         loop {
             if let Some(status) = sim.exited() {
-                bail!("the stand-in exited ({status}); see {}", sim.log.display());
+                bail!(
+                    "the stand-in exited ({status}); see {}",
+                    sim.log_path().display()
+                );
             }
             let list = vms
                 .list(&ListParams::default().labels(SOURCE_LABEL))
@@ -270,7 +273,7 @@ impl Bed {
         }
     }
 
-    pub async fn start_sim(&self, namespace: &str) -> Result<Managed> {
+    pub async fn start_sim(&self, namespace: &str) -> Result<Supervised> {
         let args = vec![
             "--namespace".to_owned(),
             namespace.to_owned(),
@@ -279,7 +282,7 @@ impl Bed {
             // Storage classes and admission policies are installed once, at the start.
             "--no-install".to_owned(),
         ];
-        Managed::start(
+        start_process(
             "kubevirt-sim",
             &self.sim_bin,
             &args,
@@ -300,7 +303,7 @@ impl Bed {
         &self,
         namespace: &str,
         ready_timeout: Duration,
-    ) -> Result<(Managed, ControllerPorts, f64)> {
+    ) -> Result<(Supervised, ControllerPorts, f64)> {
         let args = vec![
             "--kubeconfig".to_owned(),
             self.env.kubeconfig_path().display().to_string(),
@@ -312,7 +315,7 @@ impl Bed {
             self.concurrency.to_string(),
         ];
         let started = Instant::now();
-        let mut controller = Managed::start(
+        let mut controller = start_process(
             "clone-controller",
             &self.controller_bin,
             &args,
@@ -516,7 +519,7 @@ impl Bed {
             self.start_controller(namespace, ready_timeout).await?;
         self.say(&format!(
             "  controller pid {} ready in {ready_seconds:.1}s (health :{}, metrics :{}), stand-in pid {}",
-            controller.pid, ports.health, ports.metrics, sim.pid
+            controller.pid().unwrap_or_default(), ports.health, ports.metrics, sim.pid().unwrap_or_default()
         ));
         let watch = CloneWatch::start(self.client.clone(), namespace, self.ledger.clone()).await?;
         Ok(Prepared {
@@ -533,11 +536,7 @@ impl Bed {
         let events = list_events(&self.client, namespace, &self.ledger).await?;
         let ledger = self.ledger.snapshot();
         let requests = prom::request_totals(&prom::parse(&scrape_apiserver(&self.client).await?)?);
-        let cpu = cpu_snapshot(
-            &self.servers,
-            Some(prepared.controller.pid),
-            Some(prepared.sim.pid),
-        );
+        let cpu = cpu_snapshot(&self.servers, prepared.controller.pid(), prepared.sim.pid());
         Ok(Mark {
             events,
             ledger,
@@ -549,11 +548,7 @@ impl Bed {
     async fn mark(&self, prepared: &Prepared) -> Result<Mark> {
         let requests = prom::request_totals(&prom::parse(&scrape_apiserver(&self.client).await?)?);
         let ledger = self.ledger.snapshot();
-        let cpu = cpu_snapshot(
-            &self.servers,
-            Some(prepared.controller.pid),
-            Some(prepared.sim.pid),
-        );
+        let cpu = cpu_snapshot(&self.servers, prepared.controller.pid(), prepared.sim.pid());
         Ok(Mark {
             events: Vec::new(),
             ledger,
@@ -722,8 +717,8 @@ impl Bed {
         ));
         let mut prepared = self.prepare(&namespace, scenario.unrelated_vms).await?;
         scenario.controller.ready_seconds = prepared.ready_seconds;
-        scenario.controller.log = prepared.controller.log.display().to_string();
-        scenario.stand_in_log = prepared.sim.log.display().to_string();
+        scenario.controller.log = prepared.controller.log_path().display().to_string();
+        scenario.stand_in_log = prepared.sim.log_path().display().to_string();
 
         let start = self.window_start(&namespace, &prepared).await?;
         self.say(&format!(
@@ -781,7 +776,7 @@ impl Bed {
             if let Some(status) = prepared.controller.exited() {
                 bail!(
                     "the controller exited ({status}); see {}",
-                    prepared.controller.log.display()
+                    prepared.controller.log_path().display()
                 );
             }
             if Instant::now() > deadline {
@@ -875,8 +870,11 @@ impl Bed {
             }
         }
         let end = self.mark(&prepared).await?;
-        scenario.controller.peak_rss_mib =
-            procfs::process_peak_rss_kib(prepared.controller.pid).unwrap_or(0) as f64 / 1024.0;
+        scenario.controller.peak_rss_mib = procfs::process_peak_rss_kib(
+            prepared.controller.pid().unwrap_or_default(),
+        )
+        .unwrap_or(0) as f64
+            / 1024.0;
         if let Ok((200, body)) = http_get(prepared.ports.metrics, "/metrics").await
             && let Ok(samples) = prom::parse(&body)
         {
@@ -917,8 +915,8 @@ impl Bed {
 /// What runs during a measurement.
 #[derive(Debug)]
 struct Prepared {
-    sim: Managed,
-    controller: Managed,
+    sim: Supervised,
+    controller: Supervised,
     ports: ControllerPorts,
     ready_seconds: f64,
     watch: CloneWatch,
@@ -927,21 +925,21 @@ struct Prepared {
 impl Prepared {
     /// Stops the watch and the controller, deletes the namespace while the stand-in still runs
     /// (it releases its finalizers), then stops the stand-in.
-    async fn finish(self, bed: &Bed, namespace: &str) -> super::live::Seen {
+    async fn finish(mut self, bed: &Bed, namespace: &str) -> super::live::Seen {
         let seen = self.watch.stop();
-        self.controller.stop(Duration::from_secs(10)).await;
+        self.controller.terminate(Duration::from_secs(10)).await;
         if let Err(err) = bed
             .delete_namespace(namespace, Duration::from_secs(900))
             .await
         {
             bed.say(&format!("  {err:#}"));
         }
-        self.sim.stop(Duration::from_secs(10)).await;
+        self.sim.terminate(Duration::from_secs(10)).await;
         seen
     }
 
     fn controller_log_summary(&self, controller: &mut Controller) {
-        let text = std::fs::read_to_string(&self.controller.log).unwrap_or_default();
+        let text = std::fs::read_to_string(self.controller.log_path()).unwrap_or_default();
         let (warnings, errors, excerpt) = log_summary(&text);
         controller.log_warnings = warnings;
         controller.log_errors = errors;

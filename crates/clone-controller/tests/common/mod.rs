@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::process::{Child, Command};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
@@ -15,7 +15,7 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use kubevirt_sim::{Sim, SimConfig, SimHandle};
 use serde_json::{Value, json};
-use testenv::{TestEnv, wait_for};
+use testenv::{Supervised, TestEnv, wait_for};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -233,44 +233,44 @@ impl Harness {
         }
     }
 
-    /// The controller binary as a child process, scoped to the test's namespace; killed when
-    /// the handle is dropped (also when the test panics).
-    pub fn spawn_controller_process(&self) -> Result<ControllerProcess> {
-        Command::new(env!("CARGO_BIN_EXE_clone-controller"))
-            .arg("--namespace")
-            .arg(&self.ns)
-            .arg("--kubeconfig")
-            .arg(self.env.kubeconfig_path())
-            .arg("--metrics-addr=127.0.0.1:0")
-            .arg("--health-addr=127.0.0.1:0")
-            .env("RUST_LOG", "info")
-            .stdout(self.controller_log()?)
-            .stderr(self.controller_log()?)
-            .spawn()
-            .map(ControllerProcess)
-            .context("starting the clone-controller binary")
+    /// The controller binary as a supervised child process, scoped to the test's namespace;
+    /// killed when the handle is dropped (also when the test panics) or with `stop()` (`SIGKILL`).
+    pub fn spawn_controller_process(&self) -> Result<Supervised> {
+        let args = vec![
+            "--namespace".into(),
+            self.ns.clone().into(),
+            "--kubeconfig".into(),
+            self.env.kubeconfig_path().into(),
+            "--metrics-addr=127.0.0.1:0".into(),
+            "--health-addr=127.0.0.1:0".into(),
+        ];
+        let mut process = Supervised::new(
+            "clone-controller",
+            &self.controller_dir(),
+            Path::new(env!("CARGO_BIN_EXE_clone-controller")),
+            args,
+        )
+        .env("RUST_LOG", "info");
+        process
+            .start()
+            .context("starting the clone-controller binary")?;
+        Ok(process)
     }
 
-    /// Where the controller binary of this test logs (appended to by every start).
-    pub fn controller_log_path(&self) -> std::path::PathBuf {
-        // The namespace names repeat across runs: the process id keeps the logs apart.
+    /// Where the controller binary of this test logs (`logs/`) and records its pid (`pids/`).
+    fn controller_dir(&self) -> std::path::PathBuf {
+        // The namespace names repeat across runs: the process id keeps the folders apart.
         std::env::temp_dir().join(format!(
-            "vmclone-controller-{}-{}.log",
+            "vmclone-controller-{}-{}",
             std::process::id(),
             self.ns
         ))
     }
 
-    /// The controller binary's log so far (for failure messages).
+    /// The controller binary's log so far (for failure messages; appended to by every start).
     pub fn controller_log_text(&self) -> String {
-        std::fs::read_to_string(self.controller_log_path()).unwrap_or_default()
-    }
-
-    fn controller_log(&self) -> Result<std::fs::File> {
-        Ok(std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.controller_log_path())?)
+        let log = self.controller_dir().join("logs/clone-controller.log");
+        std::fs::read_to_string(log).unwrap_or_default()
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -509,24 +509,6 @@ impl Harness {
         if let Some(sim) = self.sim.take() {
             sim.stop().await;
         }
-    }
-}
-
-/// A controller binary run by a test; `SIGKILL`ed when dropped, so a failing test never leaves
-/// a controller running.
-pub struct ControllerProcess(Child);
-
-impl ControllerProcess {
-    /// `kill -9`, and wait until it is gone.
-    pub fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for ControllerProcess {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
