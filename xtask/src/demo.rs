@@ -70,8 +70,8 @@ pub(crate) fn source_vm() -> String {
     json!({"apiVersion": "v1", "kind": "List", "items": [pvc, vm]}).to_string()
 }
 
-fn kubectl(env: &TestEnv, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    Ok(env.kubectl_output(args, stdin)?.ok()?.stdout)
+async fn kubectl(env: &TestEnv, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    Ok(env.kubectl_output(args, stdin).await?.ok()?.stdout)
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -151,7 +151,8 @@ async fn demo(args: Args) -> Result<()> {
         &env,
         &["apply", "--server-side", "-f", "-"],
         Some(&source_vm()),
-    )?;
+    )
+    .await?;
 
     let clone_path = clone_yaml.to_string_lossy().into_owned();
     let clone_started = Instant::now();
@@ -165,7 +166,10 @@ async fn demo(args: Args) -> Result<()> {
                 .display()
         ),
     );
-    eprint!("{}", kubectl(&env, &["create", "-f", &clone_path], None)?);
+    eprint!(
+        "{}",
+        kubectl(&env, &["create", "-f", &clone_path], None).await?
+    );
 
     // Record the phases the clone passes through while kubectl waits.
     let clones: Api<VirtualMachineClone> = Api::namespaced(client.clone(), "default");
@@ -189,21 +193,24 @@ async fn demo(args: Args) -> Result<()> {
         started,
         "$ kubectl wait vmclone testclone --for condition=Ready",
     );
-    let waited = env.kubectl_output(
-        &[
-            "wait",
-            "vmclone",
-            "testclone",
-            "--for",
-            "condition=Ready",
-            "--timeout=180s",
-        ],
-        None,
-    )?;
+    let waited = env
+        .kubectl_output(
+            &[
+                "wait",
+                "vmclone",
+                "testclone",
+                "--for",
+                "condition=Ready",
+                "--timeout=180s",
+            ],
+            None,
+        )
+        .await?;
     eprint!("{}", waited.stdout);
     if !waited.success() {
-        let status =
-            kubectl(&env, &["get", "vmclone", "testclone", "-o", "yaml"], None).unwrap_or_default();
+        let status = kubectl(&env, &["get", "vmclone", "testclone", "-o", "yaml"], None)
+            .await
+            .unwrap_or_default();
         bail!(
             "the clone did not become Ready: {}\n{status}",
             waited.stderr.trim()
@@ -215,9 +222,9 @@ async fn demo(args: Args) -> Result<()> {
     step(started, "$ kubectl get vm vm-clone-target -o yaml");
     println!(
         "{}",
-        kubectl(&env, &["get", "vm", "vm-clone-target", "-o", "yaml"], None)?
+        kubectl(&env, &["get", "vm", "vm-clone-target", "-o", "yaml"], None).await?
     );
-    println!("{}", kubectl(&env, &["get", "vmclone"], None)?);
+    println!("{}", kubectl(&env, &["get", "vmclone"], None).await?);
 
     let names: Vec<&str> = phases
         .iter()

@@ -635,8 +635,8 @@ fn deployment_args_and_env(deployment: &Value, pod: &str) -> Result<(Vec<String>
     Ok((args, env))
 }
 
-fn kubectl(env: &TestEnv, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    Ok(env.kubectl_output(args, stdin)?.ok()?.stdout)
+async fn kubectl(env: &TestEnv, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    Ok(env.kubectl_output(args, stdin).await?.ok()?.stdout)
 }
 
 async fn smoke(progress: Progress, image: &str) -> Result<()> {
@@ -661,8 +661,8 @@ async fn smoke(progress: Progress, image: &str) -> Result<()> {
         "applying manifests/standalone/ (the CRD), the namespace, ServiceAccount, RBAC and \
          policies of manifests/, and manifests/kubevirt/ (upstream's clone controller off)",
     );
-    kubectl(&env, &["apply", "-k", &path("standalone")], None)?;
-    let rendered = kubectl(&env, &["kustomize", &path("")], None)?;
+    kubectl(&env, &["apply", "-k", &path("standalone")], None).await?;
+    let rendered = kubectl(&env, &["kustomize", &path("")], None).await?;
     let documents: Vec<Value> =
         serde_saphyr::from_multiple(&rendered).context("reading kubectl kustomize's output")?;
     let kind = |d: &Value| d["kind"].as_str().unwrap_or_default().to_owned();
@@ -672,7 +672,7 @@ async fn smoke(progress: Progress, image: &str) -> Result<()> {
         .cloned()
         .collect();
     let list = json!({"apiVersion": "v1", "kind": "List", "items": applied});
-    kubectl(&env, &["apply", "-f", "-"], Some(&list.to_string()))?;
+    kubectl(&env, &["apply", "-f", "-"], Some(&list.to_string())).await?;
     kubectl(
         &env,
         &[
@@ -687,7 +687,8 @@ async fn smoke(progress: Progress, image: &str) -> Result<()> {
             &path("kubevirt/clone-controller-off.yaml"),
         ],
         None,
-    )?;
+    )
+    .await?;
     let deployment = documents
         .iter()
         .find(|d| kind(d) == "Deployment")
@@ -782,13 +783,15 @@ async fn drive(
         env,
         &["apply", "--server-side", "-f", "-"],
         Some(&crate::demo::source_vm()),
-    )?;
+    )
+    .await?;
     let clone_yaml = crate::repo().join("manifests/examples/clone.yaml");
     kubectl(
         env,
         &["create", "-f", &clone_yaml.display().to_string()],
         None,
-    )?;
+    )
+    .await?;
     let clones: Api<VirtualMachineClone> = Api::namespaced(client.clone(), "default");
     let seen = Mutex::new(Vec::<ClonePhase>::new());
     let clone_started = Instant::now();
@@ -832,6 +835,7 @@ async fn drive(
         "testclone names the target {target:?}, expected vm-clone-target"
     );
     kubectl(env, &["get", "vm", "vm-clone-target", "-o", "name"], None)
+        .await
         .context("the target VM vm-clone-target")?;
     progress.say(&format!(
         "testclone Succeeded in {:.1}s; vm-clone-target exists",

@@ -984,7 +984,8 @@ async fn setup_world(env: &TestEnv, client: &Client, ns: &str) -> Result<check::
     env.kubectl_output(
         &["apply", "--server-side", "-n", ns, "-f", "-"],
         Some(&list.to_string()),
-    )?
+    )
+    .await?
     .ok()?;
     let snapshots: Api<VirtualMachineSnapshot> = Api::namespaced(client.clone(), ns);
     let golden: VirtualMachineSnapshot = serde_json::from_value(plan::golden_snapshot())?;

@@ -95,6 +95,7 @@ async fn run_table(env: &TestEnv, kubevirt_v1_7_crd: bool) {
                         case.annotations.as_ref(),
                     )),
                 )
+                .await
                 .unwrap();
             match (error, out.success()) {
                 (None, true) => {}
@@ -134,6 +135,7 @@ async fn spec_edits_are_refused_and_status_is_a_subresource() {
         &["create", "-n", &ns, "-f", "-"],
         Some(&manifest("c", "v1beta1", &spec)),
     )
+    .await
     .unwrap()
     .ok()
     .unwrap();
@@ -151,6 +153,7 @@ async fn spec_edits_are_refused_and_status_is_a_subresource() {
             ],
             None,
         )
+        .await
         .unwrap();
     assert!(!out.success(), "spec edit accepted");
     assert!(out.stderr.contains("spec is immutable"), "{}", out.stderr);
@@ -168,6 +171,7 @@ async fn spec_edits_are_refused_and_status_is_a_subresource() {
     ] {
         let out = env
             .kubectl_output(&["annotate", "-n", &ns, "vmclone", "c", annotation], None)
+            .await
             .unwrap();
         assert!(!out.success(), "{annotation} accepted");
         assert!(refused_with(&out.stderr, message, true), "{}", out.stderr);
@@ -176,11 +180,13 @@ async fn spec_edits_are_refused_and_status_is_a_subresource() {
         &["annotate", "-n", &ns, "vmclone", "c", "example.com/note=x"],
         None,
     )
+    .await
     .unwrap()
     .ok()
     .unwrap();
     // Labels (metadata) may change; status cannot be written through the main resource.
     env.kubectl_output(&["label", "-n", &ns, "vmclone", "c", "team=a"], None)
+        .await
         .unwrap()
         .ok()
         .unwrap();
@@ -197,6 +203,7 @@ async fn spec_edits_are_refused_and_status_is_a_subresource() {
         ],
         None,
     )
+    .await
     .unwrap()
     .ok()
     .unwrap();
@@ -213,6 +220,7 @@ async fn spec_edits_are_refused_and_status_is_a_subresource() {
             ],
             None,
         )
+        .await
         .unwrap()
         .ok()
         .unwrap();
@@ -226,6 +234,7 @@ async fn the_seeds_manifest_needs_a_full_mac_and_shows_the_columns() {
     let seed = include_str!("../testdata/seed-clone.yaml");
     let out = env
         .kubectl_output(&["create", "-n", &ns, "-f", "-"], Some(seed))
+        .await
         .unwrap();
     assert!(!out.success(), "the placeholder MAC 00-11-22 was accepted");
     assert!(
@@ -241,6 +250,7 @@ async fn the_seeds_manifest_needs_a_full_mac_and_shows_the_columns() {
     let fixed = seed.replace("\"00-11-22\"", "\"00-11-22-33-44-55\"");
     assert_ne!(fixed, seed);
     env.kubectl_output(&["create", "-n", &ns, "-f", "-"], Some(&fixed))
+        .await
         .unwrap()
         .ok()
         .unwrap();
@@ -251,6 +261,7 @@ async fn the_seeds_manifest_needs_a_full_mac_and_shows_the_columns() {
     ] {
         let out = env
             .kubectl_output(&["get", "-n", &ns, resource], None)
+            .await
             .unwrap()
             .ok()
             .unwrap();
@@ -290,6 +301,7 @@ async fn the_seeds_manifest_needs_a_full_mac_and_shows_the_columns() {
     // The category `all` includes clones.
     let all = env
         .kubectl_output(&["get", "all", "-n", &ns], None)
+        .await
         .unwrap()
         .ok()
         .unwrap();

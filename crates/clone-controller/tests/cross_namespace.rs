@@ -27,18 +27,21 @@ fn example(name: &str) -> String {
 async fn a_cross_namespace_clone_needs_the_chapters_rbac(backend: Backend) {
     let mut h = Harness::cluster_wide_on(backend, TARGET_NS).await.unwrap();
     h.start_controller();
-    ensure_namespace(h.env, SOURCE_NS).unwrap();
+    ensure_namespace(h.env, SOURCE_NS).await.unwrap();
     h.env
         .kubectl_output(
             &["create", "-n", SOURCE_NS, "-f", "-"],
             Some(&example("source-vms.yaml")),
         )
+        .await
         .unwrap()
         .ok()
         .unwrap();
 
     // Without the RoleBinding: refused before anything is created, with the exact message.
-    h.create(&example("clone-cross-namespace.yaml")).unwrap();
+    h.create(&example("clone-cross-namespace.yaml"))
+        .await
+        .unwrap();
     let failed = h
         .wait_phase("db-from-golden", ClonePhase::Failed)
         .await
@@ -66,19 +69,26 @@ async fn a_cross_namespace_clone_needs_the_chapters_rbac(backend: Backend) {
 
     // With the chapter's ClusterRole and RoleBinding: the same clone succeeds.
     h.kubectl(&["delete", "vmclone", "db-from-golden", "--wait"], None)
+        .await
         .unwrap();
     h.env
         .kubectl_output(
             &["create", "-f", "-"],
             Some(&example("datavolume-cloner.yaml")),
         )
+        .await
         .unwrap()
         .ok()
         .unwrap();
-    h.create(&example("clone-cross-namespace.yaml")).unwrap();
-    h.kubectl_wait_ready("vmclone", "db-from-golden").unwrap();
+    h.create(&example("clone-cross-namespace.yaml"))
+        .await
+        .unwrap();
+    h.kubectl_wait_ready("vmclone", "db-from-golden")
+        .await
+        .unwrap();
     let yaml = h
         .kubectl(&["get", "vm", "db-copy", "-o", "yaml"], None)
+        .await
         .unwrap();
     let vm: Value = serde_saphyr::from_str(&yaml).unwrap();
     let source = &vm["spec"]["dataVolumeTemplates"][0]["spec"]["source"]["pvc"];
@@ -90,6 +100,7 @@ async fn a_cross_namespace_clone_needs_the_chapters_rbac(backend: Backend) {
         .to_owned();
     let yaml = h
         .kubectl(&["get", "datavolume", &dv, "-o", "yaml"], None)
+        .await
         .unwrap();
     let dv: Value = serde_saphyr::from_str(&yaml).unwrap();
     assert_eq!(dv["status"]["phase"], "Succeeded", "{dv}");

@@ -22,20 +22,23 @@ fn example(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn get_json(h: &Harness, kind: &str, name: &str) -> Value {
-    let yaml = h.kubectl(&["get", kind, name, "-o", "yaml"], None).unwrap();
+async fn get_json(h: &Harness, kind: &str, name: &str) -> Value {
+    let yaml = h
+        .kubectl(&["get", kind, name, "-o", "yaml"], None)
+        .await
+        .unwrap();
     serde_saphyr::from_str(&yaml).unwrap()
 }
 
 /// The stopped source VMs `db` (Filesystem disk) and `db-block` (Block disk) of the guide.
 async fn with_sources(backend: Backend, prefix: &str) -> Harness {
     let h = Harness::start_on(backend, prefix).await.unwrap();
-    h.create(&example("source-vms.yaml")).unwrap();
+    h.create(&example("source-vms.yaml")).await.unwrap();
     h
 }
 
-fn ready(h: &Harness, clone: &str) -> (String, String) {
-    let c = get_json(h, "vmclone", clone);
+async fn ready(h: &Harness, clone: &str) -> (String, String) {
+    let c = get_json(h, "vmclone", clone).await;
     let condition = c["status"]["conditions"]
         .as_array()
         .into_iter()
@@ -54,20 +57,22 @@ fn ready(h: &Harness, clone: &str) -> (String, String) {
 /// target is owned by nothing.
 async fn filesystem_and_block_vms_clone_through_datavolumes(backend: Backend) {
     let h = with_sources(backend, "dvclone").await;
-    h.create(&example("clone.yaml")).unwrap();
-    h.create(&example("clone-block.yaml")).unwrap();
-    h.kubectl_wait_ready("vmclone", "db-clone").unwrap();
-    h.kubectl_wait_ready("vmclone", "db-block-clone").unwrap();
+    h.create(&example("clone.yaml")).await.unwrap();
+    h.create(&example("clone-block.yaml")).await.unwrap();
+    h.kubectl_wait_ready("vmclone", "db-clone").await.unwrap();
+    h.kubectl_wait_ready("vmclone", "db-block-clone")
+        .await
+        .unwrap();
 
     for (clone, target, claim, mode) in [
         ("db-clone", "db-copy", "db-root", "Filesystem"),
         ("db-block-clone", "db-block-copy", "db-block-root", "Block"),
     ] {
-        let c = get_json(&h, "vmclone", clone);
+        let c = get_json(&h, "vmclone", clone).await;
         assert_eq!(c["status"]["phase"], "Succeeded");
         assert_eq!(c["status"]["targetName"], target);
         assert!(c["status"]["creationTime"].is_string());
-        let vm = get_json(&h, "vm", target);
+        let vm = get_json(&h, "vm", target).await;
         assert!(
             vm["metadata"].get("ownerReferences").is_none(),
             "the target is owned: {vm}"
@@ -85,9 +90,9 @@ async fn filesystem_and_block_vms_clone_through_datavolumes(backend: Backend) {
         );
         assert_eq!(vm["spec"]["runStrategy"], "Halted");
         let dv_name = template["metadata"]["name"].as_str().unwrap();
-        let dv = get_json(&h, "datavolume", dv_name);
+        let dv = get_json(&h, "datavolume", dv_name).await;
         assert_eq!(dv["status"]["phase"], "Succeeded", "{dv}");
-        let pvc = get_json(&h, "pvc", dv_name);
+        let pvc = get_json(&h, "pvc", dv_name).await;
         assert_eq!(pvc["spec"]["volumeMode"], mode);
         // The last volume's event follows the status write that says Succeeded.
         let events = h.wait_event(clone, "VolumeCloned").await.unwrap();
@@ -101,7 +106,10 @@ async fn filesystem_and_block_vms_clone_through_datavolumes(backend: Backend) {
         "{snapshots:?} {restores:?}"
     );
     // The sources are untouched and stay stopped.
-    assert_eq!(get_json(&h, "vm", "db")["spec"]["runStrategy"], "Halted");
+    assert_eq!(
+        get_json(&h, "vm", "db").await["spec"]["runStrategy"],
+        "Halted"
+    );
     h.stop().await;
 }
 
@@ -110,7 +118,7 @@ async fn filesystem_and_block_vms_clone_through_datavolumes(backend: Backend) {
 async fn auto_chooses_each_strategy(backend: Backend) {
     let h = with_sources(backend, "dvauto").await;
     h.wait_snapshot_support_known("db").await.unwrap();
-    h.create(&example("clone-auto.yaml")).unwrap();
+    h.create(&example("clone-auto.yaml")).await.unwrap();
     let events = h
         .wait_event("db-auto-clone", "TargetVMCreated")
         .await
@@ -122,16 +130,18 @@ async fn auto_chooses_each_strategy(backend: Backend) {
         ),
         "{created:?}"
     );
-    h.kubectl_wait_ready("vmclone", "db-auto-clone").unwrap();
+    h.kubectl_wait_ready("vmclone", "db-auto-clone")
+        .await
+        .unwrap();
 
     // A VM on snapshot-capable storage: Snapshot.
-    h.create_source_vm("snapvm", "sim-snapshot").unwrap();
+    h.create_source_vm("snapvm", "sim-snapshot").await.unwrap();
     h.wait_snapshot_support_known("snapvm").await.unwrap();
     let auto = example("clone-auto.yaml")
         .replace("name: db-auto-clone", "name: snap-auto-clone")
         .replace("name: db\n", "name: snapvm\n")
         .replace("db-auto-copy", "snap-auto-copy");
-    h.create(&auto).unwrap();
+    h.create(&auto).await.unwrap();
     let events = h
         .wait_event("snap-auto-clone", "SnapshotCreated")
         .await
@@ -143,8 +153,10 @@ async fn auto_chooses_each_strategy(backend: Backend) {
         ),
         "{created:?}"
     );
-    h.kubectl_wait_ready("vmclone", "snap-auto-clone").unwrap();
-    let vm = get_json(&h, "vm", "snap-auto-copy");
+    h.kubectl_wait_ready("vmclone", "snap-auto-clone")
+        .await
+        .unwrap();
+    let vm = get_json(&h, "vm", "snap-auto-copy").await;
     assert!(vm["spec"].get("dataVolumeTemplates").is_none(), "{vm}");
     h.stop().await;
 }
@@ -153,8 +165,8 @@ async fn auto_chooses_each_strategy(backend: Backend) {
 /// anything is created, with CDI's messages.
 async fn the_seeds_checks_fail_with_the_chapters_messages(backend: Backend) {
     let h = with_sources(backend, "dvchecks").await;
-    h.create(&example("clone-too-small.yaml")).unwrap();
-    h.create(&example("clone-wrong-mode.yaml")).unwrap();
+    h.create(&example("clone-too-small.yaml")).await.unwrap();
+    h.create(&example("clone-wrong-mode.yaml")).await.unwrap();
     h.wait_phase("db-small-clone", ClonePhase::Failed)
         .await
         .unwrap();
@@ -162,7 +174,7 @@ async fn the_seeds_checks_fail_with_the_chapters_messages(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        ready(&h, "db-small-clone"),
+        ready(&h, "db-small-clone").await,
         (
             "DataVolumeInvalid".to_owned(),
             "target resources requests storage size is smaller than the source (volume root)"
@@ -170,7 +182,7 @@ async fn the_seeds_checks_fail_with_the_chapters_messages(backend: Backend) {
         )
     );
     assert_eq!(
-        ready(&h, "db-mode-clone"),
+        ready(&h, "db-mode-clone").await,
         (
             "DataVolumeInvalid".to_owned(),
             "source volumeMode (Block) and target volumeMode (Filesystem) do not match (volume root)"
@@ -185,12 +197,12 @@ async fn the_seeds_checks_fail_with_the_chapters_messages(backend: Backend) {
 /// A running source holds the clone (`SourceVMRunning`, naming the VM) until it is stopped.
 async fn a_running_source_waits_until_it_is_stopped(backend: Backend) {
     let h = with_sources(backend, "dvrunning").await;
-    set_run_strategy(&h, "db", "Always");
-    h.create(&example("clone.yaml")).unwrap();
+    set_run_strategy(&h, "db", "Always").await;
+    h.create(&example("clone.yaml")).await.unwrap();
     h.wait_ready_reason("db-clone", "SourceVMRunning")
         .await
         .unwrap();
-    let (_, message) = ready(&h, "db-clone");
+    let (_, message) = ready(&h, "db-clone").await;
     assert_eq!(
         message,
         format!(
@@ -200,22 +212,23 @@ async fn a_running_source_waits_until_it_is_stopped(backend: Backend) {
     );
     let (_, _, vms) = h.inventory().await.unwrap();
     assert!(!vms.iter().any(|v| v == "db-copy"), "created while running");
-    set_run_strategy(&h, "db", "Halted");
+    set_run_strategy(&h, "db", "Halted").await;
     if backend == Backend::KubeVirt {
         // Without virt-handler (it needs a node's hardware) nothing releases the stopped VMI's
         // finalizers; play its part, so that KubeVirt's VM controller reports `Stopped`.
         release_vmi(&h, "db").await;
     }
-    h.kubectl_wait_ready("vmclone", "db-clone").unwrap();
+    h.kubectl_wait_ready("vmclone", "db-clone").await.unwrap();
     let events = h.events("db-clone").await.unwrap();
     assert_eq!(count(&events, "SourceVMRunning"), 1, "{events:?}");
     h.stop().await;
 }
 
 /// `kubectl patch` of a VM's run strategy.
-fn set_run_strategy(h: &Harness, vm: &str, strategy: &str) {
+async fn set_run_strategy(h: &Harness, vm: &str, strategy: &str) {
     let patch = format!(r#"{{"spec":{{"runStrategy":"{strategy}"}}}}"#);
     h.kubectl(&["patch", "vm", vm, "--type=merge", "-p", &patch], None)
+        .await
         .unwrap();
 }
 
@@ -225,10 +238,12 @@ async fn release_vmi(h: &Harness, name: &str) {
         &format!("VMI {name} released"),
         Duration::from_secs(120),
         || async {
-            let found = h.kubectl(
-                &["get", "vmi", name, "--ignore-not-found", "-o", "yaml"],
-                None,
-            )?;
+            let found = h
+                .kubectl(
+                    &["get", "vmi", name, "--ignore-not-found", "-o", "yaml"],
+                    None,
+                )
+                .await?;
             if found.trim().is_empty() {
                 return Ok(());
             }
@@ -247,7 +262,8 @@ async fn release_vmi(h: &Harness, name: &str) {
                     r#"{"metadata":{"finalizers":null}}"#,
                 ],
                 None,
-            )?;
+            )
+            .await?;
             anyhow::bail!("VMI {name} released, waiting for it to go")
         },
     )
@@ -267,13 +283,14 @@ async fn progress_is_visible_while_cdi_is_slow(backend: Backend) {
         ],
         None,
     )
+    .await
     .unwrap();
-    h.create(&example("clone.yaml")).unwrap();
+    h.create(&example("clone.yaml")).await.unwrap();
     let seen = wait_for(
         "a percentage in the clone's Progressing message",
         Duration::from_secs(120),
         || async {
-            let c = get_json(&h, "vmclone", "db-clone");
+            let c = get_json(&h, "vmclone", "db-clone").await;
             let message = c["status"]["conditions"]
                 .as_array()
                 .into_iter()
@@ -296,7 +313,7 @@ async fn progress_is_visible_while_cdi_is_slow(backend: Backend) {
     .await
     .unwrap();
     assert!(seen.ends_with('%'), "{seen}");
-    h.kubectl_wait_ready("vmclone", "db-clone").unwrap();
+    h.kubectl_wait_ready("vmclone", "db-clone").await.unwrap();
     h.stop().await;
 }
 

@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -208,14 +208,18 @@ fn commented_kubectl(file: &str, marker: &str) -> Vec<String> {
 }
 
 /// `kubectl kustomize <folder of manifests/>` as JSON documents.
-fn rendered(env: Option<&TestEnv>, folder: &str) -> Vec<Value> {
+async fn rendered(env: Option<&TestEnv>, folder: &str) -> Vec<Value> {
     let dir = manifest(folder);
     let out = match env {
-        Some(env) => env.kubectl_output(&["kustomize", &dir], None).unwrap(),
+        Some(env) => env
+            .kubectl_output(&["kustomize", &dir], None)
+            .await
+            .unwrap(),
         None => {
-            let out = Command::new("kubectl")
+            let out = tokio::process::Command::new("kubectl")
                 .args(["kustomize", &dir])
                 .output()
+                .await
                 .expect("running kubectl kustomize (is kubectl installed?)");
             KubectlOutput {
                 status: out.status,
@@ -251,7 +255,7 @@ async fn installed() -> (&'static TestEnv, &'static Installed) {
             common::ensure_kubevirt(&client, &["Snapshot"])
                 .await
                 .map_err(|e| format!("{e:#}"))?;
-            install(env).map_err(|e| format!("{e:#}"))
+            install(env).await.map_err(|e| format!("{e:#}"))
         })
         .await;
     match result {
@@ -260,34 +264,40 @@ async fn installed() -> (&'static TestEnv, &'static Installed) {
     }
 }
 
-fn install(env: &TestEnv) -> Result<Installed> {
+async fn install(env: &TestEnv) -> Result<Installed> {
     let dir = manifests().display().to_string();
     // The testbed has no virt-operator: vmclone's CRD first, as the standalone kustomization says.
     let standalone = manifest("standalone");
     let standalone_dry_run = env
-        .kubectl_output(&["apply", "-k", &standalone, "--dry-run=server"], None)?
+        .kubectl_output(&["apply", "-k", &standalone, "--dry-run=server"], None)
+        .await?
         .ok()
         .context("kubectl apply -k manifests/standalone/ --dry-run=server")?;
-    env.kubectl_output(&["apply", "-k", &standalone], None)?
+    env.kubectl_output(&["apply", "-k", &standalone], None)
+        .await?
         .ok()
         .context("kubectl apply -k manifests/standalone/")?;
     // A server-side dry run does not create the namespace, so the objects in it would be refused
     // on a fresh cluster: the namespace comes first, as an operator would create it.
-    env.kubectl_output(&["apply", "-f", &manifest("namespace.yaml")], None)?
+    env.kubectl_output(&["apply", "-f", &manifest("namespace.yaml")], None)
+        .await?
         .ok()
         .context("creating the namespace")?;
     let dry_run = env
-        .kubectl_output(&["apply", "-k", &dir, "--dry-run=server"], None)?
+        .kubectl_output(&["apply", "-k", &dir, "--dry-run=server"], None)
+        .await?
         .ok()
         .context("kubectl apply -k manifests/ --dry-run=server")?;
     let apply = env
-        .kubectl_output(&["apply", "-k", &dir], None)?
+        .kubectl_output(&["apply", "-k", &dir], None)
+        .await?
         .ok()
         .context("kubectl apply -k manifests/")?;
     // Upstream's clone controller off, with the command the patch file's comment shows.
     let patch = commented_kubectl(KUBEVIRT_PATCH_FILE, "--patch-file");
     let patch: Vec<&str> = patch.iter().map(String::as_str).collect();
-    env.kubectl_output(&patch, None)?
+    env.kubectl_output(&patch, None)
+        .await?
         .ok()
         .with_context(|| format!("kubectl {}", patch.join(" ")))?;
     Ok(Installed {
@@ -298,11 +308,17 @@ fn install(env: &TestEnv) -> Result<Installed> {
 }
 
 /// `kubectl auth can-i <verb> <resource> --as=<user> <extra>`.
-fn can_i(env: &TestEnv, user: &str, verb: &str, resource: &str, extra: &[&str]) -> Result<bool> {
+async fn can_i(
+    env: &TestEnv,
+    user: &str,
+    verb: &str,
+    resource: &str,
+    extra: &[&str],
+) -> Result<bool> {
     let as_user = format!("--as={user}");
     let mut args = vec!["auth", "can-i", verb, resource, &as_user];
     args.extend_from_slice(extra);
-    let out = env.kubectl_output(&args, None)?;
+    let out = env.kubectl_output(&args, None).await?;
     match out.stdout.split_whitespace().next() {
         Some("yes") if out.success() => Ok(true),
         Some("no") => Ok(false),
@@ -453,12 +469,13 @@ async fn kubectl_apply_k_installs_the_controller_and_its_rbac() {
     // only the CRD), and all of it exists.
     for (folder, objects) in [("", &OBJECTS[..]), ("standalone", &STANDALONE_OBJECTS[..])] {
         let expected = keys(objects);
-        let documents = rendered(Some(env), folder);
+        let documents = rendered(Some(env), folder).await;
         let rendered: BTreeSet<_> = documents.iter().map(key).collect();
         assert_eq!(rendered, expected, "kubectl kustomize manifests/{folder}");
         assert_eq!(documents.len(), objects.len(), "manifests/{folder}");
         let served = env
             .kubectl_output(&["get", "-k", &manifest(folder), "-o", "json"], None)
+            .await
             .unwrap()
             .ok()
             .unwrap()
@@ -588,6 +605,7 @@ async fn kubectl_apply_k_installs_the_controller_and_its_rbac() {
         &["create", "--dry-run=server", "-f", "-"],
         Some(&probe_pod.to_string()),
     )
+    .await
     .unwrap()
     .ok()
     .unwrap_or_else(|e| panic!("the Deployment's pods are not admitted: {e:#}"));
@@ -658,10 +676,10 @@ fn fixed_ids(documents: &[Value]) -> Vec<String> {
     found
 }
 
-#[test]
-fn the_pod_spec_fixes_no_user_or_group() {
-    let mut documents = rendered(None, "");
-    documents.extend(rendered(None, "standalone"));
+#[tokio::test]
+async fn the_pod_spec_fixes_no_user_or_group() {
+    let mut documents = rendered(None, "").await;
+    documents.extend(rendered(None, "standalone").await);
     let deployment = documents
         .iter()
         .find(|d| key(d) == ("Deployment".into(), SYSTEM_NS.into(), DEPLOYMENT.into()))
@@ -734,9 +752,15 @@ async fn the_kubevirt_patch_turns_upstreams_clone_controller_off_as_its_comment_
         "-o",
         "json",
     ];
-    let kubevirt: Value =
-        serde_json::from_str(&env.kubectl_output(&get, None).unwrap().ok().unwrap().stdout)
-            .unwrap();
+    let kubevirt: Value = serde_json::from_str(
+        &env.kubectl_output(&get, None)
+            .await
+            .unwrap()
+            .ok()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
     let flags = &kubevirt["spec"]["customizeComponents"]["flags"]["controller"];
     assert_eq!(flags["clone-controller-threads"], json!("0"), "{kubevirt}");
 
@@ -751,6 +775,7 @@ async fn the_kubevirt_patch_turns_upstreams_clone_controller_off_as_its_comment_
     let undo: Vec<&str> = undo.iter().map(String::as_str).collect();
     let undone: Value = serde_json::from_str(
         &env.kubectl_output(&undo, None)
+            .await
             .unwrap()
             .ok()
             .unwrap()
@@ -759,9 +784,15 @@ async fn the_kubevirt_patch_turns_upstreams_clone_controller_off_as_its_comment_
     .unwrap();
     let flags = &undone["spec"]["customizeComponents"]["flags"]["controller"];
     assert_eq!(flags.get("clone-controller-threads"), None, "{undone}");
-    let after: Value =
-        serde_json::from_str(&env.kubectl_output(&get, None).unwrap().ok().unwrap().stdout)
-            .unwrap();
+    let after: Value = serde_json::from_str(
+        &env.kubectl_output(&get, None)
+            .await
+            .unwrap()
+            .ok()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
     assert_eq!(
         after["spec"]["customizeComponents"]["flags"]["controller"]["clone-controller-threads"],
         json!("0"),
@@ -906,9 +937,10 @@ async fn example_clones(h: &Harness, ctl: &mut ControllerProcess, admin: &Client
     wait_http_ok(ctl, ctl.health, "/readyz").await?;
 
     // examples/clone.yaml, as its comment says to run it.
-    h.create_source_vm("vm-cirros", "sim-snapshot")?;
-    h.kubectl(&["create", "-f", &manifest("examples/clone.yaml")], None)?;
-    h.kubectl_wait_ready("vmclone", "testclone")?;
+    h.create_source_vm("vm-cirros", "sim-snapshot").await?;
+    h.kubectl(&["create", "-f", &manifest("examples/clone.yaml")], None)
+        .await?;
+    h.kubectl_wait_ready("vmclone", "testclone").await?;
     let clones = h.api::<VirtualMachineClone>();
     let done = wait_for(
         "testclone to clean up its snapshot and restore",
@@ -967,11 +999,12 @@ async fn example_clones(h: &Harness, ctl: &mut ControllerProcess, admin: &Client
     .await?;
 
     // examples/golden-image.yaml, step by step as its comment says.
-    h.create_source_vm("golden-vm", "sim-snapshot")?;
+    h.create_source_vm("golden-vm", "sim-snapshot").await?;
     h.kubectl(
         &["create", "-f", &manifest("examples/golden-image.yaml")],
         None,
-    )?;
+    )
+    .await?;
     h.kubectl(
         &[
             "wait",
@@ -982,8 +1015,10 @@ async fn example_clones(h: &Harness, ctl: &mut ControllerProcess, admin: &Client
             "--timeout=120s",
         ],
         None,
-    )?;
-    h.kubectl(&["delete", "vm", "golden-vm", "--wait=false"], None)?;
+    )
+    .await?;
+    h.kubectl(&["delete", "vm", "golden-vm", "--wait=false"], None)
+        .await?;
     h.kubectl(
         &[
             "wait",
@@ -996,7 +1031,8 @@ async fn example_clones(h: &Harness, ctl: &mut ControllerProcess, admin: &Client
             "--timeout=120s",
         ],
         None,
-    )?;
+    )
+    .await?;
     for name in ["golden-clone-1", "golden-clone-2", "golden-clone-3"] {
         let status = clones.get(name).await?.status.unwrap_or_default();
         ensure!(status.phase == ClonePhase::Succeeded, "{name}: {status:?}");
@@ -1179,7 +1215,11 @@ async fn the_service_account_may_do_what_the_controller_needs_and_nothing_more()
     ];
     let mut wrong = Vec::new();
     for (verb, resource, place, allowed) in cases {
-        if can_i(env, SERVICE_ACCOUNT_USER, verb, resource, place).unwrap() != *allowed {
+        if can_i(env, SERVICE_ACCOUNT_USER, verb, resource, place)
+            .await
+            .unwrap()
+            != *allowed
+        {
             wrong.push(format!(
                 "{verb} {resource} {}: expected {allowed}",
                 place.join(" ")
@@ -1200,6 +1240,7 @@ async fn the_service_account_may_do_what_the_controller_needs_and_nothing_more()
             "virtualmachineclones.clone.kubevirt.io",
             &extra,
         )
+        .await
         .unwrap();
         if can != allowed {
             wrong.push(format!(
@@ -1259,19 +1300,19 @@ async fn the_controller_creates_vms_only_as_dry_runs_or_marked_clone_targets() {
     })
     .to_string();
     let as_user = format!("--as={SERVICE_ACCOUNT_USER}");
-    let create = |dry_run: bool| {
+    let create = async |dry_run: bool| {
         let mut args = vec!["create", "-f", "-", "-n", &ns, as_user.as_str()];
         if dry_run {
             args.push("--dry-run=server");
         }
-        env.kubectl_output(&args, Some(&vm))
+        env.kubectl_output(&args, Some(&vm)).await
     };
     // A policy takes effect a moment after it is stored.
     wait_for(
         "the VM create policy",
         Duration::from_secs(60),
         || async {
-            let real = create(false)?;
+            let real = create(false).await?;
             ensure!(
             !real.success()
                 && real.stderr.contains(
@@ -1286,10 +1327,11 @@ async fn the_controller_creates_vms_only_as_dry_runs_or_marked_clone_targets() {
     )
     .await
     .unwrap();
-    let dry = create(true).unwrap();
+    let dry = create(true).await.unwrap();
     assert!(dry.success(), "{} {}", dry.stdout, dry.stderr);
     let vms = env
         .kubectl_output(&["get", "vm", "-n", &ns, "-o", "name"], None)
+        .await
         .unwrap();
     assert_eq!(vms.stdout.trim(), "", "no VM was created");
     // A DataVolume clone's target, marked with its clone's UID, is created for real.
@@ -1304,6 +1346,7 @@ async fn the_controller_creates_vms_only_as_dry_runs_or_marked_clone_targets() {
             &["create", "-f", "-", "-n", &ns, as_user.as_str()],
             Some(&marked),
         )
+        .await
         .unwrap();
     assert!(created.success(), "{} {}", created.stdout, created.stderr);
 }
@@ -1330,6 +1373,7 @@ async fn namespace_users_get_clones_through_the_aggregated_roles() {
             ],
             None,
         )
+        .await
         .unwrap()
         .ok()
         .unwrap();
@@ -1347,7 +1391,7 @@ async fn namespace_users_get_clones_through_the_aggregated_roles() {
                 ("vmclone-editor", "create"),
                 ("vmclone-admin", "deletecollection"),
             ] {
-                if !can_i(env, user, verb, clones, &n)? {
+                if !can_i(env, user, verb, clones, &n).await? {
                     missing.push(format!("{user} {verb}"));
                 }
             }
@@ -1382,7 +1426,7 @@ async fn namespace_users_get_clones_through_the_aggregated_roles() {
     for (user, allowed) in grants {
         for verb in verbs {
             let expected = allowed.contains(&verb);
-            if can_i(env, user, verb, clones, &n).unwrap() != expected {
+            if can_i(env, user, verb, clones, &n).await.unwrap() != expected {
                 wrong.push(format!(
                     "{user} {verb} virtualmachineclones: expected {expected}"
                 ));
@@ -1390,7 +1434,10 @@ async fn namespace_users_get_clones_through_the_aggregated_roles() {
         }
     }
     // Nothing beyond the namespace of the binding.
-    if can_i(env, "vmclone-admin", "get", clones, &["-n", "default"]).unwrap() {
+    if can_i(env, "vmclone-admin", "get", clones, &["-n", "default"])
+        .await
+        .unwrap()
+    {
         wrong.push("vmclone-admin get virtualmachineclones -n default: expected false".into());
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));

@@ -783,19 +783,21 @@ impl Side {
         })
     }
 
-    fn kubectl(&self, env: &TestEnv, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    async fn kubectl(&self, env: &TestEnv, args: &[&str], stdin: Option<&str>) -> Result<String> {
         let mut all = vec!["-n", self.ns.as_str()];
         all.extend_from_slice(args);
-        Ok(env.kubectl_output(&all, stdin)?.ok()?.stdout)
+        Ok(env.kubectl_output(&all, stdin).await?.ok()?.stdout)
     }
 
     /// Sources (client-side `kubectl apply`, so they carry `last-applied-configuration` as most
     /// users' VMs do) and the golden snapshot.
-    fn create_sources(&self, env: &TestEnv) -> Result<()> {
+    async fn create_sources(&self, env: &TestEnv) -> Result<()> {
         for source in sources() {
-            self.kubectl(env, &["apply", "-f", "-"], Some(&source))?;
+            self.kubectl(env, &["apply", "-f", "-"], Some(&source))
+                .await?;
         }
-        self.kubectl(env, &["create", "-f", "-"], Some(&golden_snapshot()))?;
+        self.kubectl(env, &["create", "-f", "-"], Some(&golden_snapshot()))
+            .await?;
         Ok(())
     }
 
@@ -854,9 +856,10 @@ impl Side {
     }
 
     /// Creates the clones of `round`.
-    fn create_clones(&self, env: &TestEnv, round: u8) -> Result<()> {
+    async fn create_clones(&self, env: &TestEnv, round: u8) -> Result<()> {
         for s in scenarios().into_iter().filter(|s| s.round == round) {
             self.kubectl(env, &["create", "-f", "-"], Some(&s.manifest))
+                .await
                 .with_context(|| format!("{}: creating the clone of {}", self.who, s.name))?;
         }
         Ok(())
@@ -950,7 +953,7 @@ impl Side {
     async fn run(&self, env: &TestEnv, upstream: bool) -> Result<BTreeMap<&'static str, Outcome>> {
         let mut outcomes = BTreeMap::new();
         for round in [1, 2] {
-            self.create_clones(env, round)?;
+            self.create_clones(env, round).await?;
             for s in scenarios().into_iter().filter(|s| s.round == round) {
                 let refused = upstream && s.upstream == Upstream::RestoreRefused;
                 let outcome = self.outcome(&s, refused).await?;
@@ -984,8 +987,11 @@ impl Side {
             ],
             vec!["get", "events", "--sort-by=.metadata.creationTimestamp"],
         ] {
-            match self.kubectl(env, &args, None) {
-                Ok(text) => out.push_str(&text),
+            // For failure messages only: blocking is fine then.
+            let mut all = vec!["-n", self.ns.as_str()];
+            all.extend_from_slice(&args);
+            match env.kubectl().args(&all).output() {
+                Ok(o) => out.push_str(&String::from_utf8_lossy(&[o.stdout, o.stderr].concat())),
                 Err(e) => {
                     let _ = writeln!(out, "kubectl {args:?} failed: {e:#}");
                 }
@@ -1130,6 +1136,7 @@ async fn upstream_and_vmclone_make_the_same_targets_but_for_documented_fixes() {
     let all = [upstream_side, vmclone_side];
     for side in all {
         side.create_sources(&env)
+            .await
             .unwrap_or_else(|e| fail(&env, &all, e));
     }
     for side in all {

@@ -30,7 +30,7 @@ async fn set_observed_version(h: &Harness, version: &str) {
 async fn clones_wait_for_kubevirt_and_its_snapshot_gate() {
     let mut h = Harness::with_kubevirt("gate", None).await.unwrap();
     h.start_controller();
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     h.create(&clone_manifest(
         "c",
         "VirtualMachine",
@@ -38,6 +38,7 @@ async fn clones_wait_for_kubevirt_and_its_snapshot_gate() {
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
 
     let c = h.wait_ready_reason("c", "KubeVirtNotFound").await.unwrap();
@@ -61,6 +62,7 @@ async fn clones_wait_for_kubevirt_and_its_snapshot_gate() {
     // From KubeVirt v1.9 a Beta gate is on unless disabled: once the CR says it runs v1.9.0,
     // the clone goes ahead (its snapshot is held at its first step here, so it stays there).
     h.annotate_namespace(HOLD_SNAPSHOT_READY_ANNOTATION, "true")
+        .await
         .unwrap();
     set_observed_version(&h, "v1.9.0").await;
     let c = h
@@ -74,6 +76,7 @@ async fn clones_wait_for_kubevirt_and_its_snapshot_gate() {
     set_observed_version(&h, "v1.7.0").await;
     ensure_kubevirt(&h.client, &["Snapshot"]).await.unwrap();
     h.unannotate_namespace(HOLD_SNAPSHOT_READY_ANNOTATION)
+        .await
         .unwrap();
     h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
     let events = h.events("c").await.unwrap();

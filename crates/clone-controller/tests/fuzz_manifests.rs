@@ -451,14 +451,14 @@ fn env_number(name: &str) -> Result<Option<u64>> {
 /// The sources: two VMs and a ready snapshot of the second.
 async fn create_sources(h: &Harness) -> Result<()> {
     for vm in SOURCE_VMS {
-        h.create_source_vm(vm, "sim-snapshot")?;
+        h.create_source_vm(vm, "sim-snapshot").await?;
     }
     h.apply(
         &json!({"apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
                 "metadata": {"name": GOLDEN},
                 "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "src-b"}}})
         .to_string(),
-    )?;
+    ).await?;
     let snapshots = h.api::<VirtualMachineSnapshot>();
     wait_for("the golden snapshot to be ready", CLONE_TIMEOUT, || async {
         let s = snapshots.get(GOLDEN).await?;
@@ -486,10 +486,13 @@ async fn random_manifests_are_refused_with_their_field_or_reach_an_end() -> Resu
     let mut accepted = Vec::new();
     let mut refused = 0;
     for case in &cases {
-        let output = h.env.kubectl_output(
-            &["-n", &h.ns, "create", "-f", "-"],
-            Some(&case.manifest.to_string()),
-        )?;
+        let output = h
+            .env
+            .kubectl_output(
+                &["-n", &h.ns, "create", "-f", "-"],
+                Some(&case.manifest.to_string()),
+            )
+            .await?;
         if output.success() {
             accepted.push(case.clone());
             continue;
@@ -604,7 +607,8 @@ async fn random_manifests_are_refused_with_their_field_or_reach_an_end() -> Resu
         "src-a",
         Some("after-fuzz-target"),
         json!({}),
-    ))?;
+    ))
+    .await?;
     h.wait_phase("after-fuzz", ClonePhase::Succeeded).await?;
 
     ensure!(

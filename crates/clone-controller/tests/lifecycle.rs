@@ -43,7 +43,7 @@ async fn slow_clone_of_vm(backend: Backend, prefix: &str, latency_secs: u64) -> 
     .await
     .unwrap();
     h.start_controller();
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     h.create(&clone_manifest(
         "c",
         "VirtualMachine",
@@ -51,28 +51,34 @@ async fn slow_clone_of_vm(backend: Backend, prefix: &str, latency_secs: u64) -> 
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
     h
 }
 
-fn target_json(h: &Harness, name: &str) -> Value {
-    let yaml = h.kubectl(&["get", "vm", name, "-o", "yaml"], None).unwrap();
+async fn target_json(h: &Harness, name: &str) -> Value {
+    let yaml = h
+        .kubectl(&["get", "vm", name, "-o", "yaml"], None)
+        .await
+        .unwrap();
     let vm: Value = serde_saphyr::from_str(&yaml).unwrap();
     vm
 }
 
 async fn the_seed_flow_with_kubectl(backend: Backend) {
     let h = Harness::start_on(backend, "seed").await.unwrap();
-    h.create_source_vm("vm-cirros", "sim-snapshot").unwrap();
+    h.create_source_vm("vm-cirros", "sim-snapshot")
+        .await
+        .unwrap();
     // As a user would, clone a VM KubeVirt has looked at: before its first status, a clone would
     // rightly warn that the volumes' snapshot support is unknown.
     h.wait_snapshot_support_known("vm-cirros").await.unwrap();
     let source: Value =
         serde_json::to_value(h.api::<VirtualMachine>().get("vm-cirros").await.unwrap()).unwrap();
 
-    h.create(&seed_clone_manifest()).unwrap();
-    h.kubectl_wait_ready("vmclone", "testclone").unwrap();
-    let target = target_json(&h, "vm-clone-target");
+    h.create(&seed_clone_manifest()).await.unwrap();
+    h.kubectl_wait_ready("vmclone", "testclone").await.unwrap();
+    let target = target_json(&h, "vm-clone-target").await;
 
     // Identity: MACs, serial, UUID.
     let ifaces = &target["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"];
@@ -189,13 +195,15 @@ async fn the_seed_flow_with_kubectl(backend: Backend) {
 
 async fn golden_image_five_clones(backend: Backend) {
     let h = Harness::start_on(backend, "golden").await.unwrap();
-    h.create_source_vm("golden-vm", "sim-snapshot").unwrap();
+    h.create_source_vm("golden-vm", "sim-snapshot")
+        .await
+        .unwrap();
     h.apply(
         &json!({"apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
                 "metadata": {"name": "golden"},
                 "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "golden-vm"}}})
         .to_string(),
-    )
+    ).await
     .unwrap();
     let snapshots = h.api::<VirtualMachineSnapshot>();
     let golden = wait_for("golden snapshot ready", common::CLONE_TIMEOUT, || async {
@@ -222,6 +230,7 @@ async fn golden_image_five_clones(backend: Backend) {
             None,
             json!({}),
         ))
+        .await
         .unwrap();
     }
     let mut targets = BTreeSet::new();
@@ -233,7 +242,7 @@ async fn golden_image_five_clones(backend: Backend) {
             .await
             .unwrap();
         let target = c.status.unwrap().target_name.unwrap();
-        let vm = target_json(&h, &target);
+        let vm = target_json(&h, &target).await;
         uuids.insert(
             vm["spec"]["template"]["spec"]["domain"]["firmware"]["uuid"]
                 .as_str()
@@ -262,8 +271,8 @@ async fn golden_image_five_clones(backend: Backend) {
 
 async fn an_existing_vm_is_never_touched(backend: Backend) {
     let h = Harness::start_on(backend, "exists").await.unwrap();
-    h.create_source_vm("vm-a", "sim-snapshot").unwrap();
-    h.create_source_vm("vm-b", "sim-snapshot").unwrap();
+    h.create_source_vm("vm-a", "sim-snapshot").await.unwrap();
+    h.create_source_vm("vm-b", "sim-snapshot").await.unwrap();
     // Let KubeVirt (the sim) finish writing vm-b's status first: only the clone must leave it be.
     let vms = h.api::<VirtualMachine>();
     let before = wait_for("vm-b's status written", common::CLONE_TIMEOUT, || async {
@@ -284,6 +293,7 @@ async fn an_existing_vm_is_never_touched(backend: Backend) {
         Some("vm-b"),
         json!({}),
     ))
+    .await
     .unwrap();
     let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
     let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
@@ -340,7 +350,7 @@ async fn an_existing_vm_is_never_touched(backend: Backend) {
 
 async fn two_clones_racing_for_one_target(backend: Backend) {
     let h = Harness::start_on(backend, "race").await.unwrap();
-    h.create_source_vm("vm-a", "sim-snapshot").unwrap();
+    h.create_source_vm("vm-a", "sim-snapshot").await.unwrap();
     let both = common::list(&[
         clone_manifest("first", "VirtualMachine", "vm-a", Some("shared"), json!({})),
         clone_manifest(
@@ -351,7 +361,7 @@ async fn two_clones_racing_for_one_target(backend: Backend) {
             json!({}),
         ),
     ]);
-    h.create(&both).unwrap();
+    h.create(&both).await.unwrap();
     let api = h.api::<VirtualMachineClone>();
     let phases = wait_for("both clones terminal", common::CLONE_TIMEOUT, || async {
         let mut phases = Vec::new();
@@ -382,6 +392,7 @@ async fn a_clone_waits_for_its_source_and_warns_once(backend: Backend) {
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
     let c = h
         .wait_ready_reason("c", "SourceDoesNotExist")
@@ -402,7 +413,7 @@ async fn a_clone_waits_for_its_source_and_warns_once(backend: Backend) {
         status.condition("Ready").and_then(|c| c.message.clone()),
         Some(message)
     );
-    h.create_source_vm("late-vm", "sim-snapshot").unwrap();
+    h.create_source_vm("late-vm", "sim-snapshot").await.unwrap();
     h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
     let events = h.events("c").await.unwrap();
     assert_eq!(count(&events, "SourceDoesNotExist"), 1, "{events:?}");
@@ -411,7 +422,7 @@ async fn a_clone_waits_for_its_source_and_warns_once(backend: Backend) {
 
 async fn volumes_without_snapshot_support_hold_the_clone(backend: Backend) {
     let h = Harness::start_on(backend, "nosnap").await.unwrap();
-    h.create_source_vm("vm", "sim-nosnapshot").unwrap();
+    h.create_source_vm("vm", "sim-nosnapshot").await.unwrap();
     h.create(&clone_manifest(
         "c",
         "VirtualMachine",
@@ -419,6 +430,7 @@ async fn volumes_without_snapshot_support_hold_the_clone(backend: Backend) {
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
     let c = h
         .wait_ready_reason("c", "VMVolumeSnapshotsInvalid")
@@ -438,7 +450,7 @@ async fn volumes_without_snapshot_support_hold_the_clone(backend: Backend) {
 
 async fn a_source_with_backend_storage_fails(backend: Backend) {
     let h = Harness::start_on(backend, "tpm").await.unwrap();
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     h.kubectl(
         &[
             "patch",
@@ -450,6 +462,7 @@ async fn a_source_with_backend_storage_fails(backend: Backend) {
         ],
         None,
     )
+    .await
     .unwrap();
     h.create(&clone_manifest(
         "c",
@@ -458,6 +471,7 @@ async fn a_source_with_backend_storage_fails(backend: Backend) {
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
     let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
     let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
@@ -479,8 +493,9 @@ async fn a_source_with_backend_storage_fails(backend: Backend) {
 async fn a_failed_snapshot_fails_the_clone() {
     let h = Harness::start("snapfail").await.unwrap();
     h.annotate_namespace(kubevirt_sim::names::FAIL_SNAPSHOT_ANNOTATION, "true")
+        .await
         .unwrap();
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     h.create(&clone_manifest(
         "c",
         "VirtualMachine",
@@ -488,6 +503,7 @@ async fn a_failed_snapshot_fails_the_clone() {
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
     let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
     let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
@@ -509,8 +525,9 @@ async fn a_failed_snapshot_fails_the_clone() {
 async fn a_failed_restore_fails_the_clone_and_never_succeeds() {
     let h = Harness::start("restorefail").await.unwrap();
     h.annotate_namespace(kubevirt_sim::names::FAIL_RESTORE_ANNOTATION, "true")
+        .await
         .unwrap();
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     h.create(&clone_manifest(
         "c",
         "VirtualMachine",
@@ -518,6 +535,7 @@ async fn a_failed_restore_fails_the_clone_and_never_succeeds() {
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
     let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
     let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
@@ -557,7 +575,7 @@ async fn a_refused_restore_fails_the_clone_with_the_servers_message() {
     kubevirt_sim::reject_restores_in(h.client.clone(), &h.ns, "restores are refused here")
         .await
         .unwrap();
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     h.create(&clone_manifest(
         "c",
         "VirtualMachine",
@@ -565,6 +583,7 @@ async fn a_refused_restore_fails_the_clone_with_the_servers_message() {
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
     let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
     let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
@@ -586,7 +605,7 @@ async fn a_refused_restore_fails_the_clone_with_the_servers_message() {
 
 async fn deleting_the_target_deletes_the_clone(backend: Backend) {
     let h = Harness::start_on(backend, "deltarget").await.unwrap();
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     h.create(&clone_manifest(
         "c",
         "VirtualMachine",
@@ -594,6 +613,7 @@ async fn deleting_the_target_deletes_the_clone(backend: Backend) {
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
     h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
     h.api::<VirtualMachine>()
@@ -624,7 +644,7 @@ async fn deleting_the_target_deletes_the_clone(backend: Backend) {
 
 async fn deleting_a_clone_midway_leaves_no_temporary_objects(backend: Backend) {
     let h = Harness::start_on(backend, "delclone").await.unwrap();
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     // Delete the clone as soon as its temporary snapshot exists.
     h.create(&clone_manifest(
         "c",
@@ -633,6 +653,7 @@ async fn deleting_a_clone_midway_leaves_no_temporary_objects(backend: Backend) {
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
     let snaps = h.api::<VirtualMachineSnapshot>();
     wait_for("temp snapshot created", common::CLONE_TIMEOUT, || async {
@@ -676,7 +697,7 @@ async fn deleting_a_clone_midway_leaves_no_temporary_objects(backend: Backend) {
 
 async fn wffc_storage_cleans_up_when_the_target_starts(backend: Backend) {
     let h = Harness::start_on(backend, "wffc").await.unwrap();
-    h.create_source_vm("vm", "sim-wffc").unwrap();
+    h.create_source_vm("vm", "sim-wffc").await.unwrap();
     // A WaitForFirstConsumer source PVC binds only when a consumer runs: start and stop the
     // source once so it can be snapshotted.
     h.kubectl(
@@ -690,6 +711,7 @@ async fn wffc_storage_cleans_up_when_the_target_starts(backend: Backend) {
         ],
         None,
     )
+    .await
     .unwrap();
     let pvcs = h.api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>();
     wait_for("source PVC bound", common::CLONE_TIMEOUT, || async {
@@ -714,6 +736,7 @@ async fn wffc_storage_cleans_up_when_the_target_starts(backend: Backend) {
         ],
         None,
     )
+    .await
     .unwrap();
     h.create(&clone_manifest(
         "c",
@@ -722,6 +745,7 @@ async fn wffc_storage_cleans_up_when_the_target_starts(backend: Backend) {
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
     let c = h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
     let status = c.status.unwrap();
@@ -742,6 +766,7 @@ async fn wffc_storage_cleans_up_when_the_target_starts(backend: Backend) {
         ],
         None,
     )
+    .await
     .unwrap();
     wait_for(
         "cleanup after the target started",
@@ -764,7 +789,7 @@ async fn a_controller_killed_midway_completes_after_restart_with_one_of_everythi
     let mut h = Harness::without_controller_on(backend, "kill9")
         .await
         .unwrap();
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     h.create(&clone_manifest(
         "c",
         "VirtualMachine",
@@ -772,6 +797,7 @@ async fn a_controller_killed_midway_completes_after_restart_with_one_of_everythi
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
     let mut child = h.spawn_controller_process().unwrap();
     // The clone has started once its snapshot exists or its status says it moved on (with no
@@ -903,7 +929,7 @@ async fn a_source_with_data_volume_templates_clones(backend: Backend) {
             }},
         },
     });
-    h.apply(&vm.to_string()).unwrap();
+    h.apply(&vm.to_string()).await.unwrap();
     h.create(&clone_manifest(
         "c",
         "VirtualMachine",
@@ -911,9 +937,10 @@ async fn a_source_with_data_volume_templates_clones(backend: Backend) {
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
     h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
-    let target = target_json(&h, "t");
+    let target = target_json(&h, "t").await;
     let template = target["spec"]["dataVolumeTemplates"][0]["metadata"]["name"]
         .as_str()
         .unwrap_or_else(|| panic!("no DataVolume template: {target}"))
@@ -987,14 +1014,16 @@ async fn a_source_deleted_mid_snapshot_still_clones(backend: Backend) {
 /// refusal of the restore instead of hanging.
 async fn a_volume_name_policy_kubevirt_does_not_know_fails_with_its_message(backend: Backend) {
     let h = Harness::start_on(backend, "prefixpolicy").await.unwrap();
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
-    let created = h.create(&clone_manifest(
-        "c",
-        "VirtualMachine",
-        "vm",
-        Some("t"),
-        json!({"volumeNamePolicy": "PrefixTargetName"}),
-    ));
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
+    let created = h
+        .create(&clone_manifest(
+            "c",
+            "VirtualMachine",
+            "vm",
+            Some("t"),
+            json!({"volumeNamePolicy": "PrefixTargetName"}),
+        ))
+        .await;
     if backend == Backend::KubeVirt {
         let error = format!("{:#}", created.unwrap_err());
         assert!(
@@ -1035,9 +1064,10 @@ async fn a_volume_name_policy_kubevirt_does_not_know_fails_with_its_message(back
 async fn a_restore_refused_by_an_internal_error_is_retried_with_one_event() {
     let mut h = Harness::without_controller("internalerror").await.unwrap();
     h.annotate_namespace(kubevirt_sim::names::ADMISSION_ERROR_ANNOTATION, "")
+        .await
         .unwrap();
     let telemetry = h.start_controller_with(|_| {});
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     h.create(&clone_manifest(
         "c",
         "VirtualMachine",
@@ -1045,6 +1075,7 @@ async fn a_restore_refused_by_an_internal_error_is_retried_with_one_event() {
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
     let c = h
         .wait_ready_reason("c", "RestoreCreationFailed")
@@ -1077,6 +1108,7 @@ async fn a_restore_refused_by_an_internal_error_is_retried_with_one_event() {
     assert_eq!(count(&events, "RestoreCreationFailed"), 1, "{events:?}");
 
     h.unannotate_namespace(kubevirt_sim::names::ADMISSION_ERROR_ANNOTATION)
+        .await
         .unwrap();
     h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
     let events = h.events("c").await.unwrap();
@@ -1089,7 +1121,7 @@ async fn a_restore_refused_by_an_internal_error_is_retried_with_one_event() {
 /// restore for ever) fails the clone up front: the target VM is dry-run first.
 async fn a_patch_the_api_server_refuses_fails_before_anything_is_restored(backend: Backend) {
     let h = Harness::start_on(backend, "dryrun").await.unwrap();
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     let patch = r#"{"op":"replace","path":"/spec/template/spec/domain/resources/requests/memory","value":"lots"}"#;
     h.create(&clone_manifest(
         "c",
@@ -1098,6 +1130,7 @@ async fn a_patch_the_api_server_refuses_fails_before_anything_is_restored(backen
         Some("t"),
         json!({"patches": [patch]}),
     ))
+    .await
     .unwrap();
     let c = h.wait_phase("c", ClonePhase::Failed).await.unwrap();
     let ready = c.status.unwrap().condition("Ready").cloned().unwrap();
@@ -1138,7 +1171,7 @@ async fn a_restore_kubevirt_keeps_retrying_fails_after_the_stall_timeout(backend
     h.start_controller_with(|config| {
         config.restore_stall_timeout = std::time::Duration::from_secs(20);
     });
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     h.create(&clone_manifest(
         "c",
         "VirtualMachine",
@@ -1146,6 +1179,7 @@ async fn a_restore_kubevirt_keeps_retrying_fails_after_the_stall_timeout(backend
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
     let c = h.wait_ready_reason("c", "RestoreError").await.unwrap();
     let status = c.status.unwrap();
@@ -1214,6 +1248,7 @@ impl RefuseRealCreates {
                      "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": h.ns}}}},
         });
         h.apply(&common::list(&[policy.to_string(), binding.to_string()]))
+            .await
             .unwrap();
         // Policies take effect a moment after they are stored: wait until a probe is refused
         // (a probe admitted before that is deleted, finalizers and all, before the next try).
@@ -1225,12 +1260,13 @@ impl RefuseRealCreates {
         })
         .to_string();
         wait_for("the policy to refuse VMs", CLONE_TIMEOUT, || async {
-            match h.create(&probe_manifest) {
+            match h.create(&probe_manifest).await {
                 Ok(_) => {
                     h.kubectl(
                         &["delete", "vm", &probe, "--wait=true", "--timeout=60s"],
                         None,
-                    )?;
+                    )
+                    .await?;
                     anyhow::bail!("the probe VM was admitted")
                 }
                 Err(e) if e.to_string().contains(Self::MESSAGE) => Ok(()),
@@ -1247,7 +1283,9 @@ impl RefuseRealCreates {
             "validatingadmissionpolicybinding",
             "validatingadmissionpolicy",
         ] {
-            h.kubectl(&["delete", kind, &self.name], None).unwrap();
+            h.kubectl(&["delete", kind, &self.name], None)
+                .await
+                .unwrap();
         }
     }
 }
@@ -1265,7 +1303,7 @@ async fn a_pass_from_a_stale_cache_does_not_repeat_the_last_transition() {
     use kube::runtime::watcher::Event;
 
     let h = Harness::without_controller("stale").await.unwrap();
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     h.wait_snapshot_support_known("vm").await.unwrap();
     h.create(&clone_manifest(
         "c",
@@ -1274,6 +1312,7 @@ async fn a_pass_from_a_stale_cache_does_not_repeat_the_last_transition() {
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
     let stale = std::sync::Arc::new(h.api::<VirtualMachineClone>().get("c").await.unwrap());
 
@@ -1359,10 +1398,11 @@ async fn a_pass_from_a_stale_cache_does_not_repeat_the_last_transition() {
 async fn deleted_failing_clones_leave_no_state_behind() {
     let mut h = Harness::without_controller("memory").await.unwrap();
     h.annotate_namespace(kubevirt_sim::names::ADMISSION_ERROR_ANNOTATION, "")
+        .await
         .unwrap();
     let telemetry = h.start_controller_with(|_| {});
     let entries = telemetry.metrics.clone_state_entries.clone();
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     for name in ["a", "b", "c"] {
         h.create(&clone_manifest(
             name,
@@ -1371,6 +1411,7 @@ async fn deleted_failing_clones_leave_no_state_behind() {
             Some(&format!("t-{name}")),
             json!({}),
         ))
+        .await
         .unwrap();
     }
     wait_for(
@@ -1384,6 +1425,7 @@ async fn deleted_failing_clones_leave_no_state_behind() {
     .await
     .unwrap();
     h.kubectl(&["delete", "vmclone", "a", "b", "c"], None)
+        .await
         .unwrap();
     wait_for("no per-clone state left", CLONE_TIMEOUT, || async {
         ensure!(entries.get() == 0, "{} entries", entries.get());

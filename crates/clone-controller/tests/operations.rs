@@ -116,7 +116,7 @@ async fn health_readiness_and_metrics_that_move() {
         "{before}"
     );
 
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     h.create(&clone_manifest(
         "c",
         "VirtualMachine",
@@ -124,6 +124,7 @@ async fn health_readiness_and_metrics_that_move() {
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
     h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
 
@@ -211,7 +212,7 @@ async fn only_the_leader_reconciles_and_a_killed_leader_hands_over() {
         Some(0.0)
     );
 
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     h.create(&clone_manifest(
         "first",
         "VirtualMachine",
@@ -219,6 +220,7 @@ async fn only_the_leader_reconciles_and_a_killed_leader_hands_over() {
         Some("t1"),
         json!({}),
     ))
+    .await
     .unwrap();
     h.wait_phase("first", ClonePhase::Succeeded).await.unwrap();
     let follower_metrics = follower.scrape().await.unwrap();
@@ -244,6 +246,7 @@ async fn only_the_leader_reconciles_and_a_killed_leader_hands_over() {
         Some("t2"),
         json!({}),
     ))
+    .await
     .unwrap();
     h.wait_phase("second", ClonePhase::SnapshotInProgress)
         .await

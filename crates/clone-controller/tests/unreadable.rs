@@ -40,10 +40,16 @@ async fn an_unreadable_snapshot_holds_only_its_own_clone() {
     let mut h = Harness::without_controller("unread").await.unwrap();
     relax_snapshot_status_schema(&h.client).await.unwrap();
     let odd_ns = h.env.namespace("unread-odd").await.unwrap();
+    // For failure messages only: blocking is fine then.
     let dump = |ns: &str| {
         h.env
-            .kubectl_output(&["-n", ns, "get", "vmclone,vmsnapshot", "-o", "yaml"], None)
-            .map(|o| format!("{}{}", o.stdout, o.stderr))
+            .kubectl()
+            .args(["-n", ns, "get", "vmclone,vmsnapshot", "-o", "yaml"])
+            .output()
+            .map(|o| {
+                let text = [o.stdout, o.stderr].concat();
+                String::from_utf8_lossy(&text).into_owned()
+            })
             .unwrap_or_else(|e| format!("kubectl failed: {e:#}"))
     };
 
@@ -74,13 +80,14 @@ async fn an_unreadable_snapshot_holds_only_its_own_clone() {
                 json!({}),
             )),
         )
+        .await
         .unwrap()
         .ok()
         .unwrap();
     h.start_controller_with(|config| config.namespace = None);
 
     // A normal clone in the same controller completes: the snapshot cache is not blocked.
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     h.create(&clone_manifest(
         "c",
         "VirtualMachine",
@@ -88,6 +95,7 @@ async fn an_unreadable_snapshot_holds_only_its_own_clone() {
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
     let normal = Instant::now();
     h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();

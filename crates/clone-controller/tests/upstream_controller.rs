@@ -232,10 +232,10 @@ impl World {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
-    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
         let mut all = vec!["-n", self.ns.as_str()];
         all.extend_from_slice(args);
-        Ok(self.env.kubectl_output(&all, stdin)?.ok()?.stdout)
+        Ok(self.env.kubectl_output(&all, stdin).await?.ok()?.stdout)
     }
 
     async fn hold_volume_snapshots(&self, hold: bool) -> Result<()> {
@@ -257,7 +257,8 @@ impl World {
         self.kubectl(
             &["apply", "--server-side", "-f", "-"],
             Some(&source_vm_manifest("vm", "sim-snapshot")),
-        )?;
+        )
+        .await?;
         let vms: Api<VirtualMachine> = self.api();
         wait_for(
             "KubeVirt to report the source's volumes",
@@ -282,7 +283,8 @@ impl World {
                 Some("target"),
                 json!({}),
             )),
-        )?;
+        )
+        .await?;
         let clone = self.api::<VirtualMachineClone>().get("c").await?;
         clone.metadata.uid.context("a clone without a UID")
     }
@@ -419,6 +421,7 @@ impl World {
             .sum())
     }
 
+    /// Blocking: for the message of a failing test only.
     fn dump(&self) -> String {
         let mut out = String::new();
         for args in [
@@ -430,8 +433,11 @@ impl World {
             ],
             vec!["get", "events", "--sort-by=.metadata.creationTimestamp"],
         ] {
-            match self.kubectl(&args, None) {
-                Ok(text) => out.push_str(&text),
+            // For failure messages only: blocking is fine then.
+            let mut all = vec!["-n", self.ns.as_str()];
+            all.extend_from_slice(&args);
+            match self.env.kubectl().args(&all).output() {
+                Ok(o) => out.push_str(&String::from_utf8_lossy(&[o.stdout, o.stderr].concat())),
                 Err(e) => out.push_str(&format!("kubectl {args:?}: {e:#}\n")),
             }
         }
@@ -530,6 +536,7 @@ async fn vmclone_idles_while_upstream_runs_and_finishes_upstreams_clone_after_th
     // A change of the clone's source wakes a pass of vmclone over the clone as upstream left it.
     let passes = vmclone.passes().await.unwrap();
     w.kubectl(&["label", "vm", "vm", "woken=yes"], None)
+        .await
         .unwrap();
     wait_for(
         "a pass of vmclone after the source changed",
@@ -679,7 +686,7 @@ async fn resuming_reconciles_every_clone_including_finished_ones() {
     let mut h = common::Harness::without_controller("resume").await.unwrap();
     let telemetry = h.start_controller_with(|_| {});
     let metrics = telemetry.metrics.clone();
-    h.create_source_vm("vm", "sim-snapshot").unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     h.create(&clone_manifest(
         "c",
         "VirtualMachine",
@@ -687,6 +694,7 @@ async fn resuming_reconciles_every_clone_including_finished_ones() {
         Some("t"),
         json!({}),
     ))
+    .await
     .unwrap();
     h.wait_phase("c", ClonePhase::Succeeded).await.unwrap();
     let clones: Api<VirtualMachineClone> = h.api();
@@ -729,6 +737,7 @@ async fn resuming_reconciles_every_clone_including_finished_ones() {
     };
     let passes = ok();
     h.kubectl(&["delete", "vm", "t", "--wait=true"], None)
+        .await
         .unwrap();
     // The deletion wakes the clone (its target); the pass acts on nothing.
     wait_for("an idle pass after the target went", TIMEOUT, || async {

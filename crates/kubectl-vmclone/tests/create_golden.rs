@@ -728,6 +728,7 @@ async fn our_yaml_reads_back_unchanged_through_kubectl() {
             &["create", "--dry-run=client", "-o", "json", "-f", "-"],
             Some(&yaml.stdout),
         )
+        .await
         .unwrap()
         .ok()
         .unwrap();

@@ -33,14 +33,16 @@ fn example(name: &str) -> String {
 async fn with_sources(backend: Backend, prefix: &str) -> Bed {
     let bed = Bed::start(backend, prefix).await.unwrap();
     bed.kubectl(&["create", "-f", "-"], Some(&example("source-vms.yaml")))
+        .await
         .unwrap();
     bed
 }
 
-fn get_json(bed: &Bed, namespace: &str, kind: &str, name: &str) -> Value {
+async fn get_json(bed: &Bed, namespace: &str, kind: &str, name: &str) -> Value {
     let text = bed
         .env
         .kubectl_output(&["get", kind, name, "-n", namespace, "-o", "json"], None)
+        .await
         .unwrap()
         .ok()
         .unwrap()
@@ -49,9 +51,10 @@ fn get_json(bed: &Bed, namespace: &str, kind: &str, name: &str) -> Value {
 }
 
 /// The DataVolumes of `namespace`, by name.
-fn data_volumes(bed: &Bed, namespace: &str) -> Vec<String> {
+async fn data_volumes(bed: &Bed, namespace: &str) -> Vec<String> {
     bed.env
         .kubectl_output(&["get", "datavolumes", "-n", namespace, "-o", "name"], None)
+        .await
         .unwrap()
         .ok()
         .unwrap()
@@ -74,13 +77,13 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn stderr(output: &Output) -> String {
+async fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// Checks the DataVolume `name` succeeded cloning `source_namespace/source` and its claim has
 /// `mode` and `size` (and the source's class).
-fn assert_cloned(
+async fn assert_cloned(
     bed: &Bed,
     name: &str,
     source_namespace: &str,
@@ -88,14 +91,14 @@ fn assert_cloned(
     mode: &str,
     size: &str,
 ) {
-    let dv = get_json(bed, &bed.ns, "datavolume", name);
+    let dv = get_json(bed, &bed.ns, "datavolume", name).await;
     assert_eq!(dv["status"]["phase"], "Succeeded", "{dv}");
     assert_eq!(
         dv["spec"]["source"]["pvc"]["namespace"], source_namespace,
         "{dv}"
     );
     assert_eq!(dv["spec"]["source"]["pvc"]["name"], source, "{dv}");
-    let pvc = get_json(bed, &bed.ns, "pvc", name);
+    let pvc = get_json(bed, &bed.ns, "pvc", name).await;
     assert_eq!(pvc["spec"]["volumeMode"], mode, "{pvc}");
     assert_eq!(
         pvc["spec"]["resources"]["requests"]["storage"], size,
@@ -121,6 +124,7 @@ async fn filesystem_and_block_disks_clone_into_new_datavolumes(backend: Backend)
             "--timeout",
             &timeout,
         ])
+        .await
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let printed = stdout(&out);
@@ -139,7 +143,8 @@ async fn filesystem_and_block_disks_clone_into_new_datavolumes(backend: Backend)
         "db-root",
         "Filesystem",
         "2Gi",
-    );
+    )
+    .await;
 
     let out = bed
         .plugin(&[
@@ -154,6 +159,7 @@ async fn filesystem_and_block_disks_clone_into_new_datavolumes(backend: Backend)
             "--timeout",
             &timeout,
         ])
+        .await
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(
@@ -168,7 +174,8 @@ async fn filesystem_and_block_disks_clone_into_new_datavolumes(backend: Backend)
         "db-block-root",
         "Block",
         "3Gi",
-    );
+    )
+    .await;
 
     // Each --wait follows its DataVolume with at most one watch (none when the list already
     // shows it done), never a watch per change.
@@ -199,10 +206,11 @@ async fn a_smaller_size_or_another_volume_mode_is_refused_with_the_chapters_mess
             "1Gi",
             "--wait",
         ])
+        .await
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert_eq!(
-        stderr(&out),
+        stderr(&out).await,
         "error: target resources requests storage size is smaller than the source\n"
     );
     assert_eq!(stdout(&out), "");
@@ -218,10 +226,11 @@ async fn a_smaller_size_or_another_volume_mode_is_refused_with_the_chapters_mess
             "Filesystem",
             "--wait",
         ])
+        .await
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert_eq!(
-        stderr(&out),
+        stderr(&out).await,
         "error: source volumeMode (Block) and target volumeMode (Filesystem) do not match\n"
     );
 
@@ -238,6 +247,7 @@ async fn a_smaller_size_or_another_volume_mode_is_refused_with_the_chapters_mess
             "-o",
             "json",
         ])
+        .await
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -258,7 +268,7 @@ async fn a_smaller_size_or_another_volume_mode_is_refused_with_the_chapters_mess
             },
         })
     );
-    assert_eq!(data_volumes(&bed, &bed.ns), Vec::<String>::new());
+    assert_eq!(data_volumes(&bed, &bed.ns).await, Vec::<String>::new());
     bed.stop().await;
 }
 
@@ -277,6 +287,7 @@ async fn a_disk_a_running_vm_uses_is_refused_naming_the_vm(backend: Backend) {
         ],
         None,
     )
+    .await
     .unwrap();
 
     let out = bed
@@ -288,16 +299,17 @@ async fn a_disk_a_running_vm_uses_is_refused_naming_the_vm(backend: Backend) {
             "db-root-copy",
             "--wait",
         ])
+        .await
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert_eq!(
-        stderr(&out),
+        stderr(&out).await,
         format!(
             "error: source PVC {ns}/db-root is used by running VM {ns}/db: CDI clones only a disk no running VM uses; power it off first (for example with virtctl stop db -n {ns})\n",
             ns = bed.ns
         )
     );
-    assert_eq!(data_volumes(&bed, &bed.ns), Vec::<String>::new());
+    assert_eq!(data_volumes(&bed, &bed.ns).await, Vec::<String>::new());
 
     // db-block is stopped: its disk passes the same checks.
     let out = bed
@@ -309,6 +321,7 @@ async fn a_disk_a_running_vm_uses_is_refused_naming_the_vm(backend: Backend) {
             "x",
             "--dry-run",
         ])
+        .await
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     bed.stop().await;
@@ -316,10 +329,10 @@ async fn a_disk_a_running_vm_uses_is_refused_naming_the_vm(backend: Backend) {
 
 /// Whether the service account may do `what` (`kubectl auth can-i` words) in `namespace`,
 /// asked as cluster-admin impersonating it.
-fn can(bed: &Bed, user: &str, what: &[&str], namespace: &str) -> bool {
+async fn can(bed: &Bed, user: &str, what: &[&str], namespace: &str) -> bool {
     let mut args = vec!["auth", "can-i", "--as", user, "-n", namespace];
     args.extend_from_slice(what);
-    let out = bed.env.kubectl_output(&args, None).unwrap();
+    let out = bed.env.kubectl_output(&args, None).await.unwrap();
     out.stdout.trim() == "yes"
 }
 
@@ -328,7 +341,7 @@ async fn wait_until_allowed(bed: &Bed, user: &str, what: &[&str], namespace: &st
     wait_for(
         &format!("{user} to be allowed {what:?} in {namespace}"),
         Duration::from_secs(30),
-        || async { can(bed, user, what, namespace).then_some(()) },
+        || async { can(bed, user, what, namespace).await.then_some(()) },
     )
     .await
     .unwrap();
@@ -356,6 +369,7 @@ spec:
 "#;
     bed.env
         .kubectl_output(&["create", "-n", &source_ns, "-f", "-"], Some(pvc))
+        .await
         .unwrap()
         .ok()
         .unwrap();
@@ -426,6 +440,7 @@ roleRef:
     );
     bed.env
         .kubectl_output(&["create", "-f", "-"], Some(&rbac))
+        .await
         .unwrap()
         .ok()
         .unwrap();
@@ -443,11 +458,11 @@ roleRef:
         "--subresource=source",
     ];
     assert!(
-        !can(&bed, &user, &source_access, &source_ns),
+        !can(&bed, &user, &source_access, &source_ns).await,
         "allowed before the chapter's RBAC"
     );
     assert!(
-        !can(&bed, &user, &["create", "pods"], &source_ns),
+        !can(&bed, &user, &["create", "pods"], &source_ns).await,
         "allowed through pods"
     );
 
@@ -469,11 +484,11 @@ roleRef:
         "--timeout",
         &timeout,
     ];
-    let as_user = |args: &[&str]| run_as(&kubeconfig, &ns, args);
+    let as_user = async |args: &[&str]| run_as(&kubeconfig, &ns, args).await;
 
-    let out = as_user(&args);
+    let out = as_user(&args).await;
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    let refusal = stderr(&out);
+    let refusal = stderr(&out).await;
     assert_eq!(
         refusal.lines().next(),
         Some(
@@ -483,7 +498,7 @@ roleRef:
         "{refusal}"
     );
     assert_eq!(stdout(&out), "");
-    assert_eq!(data_volumes(&bed, &ns), Vec::<String>::new());
+    assert_eq!(data_volumes(&bed, &ns).await, Vec::<String>::new());
 
     // The chapter's ClusterRole, bound in the source namespace to the user who clones.
     let cloner = format!("datavolume-cloner-{ns}");
@@ -514,12 +529,13 @@ roleRef:
     );
     bed.env
         .kubectl_output(&["create", "-f", "-"], Some(&grant))
+        .await
         .unwrap()
         .ok()
         .unwrap();
     wait_until_allowed(&bed, &user, &source_access, &source_ns).await;
 
-    let out = as_user(&args);
+    let out = as_user(&args).await;
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(
         stdout(&out).ends_with("datavolume.cdi.kubevirt.io/golden-copy Succeeded\n"),
@@ -533,14 +549,15 @@ roleRef:
         "golden-root",
         "Filesystem",
         "2Gi",
-    );
+    )
+    .await;
     let _ = std::fs::remove_file(&kubeconfig);
     bed.stop().await;
 }
 
 /// The plugin as the user of `kubeconfig`, in `namespace`.
-fn run_as(kubeconfig: &Path, namespace: &str, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-vmclone"))
+async fn run_as(kubeconfig: &Path, namespace: &str, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-vmclone"))
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .arg("-n")
@@ -548,6 +565,7 @@ fn run_as(kubeconfig: &Path, namespace: &str, args: &[&str]) -> Output {
         .args(args)
         .env_remove("KUBECONFIG")
         .output()
+        .await
         .unwrap()
 }
 
@@ -575,6 +593,7 @@ async fn plain_output_shows_progress_while_a_slow_clone_runs(backend: Backend) {
         ],
         None,
     )
+    .await
     .unwrap();
     let timeout = format!("{}s", TIMEOUT.as_secs());
     let mut child = tokio::process::Command::from(bed.plugin_command(&[
@@ -606,7 +625,7 @@ async fn plain_output_shows_progress_while_a_slow_clone_runs(backend: Backend) {
         {
             if progress.is_empty() {
                 // Printed as it happens: the copy is still running when the line arrives.
-                let dv = get_json(&bed, &bed.ns, "datavolume", "slow-copy");
+                let dv = get_json(&bed, &bed.ns, "datavolume", "slow-copy").await;
                 assert_eq!(dv["status"]["phase"], "CloneInProgress", "{line}\n{dv}");
             }
             progress.push((at, percent));
@@ -674,6 +693,7 @@ async fn a_wait_that_runs_out_of_time_exits_3(backend: Backend) {
         ],
         None,
     )
+    .await
     .unwrap();
     let out = bed
         .plugin(&[
@@ -686,9 +706,10 @@ async fn a_wait_that_runs_out_of_time_exits_3(backend: Backend) {
             "--timeout",
             "3s",
         ])
+        .await
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
-    let said = stderr(&out);
+    let said = stderr(&out).await;
     let prefix = format!(
         "timed out after 3s waiting for DataVolume {}/late-copy (phase ",
         bed.ns
@@ -701,7 +722,7 @@ async fn a_wait_that_runs_out_of_time_exits_3(backend: Backend) {
         )),
         "{said}"
     );
-    let dv = get_json(&bed, &bed.ns, "datavolume", "late-copy");
+    let dv = get_json(&bed, &bed.ns, "datavolume", "late-copy").await;
     assert_ne!(dv["status"]["phase"], "Succeeded", "{dv}");
     bed.stop().await;
 }

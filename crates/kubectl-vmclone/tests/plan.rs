@@ -114,8 +114,8 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// Runs the plugin and requires exit status `code`.
-fn plugin(bed: &Bed, args: &[&str], code: i32) -> Output {
-    let out = bed.plugin(args).unwrap();
+async fn plugin(bed: &Bed, args: &[&str], code: i32) -> Output {
+    let out = bed.plugin(args).await.unwrap();
     assert_eq!(
         out.status.code(),
         Some(code),
@@ -130,9 +130,10 @@ fn args<'a>(first: &[&'a str], rest: &[&'a str]) -> Vec<&'a str> {
     first.iter().chain(rest).copied().collect()
 }
 
-fn get_json(bed: &Bed, kind: &str, name: &str) -> Value {
+async fn get_json(bed: &Bed, kind: &str, name: &str) -> Value {
     serde_json::from_str(
         &bed.kubectl(&["get", kind, name, "-o", "json"], None)
+            .await
             .unwrap(),
     )
     .unwrap()
@@ -142,7 +143,7 @@ fn get_json(bed: &Bed, kind: &str, name: &str) -> Value {
 /// can be snapshotted. Its metadata is final from then on.
 async fn reconciled(bed: &Bed, vm: &str) {
     wait_for(&format!("VM {vm} reconciled"), TIMEOUT, || async {
-        let vm = get_json(bed, "vm", vm);
+        let vm = get_json(bed, "vm", vm).await;
         let statuses = vm["status"]["volumeSnapshotStatuses"].as_array().cloned();
         anyhow::ensure!(
             statuses.is_some_and(|s| !s.is_empty()),
@@ -156,20 +157,21 @@ async fn reconciled(bed: &Bed, vm: &str) {
 }
 
 /// `plan -o json` for the flags.
-fn plan_json(bed: &Bed, flags: &[&str]) -> Value {
-    let out = plugin(bed, &args(&["plan", "-o", "json"], flags), 0);
+async fn plan_json(bed: &Bed, flags: &[&str]) -> Value {
+    let out = plugin(bed, &args(&["plan", "-o", "json"], flags), 0).await;
     assert_eq!(text(&out.stderr), "", "no warnings expected");
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// `run --wait` for the flags (the clone named `name`); returns the clone.
-fn run(bed: &Bed, name: &str, flags: &[&str]) -> Value {
+async fn run(bed: &Bed, name: &str, flags: &[&str]) -> Value {
     plugin(
         bed,
         &args(&["run", "--wait", "--timeout", "4m", "--name", name], flags),
         0,
-    );
-    get_json(bed, "vmclone", name)
+    )
+    .await;
+    get_json(bed, "vmclone", name).await
 }
 
 /// The parts of a VM a clone produces.
@@ -186,7 +188,12 @@ fn product(vm: &Value) -> Value {
 
 /// Compares the plan with the created target: equal, except that each placeholder matches the
 /// value it stands for. Returns the placeholders' values.
-fn compare(bed: &Bed, plan: &Value, clone: &Value, target: &Value) -> BTreeMap<String, String> {
+async fn compare(
+    bed: &Bed,
+    plan: &Value,
+    clone: &Value,
+    target: &Value,
+) -> BTreeMap<String, String> {
     let uid = clone["metadata"]["uid"].as_str().unwrap();
     let mut bindings = BTreeMap::new();
     bindings.insert("<clone-uid>".to_owned(), uid.to_owned());
@@ -211,7 +218,7 @@ fn compare(bed: &Bed, plan: &Value, clone: &Value, target: &Value) -> BTreeMap<S
     );
     for (placeholder, value) in &bindings {
         if placeholder.starts_with("<restored PVC of volume ") {
-            let pvc = get_json(bed, "pvc", value);
+            let pvc = get_json(bed, "pvc", value).await;
             assert_eq!(pvc["metadata"]["name"], value.as_str(), "{placeholder}");
         }
     }
@@ -368,6 +375,7 @@ async fn snapshot_strategy_plan_is_the_created_target(backend: Backend) {
         &["apply", "-f", "-"],
         Some(&source_manifest("web", "sim-snapshot")),
     )
+    .await
     .unwrap();
     reconciled(&bed, "web").await;
     let flags = args(
@@ -375,8 +383,8 @@ async fn snapshot_strategy_plan_is_the_created_target(backend: Backend) {
         IDENTITY_FLAGS,
     );
 
-    let plan = plan_json(&bed, &flags);
-    let diff = plugin(&bed, &args(&["plan"], &flags), 0);
+    let plan = plan_json(&bed, &flags).await;
+    let diff = plugin(&bed, &args(&["plan"], &flags), 0).await;
     let diff = text(&diff.stdout);
     let lines: Vec<&str> = diff.lines().collect();
     assert_eq!(
@@ -398,9 +406,9 @@ async fn snapshot_strategy_plan_is_the_created_target(backend: Backend) {
         assert!(lines.contains(&line), "{line:?} not in\n{diff}");
     }
 
-    let clone = run(&bed, "plan-snap", &flags);
-    let target = get_json(&bed, "vm", "web-copy");
-    let bindings = compare(&bed, &plan, &clone, &target);
+    let clone = run(&bed, "plan-snap", &flags).await;
+    let target = get_json(&bed, "vm", "web-copy").await;
+    let bindings = compare(&bed, &plan, &clone, &target).await;
     assert!(
         bindings.contains_key("<restored PVC of volume root>"),
         "{bindings:?}"
@@ -416,6 +424,7 @@ async fn snapshot_source_plan_is_the_created_target(backend: Backend) {
         &["apply", "-f", "-"],
         Some(&source_manifest("golden-vm", "sim-snapshot")),
     )
+    .await
     .unwrap();
     reconciled(&bed, "golden-vm").await;
     let snapshot = json!({
@@ -424,9 +433,10 @@ async fn snapshot_source_plan_is_the_created_target(backend: Backend) {
         "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "golden-vm"}},
     });
     bed.kubectl(&["create", "-f", "-"], Some(&snapshot.to_string()))
+        .await
         .unwrap();
     wait_for("snapshot golden ready", TIMEOUT, || async {
-        let s = get_json(&bed, "vmsnapshot", "golden");
+        let s = get_json(&bed, "vmsnapshot", "golden").await;
         anyhow::ensure!(s["status"]["readyToUse"] == true, "status: {}", s["status"]);
         Ok(())
     })
@@ -434,6 +444,7 @@ async fn snapshot_source_plan_is_the_created_target(backend: Backend) {
     .unwrap();
     // The VM may go: the snapshot keeps everything a clone needs.
     bed.kubectl(&["delete", "vm", "golden-vm", "--wait=true"], None)
+        .await
         .unwrap();
 
     let flags = args(
@@ -447,8 +458,8 @@ async fn snapshot_source_plan_is_the_created_target(backend: Backend) {
         ],
         IDENTITY_FLAGS,
     );
-    let plan = plan_json(&bed, &flags);
-    let diff = text(&plugin(&bed, &args(&["plan"], &flags), 0).stdout);
+    let plan = plan_json(&bed, &flags).await;
+    let diff = text(&plugin(&bed, &args(&["plan"], &flags), 0).await.stdout);
     assert!(
         diff.starts_with(&format!(
             "--- VirtualMachineSnapshot {}/golden (VirtualMachine golden-vm)\n",
@@ -456,9 +467,9 @@ async fn snapshot_source_plan_is_the_created_target(backend: Backend) {
         )),
         "{diff}"
     );
-    let clone = run(&bed, "plan-golden", &flags);
-    let target = get_json(&bed, "vm", "web-1");
-    compare(&bed, &plan, &clone, &target);
+    let clone = run(&bed, "plan-golden", &flags).await;
+    let target = get_json(&bed, "vm", "web-1").await;
+    compare(&bed, &plan, &clone, &target).await;
     bed.stop().await;
 }
 
@@ -470,6 +481,7 @@ async fn data_volume_strategy_plan_is_the_created_target(backend: Backend) {
         &["apply", "-f", "-"],
         Some(&source_manifest("db", "sim-nosnapshot")),
     )
+    .await
     .unwrap();
     reconciled(&bed, "db").await;
     let flags = args(
@@ -477,9 +489,9 @@ async fn data_volume_strategy_plan_is_the_created_target(backend: Backend) {
         IDENTITY_FLAGS,
     );
 
-    let plan = plan_json(&bed, &flags);
+    let plan = plan_json(&bed, &flags).await;
     assert_eq!(plan["metadata"]["name"], "clone-db-<suffix>");
-    let diff = text(&plugin(&bed, &args(&["plan"], &flags), 0).stdout);
+    let diff = text(&plugin(&bed, &args(&["plan"], &flags), 0).await.stdout);
     assert!(
         diff.contains(&format!(
             "+++ VirtualMachine {}/clone-db-<suffix> (DataVolume strategy)\n",
@@ -488,10 +500,10 @@ async fn data_volume_strategy_plan_is_the_created_target(backend: Backend) {
         "{diff}"
     );
 
-    let clone = run(&bed, "plan-dv", &flags);
+    let clone = run(&bed, "plan-dv", &flags).await;
     let name = clone["status"]["targetName"].as_str().unwrap().to_owned();
-    let target = get_json(&bed, "vm", &name);
-    let bindings = compare(&bed, &plan, &clone, &target);
+    let target = get_json(&bed, "vm", &name).await;
+    let bindings = compare(&bed, &plan, &clone, &target).await;
     assert!(bindings.contains_key("<suffix>"), "{bindings:?}");
     let dv = format!("clone-{}-root", clone["metadata"]["uid"].as_str().unwrap());
     assert_eq!(
@@ -534,6 +546,7 @@ async fn plan_warns_refuses_bad_flags_and_creates_nothing(backend: Backend) {
         &["apply", "-f", "-"],
         Some(&source_manifest("web", "sim-snapshot")),
     )
+    .await
     .unwrap();
     reconciled(&bed, "web").await;
 
@@ -551,7 +564,8 @@ async fn plan_warns_refuses_bad_flags_and_creates_nothing(backend: Backend) {
             "eth9:02:00:00:00:00:09",
         ],
         0,
-    );
+    )
+    .await;
     let stderr = text(&out.stderr);
     let warnings: Vec<&str> = stderr.lines().collect();
     assert_eq!(
@@ -575,11 +589,11 @@ async fn plan_warns_refuses_bad_flags_and_creates_nothing(backend: Backend) {
         &["plan", "--source-name", "web", "-o", "xml"],
     ];
     for args in bad {
-        let out = plugin(&bed, args, 2);
+        let out = plugin(&bed, args, 2).await;
         assert!(text(&out.stdout).is_empty(), "{args:?}");
         assert!(!text(&out.stderr).is_empty(), "{args:?}");
     }
-    let out = plugin(&bed, &["plan", "--source-name", "absent"], 1);
+    let out = plugin(&bed, &["plan", "--source-name", "absent"], 1).await;
     assert_eq!(
         text(&out.stderr),
         format!(
@@ -590,10 +604,16 @@ async fn plan_warns_refuses_bad_flags_and_creates_nothing(backend: Backend) {
 
     // Nothing was created, by the plugin or anyone acting on its behalf.
     for kind in ["vmclone", "vmsnapshot", "vmrestore", "datavolume"] {
-        let names = bed.kubectl(&["get", kind, "-o", "name"], None).unwrap();
+        let names = bed
+            .kubectl(&["get", kind, "-o", "name"], None)
+            .await
+            .unwrap();
         assert_eq!(names.trim(), "", "{kind}");
     }
-    let vms = bed.kubectl(&["get", "vm", "-o", "name"], None).unwrap();
+    let vms = bed
+        .kubectl(&["get", "vm", "-o", "name"], None)
+        .await
+        .unwrap();
     assert_eq!(vms.trim(), "virtualmachine.kubevirt.io/web");
     let requests = wait_for("the plugin's reads in the audit log", TIMEOUT, || async {
         let requests = plugin_requests(&bed);
@@ -617,12 +637,14 @@ async fn plan_warns_refuses_bad_flags_and_creates_nothing(backend: Backend) {
         &["apply", "-f", "-"],
         Some(&source_manifest("taken", "sim-snapshot")),
     )
+    .await
     .unwrap();
     let out = plugin(
         &bed,
         &["plan", "--source-name", "web", "--target-name", "taken"],
         0,
-    );
+    )
+    .await;
     assert_eq!(
         text(&out.stderr),
         format!(

@@ -16,7 +16,7 @@ use testenv::wait_for;
 
 /// A stopped VM `name` with one disk on `class`; `clone_seconds` makes the stand-in's CDI take
 /// that long to copy it.
-fn source_vm(bed: &Bed, name: &str, class: &str, clone_seconds: Option<u32>) {
+async fn source_vm(bed: &Bed, name: &str, class: &str, clone_seconds: Option<u32>) {
     let mut pvc = json!({
         "apiVersion": "v1", "kind": "PersistentVolumeClaim",
         "metadata": {"name": format!("{name}-root")},
@@ -38,6 +38,7 @@ fn source_vm(bed: &Bed, name: &str, class: &str, clone_seconds: Option<u32>) {
     });
     let list = json!({"apiVersion": "v1", "kind": "List", "items": [pvc, vm]});
     bed.kubectl(&["create", "-f", "-"], Some(&list.to_string()))
+        .await
         .unwrap();
 }
 
@@ -48,7 +49,7 @@ fn text(bytes: &[u8]) -> String {
 /// `run --wait` of one clone succeeds with exit status 0 and, in a pipe, plain timestamped lines.
 async fn run_wait_succeeds_with_plain_lines_in_a_pipe(backend: Backend) {
     let bed = Bed::start(backend, "runok").await.unwrap();
-    source_vm(&bed, "vm", "sim-snapshot", None);
+    source_vm(&bed, "vm", "sim-snapshot", None).await;
     let out = bed
         .plugin(&[
             "run",
@@ -64,6 +65,7 @@ async fn run_wait_succeeds_with_plain_lines_in_a_pipe(backend: Backend) {
             "--timeout",
             "3m",
         ])
+        .await
         .unwrap();
     let stdout = text(&out.stdout);
     assert_eq!(
@@ -95,15 +97,15 @@ async fn run_wait_succeeds_with_plain_lines_in_a_pipe(backend: Backend) {
         progress.iter().any(|l| l.contains(" c Succeeded ")),
         "{stdout}"
     );
-    bed.kubectl(&["get", "vm", "t"], None).unwrap();
+    bed.kubectl(&["get", "vm", "t"], None).await.unwrap();
     bed.stop().await;
 }
 
 /// A clone onto a VM it did not create fails: exit status 1, the reason and the message printed.
 async fn a_clone_onto_an_existing_vm_exits_1_with_the_reason(backend: Backend) {
     let bed = Bed::start(backend, "runexists").await.unwrap();
-    source_vm(&bed, "vm", "sim-snapshot", None);
-    source_vm(&bed, "existing", "sim-snapshot", None);
+    source_vm(&bed, "vm", "sim-snapshot", None).await;
+    source_vm(&bed, "existing", "sim-snapshot", None).await;
     let out = bed
         .plugin(&[
             "run",
@@ -117,6 +119,7 @@ async fn a_clone_onto_an_existing_vm_exits_1_with_the_reason(backend: Backend) {
             "--timeout",
             "3m",
         ])
+        .await
         .unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(
@@ -152,7 +155,7 @@ async fn bad_input_exits_2_and_creates_nothing(backend: Backend) {
         vec!["run", "--source-name", "vm", "--label-filter", "a!b"],
         vec!["run"],
     ] {
-        let out = bed.plugin(&args).unwrap();
+        let out = bed.plugin(&args).await.unwrap();
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -171,7 +174,7 @@ async fn bad_input_exits_2_and_creates_nothing(backend: Backend) {
                              "target": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "x"}}})
             .to_string(),
         ),
-    )
+    ).await
     .unwrap();
     let out = bed
         .plugin(&[
@@ -183,6 +186,7 @@ async fn bad_input_exits_2_and_creates_nothing(backend: Backend) {
             "--count",
             "3",
         ])
+        .await
         .unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -190,6 +194,7 @@ async fn bad_input_exits_2_and_creates_nothing(backend: Backend) {
     assert!(stderr.contains("clone web-2: "), "{stderr}");
     let names = bed
         .kubectl(&["get", "vmclone", "-o", "name"], None)
+        .await
         .unwrap();
     assert_eq!(names.trim(), "virtualmachineclone.clone.kubevirt.io/web-2");
     bed.stop().await;
@@ -199,7 +204,7 @@ async fn bad_input_exits_2_and_creates_nothing(backend: Backend) {
 /// DataVolumes): the audit log counts the plugin user's watch requests.
 async fn fifty_clones_of_a_golden_snapshot_use_one_watch(backend: Backend) {
     let bed = Bed::start(backend, "run50").await.unwrap();
-    source_vm(&bed, "golden-vm", "sim-snapshot", None);
+    source_vm(&bed, "golden-vm", "sim-snapshot", None).await;
     bed.kubectl(
         &["create", "-f", "-"],
         Some(
@@ -208,7 +213,7 @@ async fn fifty_clones_of_a_golden_snapshot_use_one_watch(backend: Backend) {
                     "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "golden-vm"}}})
             .to_string(),
         ),
-    )
+    ).await
     .unwrap();
     bed.kubectl(
         &[
@@ -221,6 +226,7 @@ async fn fifty_clones_of_a_golden_snapshot_use_one_watch(backend: Backend) {
         ],
         None,
     )
+    .await
     .unwrap();
     let out = bed
         .plugin(&[
@@ -239,6 +245,7 @@ async fn fifty_clones_of_a_golden_snapshot_use_one_watch(backend: Backend) {
             "--timeout",
             "10m",
         ])
+        .await
         .unwrap();
     let stdout = text(&out.stdout);
     assert_eq!(
@@ -269,7 +276,7 @@ async fn fifty_clones_of_a_golden_snapshot_use_one_watch(backend: Backend) {
 /// watching, says the clones keep going, and they do.
 async fn a_terminal_shows_live_bars_and_ctrl_c_leaves_the_clone_running(backend: Backend) {
     let bed = Bed::start(backend, "runtty").await.unwrap();
-    source_vm(&bed, "db", "sim-nosnapshot", Some(40));
+    source_vm(&bed, "db", "sim-nosnapshot", Some(40)).await;
     let session = format!("vmclone-{}", bed.ns);
     let command = bed.plugin_command(&[
         "run",
@@ -378,10 +385,12 @@ async fn a_terminal_shows_live_bars_and_ctrl_c_leaves_the_clone_running(backend:
     );
     // The clone goes on without the plugin.
     wait_for("the clone to succeed", Duration::from_secs(150), || async {
-        let phase = bed.kubectl(
-            &["get", "vmclone", "c", "-o", "jsonpath={.status.phase}"],
-            None,
-        )?;
+        let phase = bed
+            .kubectl(
+                &["get", "vmclone", "c", "-o", "jsonpath={.status.phase}"],
+                None,
+            )
+            .await?;
         ensure!(phase == "Succeeded", "phase {phase}");
         Ok(())
     })

@@ -299,6 +299,7 @@ async fn an_annotated_namespace_or_restore_is_refused_by_the_api_server() {
             &["create", "-n", &world.ns, "-f", "-"],
             Some(&restore("refused-kubectl", "snap", "t", None, &[]).to_string()),
         )
+        .await
         .unwrap();
     assert!(!out.success());
     assert!(out.stderr.contains(message), "{}", out.stderr);

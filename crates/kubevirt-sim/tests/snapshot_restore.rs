@@ -782,6 +782,7 @@ async fn the_api_server_refuses_restores_that_kubevirts_admission_refuses() {
                 &["create", "-n", &world.ns, "-f", "-"],
                 Some(&manifest.to_string()),
             )
+            .await
             .unwrap();
         assert!(!out.success(), "kubectl created {manifest}");
         assert!(
@@ -1045,15 +1046,13 @@ async fn the_restore_webhook_answers_as_virt_api_with_its_messages_and_status_co
     );
     assert_eq!(status.details.unwrap().causes.len(), 4);
 
-    // kubectl, as a user would. (It blocks its thread; the webhook is served by this runtime.)
-    let (env, ns) = (world.env, world.ns.clone());
+    // kubectl, as a user would (async: the webhook is served by this runtime meanwhile).
     let manifest = restore("kubectl", "tpm", "t", None, &[]).to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        env.kubectl_output(&["create", "-n", &ns, "-f", "-"], Some(&manifest))
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let out = world
+        .env
+        .kubectl_output(&["create", "-n", &world.ns, "-f", "-"], Some(&manifest))
+        .await
+        .unwrap();
     assert!(!out.success());
     // kubectl prints an Invalid answer's causes with their fields.
     assert_eq!(

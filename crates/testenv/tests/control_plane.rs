@@ -39,6 +39,7 @@ async fn kubectl_reads_the_pinned_server_version() {
     let env = TestEnv::shared().await.unwrap();
     let out = env
         .kubectl_output(&["version", "-o", "json"], None)
+        .await
         .unwrap()
         .ok()
         .unwrap();
@@ -59,6 +60,7 @@ async fn kubectl_apply_validates_against_the_served_openapi() {
     let good =
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  colour: blue\n";
     env.kubectl_output(&["apply", "-n", &ns, "-f", "-"], Some(good))
+        .await
         .unwrap()
         .ok()
         .unwrap();
@@ -75,6 +77,7 @@ async fn kubectl_apply_validates_against_the_served_openapi() {
             ],
             None,
         )
+        .await
         .unwrap()
         .ok()
         .unwrap();
@@ -85,6 +88,7 @@ async fn kubectl_apply_validates_against_the_served_openapi() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: invalid\nspec:\n  colour: blue\n";
     let refused = env
         .kubectl_output(&["apply", "-n", &ns, "-f", "-"], Some(bad))
+        .await
         .unwrap();
     assert!(!refused.success(), "{refused:?}");
     assert!(
@@ -204,6 +208,7 @@ spec:
             ],
             None,
         )
+        .await
         .unwrap()
         .ok()
         .unwrap();
@@ -292,6 +297,7 @@ async fn a_service_account_kubeconfig_authenticates_as_the_account() {
     let env = TestEnv::shared().await.unwrap();
     let ns = env.namespace("sa-token").await.unwrap();
     env.kubectl_output(&["-n", &ns, "create", "serviceaccount", "robot"], None)
+        .await
         .unwrap()
         .ok()
         .unwrap();
@@ -313,6 +319,7 @@ async fn a_service_account_kubeconfig_authenticates_as_the_account() {
             ],
             None,
         )
+        .await
         .unwrap()
         .ok()
         .unwrap();

@@ -101,6 +101,7 @@ async fn kubevirts_webhooks_admit_and_its_controller_reconciles() {
             ],
             None,
         )
+        .await
         .unwrap()
         .ok()
         .unwrap();
@@ -118,7 +119,7 @@ async fn kubevirts_webhooks_admit_and_its_controller_reconciles() {
 }
 
 /// The `KubeVirt` CR's `clone-controller-threads` flag, read with kubectl (`None`: not set).
-fn clone_threads_flag(env: &TestEnv) -> Option<String> {
+async fn clone_threads_flag(env: &TestEnv) -> Option<String> {
     let out = env
         .kubectl_output(
             &[
@@ -132,6 +133,7 @@ fn clone_threads_flag(env: &TestEnv) -> Option<String> {
             ],
             None,
         )
+        .await
         .unwrap()
         .ok()
         .unwrap();
@@ -162,7 +164,7 @@ async fn the_kubevirt_cr_says_whether_upstreams_clone_controller_runs() {
     let mut env = TestEnv::start_with_options(Options::kubevirt())
         .await
         .unwrap();
-    assert_eq!(clone_threads_flag(&env).as_deref(), Some("0"));
+    assert_eq!(clone_threads_flag(&env).await.as_deref(), Some("0"));
     assert_eq!(running_clone_threads(&env), ["0"]);
 
     env.restart_virt_controller(KubeVirtOptions {
@@ -170,13 +172,13 @@ async fn the_kubevirt_cr_says_whether_upstreams_clone_controller_runs() {
     })
     .await
     .unwrap();
-    assert_eq!(clone_threads_flag(&env), None);
+    assert_eq!(clone_threads_flag(&env).await, None);
     assert_eq!(running_clone_threads(&env), ["3"]);
 
     env.restart_virt_controller(KubeVirtOptions::default())
         .await
         .unwrap();
-    assert_eq!(clone_threads_flag(&env).as_deref(), Some("0"));
+    assert_eq!(clone_threads_flag(&env).await.as_deref(), Some("0"));
     assert_eq!(running_clone_threads(&env), ["0"]);
     drop(env);
 
@@ -188,7 +190,7 @@ async fn the_kubevirt_cr_says_whether_upstreams_clone_controller_runs() {
     })
     .await
     .unwrap();
-    assert_eq!(clone_threads_flag(&upstream), None);
+    assert_eq!(clone_threads_flag(&upstream).await, None);
     assert_eq!(running_clone_threads(&upstream), ["3"]);
 }
 

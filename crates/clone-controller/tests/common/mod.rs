@@ -52,9 +52,10 @@ enum Scope<'a> {
 }
 
 /// Creates the namespace `name` unless it exists.
-pub fn ensure_namespace(env: &TestEnv, name: &str) -> Result<()> {
+pub async fn ensure_namespace(env: &TestEnv, name: &str) -> Result<()> {
     let manifest = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-    env.kubectl_output(&["apply", "-f", "-"], Some(&manifest.to_string()))?
+    env.kubectl_output(&["apply", "-f", "-"], Some(&manifest.to_string()))
+        .await?
         .ok()?;
     Ok(())
 }
@@ -166,7 +167,7 @@ impl Harness {
                 (ns, sim)
             }
             Scope::Exact(name) => {
-                ensure_namespace(env, name)?;
+                ensure_namespace(env, name).await?;
                 (name.to_owned(), sim)
             }
         };
@@ -282,14 +283,15 @@ impl Harness {
     }
 
     /// `kubectl <args> -n <ns>`, failing on a non-zero exit.
-    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
         let mut all: Vec<&str> = vec!["-n", &self.ns];
         all.extend_from_slice(args);
-        Ok(self.env.kubectl_output(&all, stdin)?.ok()?.stdout)
+        Ok(self.env.kubectl_output(&all, stdin).await?.ok()?.stdout)
     }
 
     /// Everything in the namespace a failing test should show: clones, snapshots, restores, VMs,
-    /// PVCs (YAML) and events.
+    /// PVCs (YAML) and events. Blocking (it runs kubectl synchronously): only for the message of a
+    /// test that is about to fail, where nothing else needs the runtime any more.
     pub fn dump(&self) -> String {
         let mut out = String::new();
         for args in [
@@ -303,12 +305,12 @@ impl Harness {
         ] {
             let mut all: Vec<&str> = vec!["-n", &self.ns];
             all.extend(args);
-            match self.env.kubectl_output(&all, None) {
+            match self.env.kubectl().args(&all).output() {
                 Ok(o) => out.push_str(&format!(
                     "$ kubectl {}\n{}{}\n",
                     all.join(" "),
-                    o.stdout,
-                    o.stderr
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
                 )),
                 Err(e) => out.push_str(&format!("kubectl failed: {e:#}\n")),
             }
@@ -317,7 +319,7 @@ impl Harness {
     }
 
     /// `kubectl wait ... --for condition=Ready`, dumping the namespace on failure.
-    pub fn kubectl_wait_ready(&self, kind: &str, name: &str) -> Result<String> {
+    pub async fn kubectl_wait_ready(&self, kind: &str, name: &str) -> Result<String> {
         self.kubectl(
             &[
                 "wait",
@@ -329,16 +331,17 @@ impl Harness {
             ],
             None,
         )
+        .await
         .map_err(|e| anyhow::anyhow!("{e:#}\n{}", self.dump()))
     }
 
     /// `kubectl create -f -` of a manifest into the test namespace, as a user would.
-    pub fn create(&self, manifest: &str) -> Result<String> {
-        self.kubectl(&["create", "-f", "-"], Some(manifest))
+    pub async fn create(&self, manifest: &str) -> Result<String> {
+        self.kubectl(&["create", "-f", "-"], Some(manifest)).await
     }
 
     /// Server-side applies YAML/JSON documents into the test namespace.
-    pub fn apply(&self, manifest: &str) -> Result<()> {
+    pub async fn apply(&self, manifest: &str) -> Result<()> {
         self.kubectl(
             &[
                 "apply",
@@ -348,12 +351,13 @@ impl Harness {
                 "-",
             ],
             Some(manifest),
-        )?;
+        )
+        .await?;
         Ok(())
     }
 
     /// Annotates the test namespace (the sim's failure injection).
-    pub fn annotate_namespace(&self, key: &str, value: &str) -> Result<()> {
+    pub async fn annotate_namespace(&self, key: &str, value: &str) -> Result<()> {
         self.env
             .kubectl_output(
                 &[
@@ -364,25 +368,27 @@ impl Harness {
                     "--overwrite",
                 ],
                 None,
-            )?
+            )
+            .await?
             .ok()?;
         Ok(())
     }
 
     /// Removes an annotation from the test namespace.
-    pub fn unannotate_namespace(&self, key: &str) -> Result<()> {
+    pub async fn unannotate_namespace(&self, key: &str) -> Result<()> {
         self.env
             .kubectl_output(
                 &["annotate", "namespace", &self.ns, &format!("{key}-")],
                 None,
-            )?
+            )
+            .await?
             .ok()?;
         Ok(())
     }
 
     /// A PVC on the sim's storage and a halted VM using it, with identity to strip.
-    pub fn create_source_vm(&self, name: &str, storage_class: &str) -> Result<()> {
-        self.apply(&source_vm_manifest(name, storage_class))
+    pub async fn create_source_vm(&self, name: &str, storage_class: &str) -> Result<()> {
+        self.apply(&source_vm_manifest(name, storage_class)).await
     }
 
     /// Waits until KubeVirt has reported whether the VM's volumes can be snapshotted.

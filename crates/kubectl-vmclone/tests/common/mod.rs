@@ -112,9 +112,10 @@ impl Bed {
     }
 
     /// `kubectl-vmclone <args>` in the test namespace, as the `kubectl-vmclone` user.
-    pub fn plugin(&self, args: &[&str]) -> Result<Output> {
-        self.plugin_command(args)
+    pub async fn plugin(&self, args: &[&str]) -> Result<Output> {
+        tokio::process::Command::from(self.plugin_command(args))
             .output()
+            .await
             .context("running kubectl-vmclone")
     }
 
@@ -132,10 +133,10 @@ impl Bed {
     }
 
     /// `kubectl -n <ns> <args>`, failing on a non-zero exit; its stdout.
-    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
         let mut all: Vec<&str> = vec!["-n", &self.ns];
         all.extend_from_slice(args);
-        Ok(self.env.kubectl_output(&all, stdin)?.ok()?.stdout)
+        Ok(self.env.kubectl_output(&all, stdin).await?.ok()?.stdout)
     }
 
     /// Requests the plugin's user made with `verb` on `resource`, from the audit log.

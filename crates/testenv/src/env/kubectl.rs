@@ -1,9 +1,9 @@
 //! `kubectl` against a control plane, with its own kubeconfig and discovery cache.
 
-use std::io::Write as _;
 use std::process::{Command, ExitStatus, Stdio};
 
 use anyhow::{Context, Result, bail};
+use tokio::io::AsyncWriteExt;
 
 use super::{TestEnv, arg};
 
@@ -55,12 +55,17 @@ impl TestEnv {
         command
     }
 
-    /// Runs `kubectl <args>`, feeding `stdin` if given, and returns what it printed.
+    /// Runs `kubectl <args>`, feeding `stdin` if given, and returns what it printed. Async, so
+    /// a test's runtime (and an in-process controller on it) keeps running meanwhile.
     ///
     /// Does not fail on a non-zero exit status: check [`KubectlOutput::success`] or call
     /// [`KubectlOutput::ok`].
-    pub fn kubectl_output(&self, args: &[&str], stdin: Option<&str>) -> Result<KubectlOutput> {
-        let mut command = self.kubectl();
+    pub async fn kubectl_output(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<KubectlOutput> {
+        let mut command = tokio::process::Command::from(self.kubectl());
         command
             .args(args)
             .stdin(if stdin.is_some() {
@@ -69,16 +74,19 @@ impl TestEnv {
                 Stdio::null()
             })
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         let mut child = command
             .spawn()
             .with_context(|| format!("running kubectl {args:?} (is kubectl installed?)"))?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(input.as_bytes())
+                .await
                 .context("writing kubectl's stdin")?;
         }
         let output = child
             .wait_with_output()
+            .await
             .with_context(|| format!("waiting for kubectl {args:?}"))?;
         Ok(KubectlOutput {
             status: output.status,
