@@ -10,8 +10,8 @@ use clone_api::kubevirt::{
     DataVolume, VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot,
     VirtualMachineSnapshotContent,
 };
-use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
-use clone_core::decide::{self, FeatureGate, Lookups, Rival};
+use clone_api::v1beta1::VirtualMachineClone;
+use clone_core::decide::{self, FeatureGate, ReadPlan, Rival};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -23,12 +23,10 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 
 /// What was read for one clone; `clone_core::decide::Observed` borrows from it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct World {
-    /// The names looked up.
-    pub names: Option<Lookups>,
     /// The feature gate.
-    pub gate: Option<FeatureGate>,
+    pub gate: FeatureGate,
     /// The source VM.
     pub source_vm: Option<VirtualMachine>,
     /// The source snapshot.
@@ -82,37 +80,37 @@ fn vm_from_meta(meta: PartialObjectMeta<VirtualMachine>) -> VirtualMachine {
     }
 }
 
-/// Reads the world of one clone.
+/// Reads the world of one clone, as its [`ReadPlan`] says.
 pub async fn observe(ctx: &Context, clone: &VirtualMachineClone) -> Result<World> {
     let ns = clone
         .namespace()
         .ok_or_else(|| Error::Incomplete(format!("clone {} has no namespace", clone.name_any())))?;
-    let status = clone.status.clone().unwrap_or_default();
-    let phase = status.phase;
-    let names = decide::lookups(clone);
+    let plan = ReadPlan::of(clone);
+    let names = &plan.names;
     let client = ctx.client.clone();
     let caches = &ctx.caches;
     let mut world = World {
-        gate: Some(clone_core::gate::kubevirt_snapshot_gate(
+        gate: clone_core::gate::kubevirt_snapshot_gate(
             caches.kubevirt().as_deref(),
             ctx.config.gate_mode,
-        )),
-        ..World::default()
+        ),
+        source_vm: None,
+        source_snapshot: None,
+        temp_snapshot: None,
+        content: None,
+        restore: None,
+        target: None,
+        claims: BTreeMap::new(),
+        rivals: Vec::new(),
+        source_claims: BTreeMap::new(),
+        target_full: None,
+        data_volumes: BTreeMap::new(),
     };
-
-    let before_snapshot_ready = matches!(
-        phase,
-        ClonePhase::Unset | ClonePhase::SnapshotInProgress | ClonePhase::Unknown
-    );
-    if phase == ClonePhase::Failed {
+    if plan.reads_nothing() {
         return Ok(world);
     }
 
-    // Source: the full VM only while it matters (until the snapshot is ready, or until the
-    // DataVolume strategy created the target).
-    if let Some(vm) = &names.source_vm
-        && before_snapshot_ready
-    {
+    if let Some(vm) = plan.source_vm() {
         let source = Api::<VirtualMachine>::namespaced(client.clone(), &names.source_namespace);
         world.source_vm = get_opt(&source, vm).await?;
     }
@@ -125,7 +123,7 @@ pub async fn observe(ctx: &Context, clone: &VirtualMachineClone) -> Result<World
     } else {
         world.temp_snapshot = match cached(&caches.snapshots, &ns, &names.snapshot_name) {
             Some(s) => Some(s),
-            None if status.snapshot_name.is_some() => {
+            None if plan.confirm_temp_snapshot() => {
                 get_opt(&snapshots, &names.snapshot_name).await?
             }
             None => None,
@@ -135,30 +133,24 @@ pub async fn observe(ctx: &Context, clone: &VirtualMachineClone) -> Result<World
     let restores = Api::<VirtualMachineRestore>::namespaced(client.clone(), &ns);
     world.restore = match cached(&caches.restores, &ns, &names.restore_name) {
         Some(r) => Some(r),
-        None if status.restore_name.is_some() => get_opt(&restores, &names.restore_name).await?,
+        None if plan.confirm_restore() => get_opt(&restores, &names.restore_name).await?,
         None => None,
     };
 
-    // The content is large (it holds a VM): read it only when the next step needs it.
+    // The content is large (it holds a VM): read only when the next step needs it.
     let snapshot_in_use = world
         .source_snapshot
         .as_ref()
         .or(world.temp_snapshot.as_ref());
-    let needs_content = before_snapshot_ready
-        || (phase == ClonePhase::RestoreInProgress && world.restore.is_none());
-    if let Some(snapshot) = snapshot_in_use {
-        let ready = snapshot.status.as_ref().is_some_and(|s| s.is_ready());
-        if ready && needs_content {
-            let contents = Api::<VirtualMachineSnapshotContent>::namespaced(client.clone(), &ns);
-            world.content = get_opt(&contents, &decide::content_name(snapshot)).await?;
-        }
+    if let Some(content) = plan.content(snapshot_in_use, world.restore.as_ref()) {
+        let contents = Api::<VirtualMachineSnapshotContent>::namespaced(client.clone(), &ns);
+        world.content = get_opt(&contents, &content).await?;
     }
 
     let vm_meta = Api::<VirtualMachine>::namespaced(client.clone(), &ns);
     world.target = match cached(&caches.vms, &ns, &names.target_name) {
         Some(meta) => Some(vm_from_meta(meta)),
-        // Before the restore exists a missing target is the normal case; afterwards, confirm.
-        None if world.restore.is_some() || phase == ClonePhase::Succeeded => vm_meta
+        None if plan.confirm_target(world.restore.as_ref()) => vm_meta
             .get_metadata_opt(&names.target_name)
             .await
             .map_err(|source| Error::Read {
@@ -169,25 +161,17 @@ pub async fn observe(ctx: &Context, clone: &VirtualMachineClone) -> Result<World
         None => None,
     };
 
-    data_volume_strategy(ctx, clone, &names, &mut world).await?;
+    data_volume_strategy(ctx, clone, &plan, &mut world).await?;
 
-    // PVC phases only once there is something to clean up.
-    let cleanup_pending = status.restore_name.is_some() || status.snapshot_name.is_some();
-    if let (Some(restore), true) = (&world.restore, cleanup_pending) {
-        let complete = restore.status.as_ref().is_some_and(|s| s.is_complete());
-        if complete && world.target.is_some() {
-            let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
-            for claim in restore.status.iter().flat_map(|s| s.claims()) {
-                if let Some(pvc) = get_opt(&pvcs, claim).await? {
-                    let phase = pvc.status.and_then(|s| s.phase).unwrap_or_default();
-                    world.claims.insert(claim.to_owned(), phase);
-                }
-            }
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+    for claim in plan.claims(world.restore.as_ref(), world.target.as_ref()) {
+        if let Some(pvc) = get_opt(&pvcs, claim).await? {
+            let phase = pvc.status.and_then(|s| s.phase).unwrap_or_default();
+            world.claims.insert(claim.to_owned(), phase);
         }
     }
 
     world.rivals = rivals(ctx, clone, &ns, &names.target_name);
-    world.names = Some(names);
     Ok(world)
 }
 
@@ -196,7 +180,7 @@ pub async fn observe(ctx: &Context, clone: &VirtualMachineClone) -> Result<World
 async fn data_volume_strategy(
     ctx: &Context,
     clone: &VirtualMachineClone,
-    names: &Lookups,
+    plan: &ReadPlan,
     world: &mut World,
 ) -> Result<()> {
     let choice =
@@ -204,18 +188,17 @@ async fn data_volume_strategy(
     if choice.strategy != clone_api::extensions::CloneStrategy::DataVolume {
         return Ok(());
     }
+    let names = &plan.names;
     let ns = clone.namespace().unwrap_or_default();
     let client = ctx.client.clone();
     let uid = clone.metadata.uid.as_deref().unwrap_or_default();
-    let phase = clone.status.as_ref().map(|s| s.phase).unwrap_or_default();
-    if world.target.is_none() && phase == ClonePhase::CreatingTargetVM {
-        // The cache may lag behind our own create: confirm before creating it again.
+    if world.target.is_none() && plan.confirm_data_volume_target() {
         let vms = Api::<VirtualMachine>::namespaced(client.clone(), &ns);
         world.target = get_opt(&vms, &names.target_name).await?;
     }
     match &world.target {
         Some(target) if clone_core::datavolume::created_by(target, uid) => {
-            if phase == ClonePhase::Succeeded {
+            if !plan.follows_data_volumes() {
                 return Ok(());
             }
             let full = if target.spec.template.is_some() {
@@ -239,10 +222,8 @@ async fn data_volume_strategy(
         Some(_) => {}
         None => {
             if world.source_vm.is_none()
-                && phase == ClonePhase::CreatingTargetVM
-                && let Some(name) = &names.source_vm
+                && let Some(name) = plan.source_vm_for_lost_target()
             {
-                // The target was deleted before its disks were copied: it is built again.
                 let vms =
                     Api::<VirtualMachine>::namespaced(client.clone(), &names.source_namespace);
                 world.source_vm = get_opt(&vms, name).await?;

@@ -7,7 +7,6 @@
 //! refusal is fed back into `decide`, which turns it into a status.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use clone_api::kubevirt::{VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot};
 use clone_api::names::{EventReason, FIELD_MANAGER};
@@ -34,10 +33,6 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::observe::{World, observe};
 
-/// How often a clone that is still working is looked at even without a change (a safety net:
-/// watches normally wake it sooner).
-const RESYNC: Duration = Duration::from_secs(300);
-
 fn observed<'a>(
     ctx: &Context,
     clone: &'a VirtualMachineClone,
@@ -47,9 +42,7 @@ fn observed<'a>(
     Observed {
         clone,
         now,
-        feature_gate: world
-            .gate
-            .unwrap_or(clone_core::decide::FeatureGate::Enabled),
+        feature_gate: world.gate,
         source_vm: world.source_vm.as_ref(),
         source_snapshot: world.source_snapshot.as_ref(),
         temp_snapshot: world.temp_snapshot.as_ref(),
@@ -152,13 +145,9 @@ async fn reconcile_clone(clone: &Arc<VirtualMachineClone>, ctx: &Arc<Context>) -
     ctx.memory.reset_backoff(&ObjectRef::from_obj(clone));
     record_success(ctx, clone, &decision);
 
-    Ok(
-        if decision.status.phase.is_terminal() && decision.status.restore_name.is_none() {
-            Requeue::await_change()
-        } else {
-            Requeue::requeue(decision.recheck.map_or(RESYNC, |r| r.min(RESYNC)))
-        },
-    )
+    Ok(decision
+        .requeue_after()
+        .map_or_else(Requeue::await_change, Requeue::requeue))
 }
 
 /// Observes the clone's duration when this pass made it succeed.

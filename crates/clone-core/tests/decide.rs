@@ -1099,6 +1099,75 @@ fn a_snapshot_deleted_before_the_restore_fails_the_clone() {
     );
 }
 
+/// A snapshot that reports itself not ready again before the restore exists (KubeVirt rewrote
+/// its status) is waited for, even though its content is still there: KubeVirt restores only a
+/// ready snapshot, and the controller reads the content only then (the read plan's property
+/// test found the decision using a content the controller would not have read).
+#[test]
+fn a_snapshot_no_longer_ready_before_the_restore_is_waited_for() {
+    let mut w = World::vm_source().phase(ClonePhase::RestoreInProgress, Some(SNAP), None);
+    w.temp_snapshot = Some(snapshot(
+        SNAP,
+        json!({"readyToUse": false, "phase": "Unknown"}),
+    ));
+    w.content = Some(good_content(SNAP));
+    let d = w.decide();
+    assert_eq!(d.action, Action::Nothing);
+    assert_working(
+        &d,
+        ClonePhase::RestoreInProgress,
+        &format!("waiting for snapshot {SNAP} to be ready"),
+    );
+
+    // Ready again: the restore is created from the content.
+    w.temp_snapshot = Some(ready_snapshot(SNAP));
+    let d = w.decide();
+    assert!(
+        matches!(d.action, Action::CreateRestore(..)),
+        "{:?}",
+        d.action
+    );
+}
+
+/// The requeue rule: a clone that is done is left alone; one still working is looked at again
+/// after its recheck, at most after the resync interval.
+#[test]
+fn a_done_clone_waits_for_a_change_and_a_working_one_is_looked_at_again() {
+    use clone_core::decide::RESYNC;
+    use std::time::Duration;
+    let decision = |phase, restore: Option<&str>, recheck| Decision {
+        action: Action::Nothing,
+        status: VirtualMachineCloneStatus {
+            phase,
+            restore_name: restore.map(str::to_owned),
+            ..Default::default()
+        },
+        events: vec![],
+        recheck,
+    };
+    assert_eq!(
+        decision(ClonePhase::Succeeded, None, None).requeue_after(),
+        None
+    );
+    assert_eq!(
+        decision(ClonePhase::Failed, None, None).requeue_after(),
+        None
+    );
+    assert_eq!(
+        decision(ClonePhase::Succeeded, Some(RESTORE), None).requeue_after(),
+        Some(RESYNC)
+    );
+    let soon = Duration::from_secs(5);
+    assert_eq!(
+        decision(ClonePhase::RestoreInProgress, None, Some(soon)).requeue_after(),
+        Some(soon)
+    );
+    assert_eq!(
+        decision(ClonePhase::RestoreInProgress, None, Some(RESYNC * 2)).requeue_after(),
+        Some(RESYNC)
+    );
+}
+
 /// Once the temporary snapshot exists the clone follows the snapshot, not the source: KubeVirt
 /// releases the source's protection finalizer the moment the snapshot is done, so the VM may be
 /// gone in the very pass that sees the snapshot ready (issue: source deleted mid-snapshot).

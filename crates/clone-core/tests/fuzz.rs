@@ -29,7 +29,7 @@ use clone_api::v1beta1::{
 };
 use clone_api::validation::{self as v, PATCH_PATH_PREFIXES};
 use clone_core::decide::{
-    Child, CreateRejection, FeatureGate, Rival, content_name, lookups, target_name,
+    Child, CreateRejection, FeatureGate, ReadPlan, Rival, content_name, lookups, target_name,
 };
 use clone_core::names::{temp_restore_name, temp_snapshot_name};
 use clone_core::patch::{PatchError, apply_kubevirt, apply_strict, parse_operation};
@@ -1960,6 +1960,65 @@ proptest! {
         let first = decide(&world.observed());
         check_decision(&world.observed(), &first)?;
         check_next_passes(&world, &first)?;
+    }
+}
+
+/// The world as the controller reads it: the objects its lookups name (a source VM and the
+/// temporary snapshot for a VM source, the source snapshot otherwise) and every object it reads
+/// from caches; with
+/// `planned`, the source VM, the snapshot content and the claims' phases (direct reads) only when
+/// the clone's [`ReadPlan`] asks for them, else whatever exists.
+fn as_read(world: &World, planned: bool) -> World {
+    let plan = ReadPlan::of(&world.clone);
+    let mut read = world.with_status(&world.clone.status.clone().unwrap_or_default());
+    if plan.names.source_snapshot.is_some() {
+        read.temp_snapshot = None;
+    } else {
+        read.source_snapshot = None;
+    }
+    if plan.names.source_vm.is_none() {
+        read.source_vm = None;
+    }
+    if !planned {
+        return read;
+    }
+    if plan.reads_nothing() {
+        read.source_vm = None;
+        read.content = None;
+        read.claims.clear();
+        return read;
+    }
+    let lost_target = read.target.is_none() && plan.source_vm_for_lost_target().is_some();
+    if plan.source_vm().is_none() && !lost_target {
+        read.source_vm = None;
+    }
+    let in_use = read
+        .source_snapshot
+        .as_ref()
+        .or(read.temp_snapshot.as_ref());
+    let content = plan.content(in_use, read.restore.as_ref());
+    if read.content.as_ref().and_then(|c| c.metadata.name.clone()) != content {
+        read.content = None;
+    }
+    let claims: Vec<String> = plan
+        .claims(read.restore.as_ref(), read.target.as_ref())
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    read.claims.retain(|claim, _| claims.contains(claim));
+    read
+}
+
+proptest! {
+    #![proptest_config(config(1024))]
+
+    /// What the read plan leaves out never changes the decision: the controller reads enough.
+    #[test]
+    fn the_read_plan_reads_everything_decide_looks_at(case in case()) {
+        let world = case.world()?;
+        let everything = decide(&as_read(&world, false).observed());
+        let planned = decide(&as_read(&world, true).observed());
+        prop_assert_eq!(everything, planned);
     }
 }
 

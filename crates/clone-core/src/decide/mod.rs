@@ -7,7 +7,7 @@
 //! controller can crash and restart anywhere. Events belong to transitions (a phase change, a new
 //! precondition, a failure), so a pass that changes nothing publishes nothing.
 //!
-//! Split by concern: `lookups` (what a pass reads), `pass` (the state machine that turns the
+//! Split by concern: `lookups` and `plan` (what a pass reads), `pass` (the state machine that turns the
 //! observation into a status), `gate` (what holds or fails a clone before it acts), `snapshot`
 //! and `data_volume` (each strategy's stages), `source` (the source checks) and `build` (the
 //! child objects and the restore's patches).
@@ -33,6 +33,7 @@ mod data_volume;
 mod gate;
 mod lookups;
 mod pass;
+mod plan;
 mod snapshot;
 mod source;
 
@@ -40,6 +41,7 @@ pub use crate::gate::{FeatureGate, GateMode, snapshot_gate};
 pub(crate) use build::with_run_strategy;
 pub use build::{Restored, restore_patches, restored_vm, user_patch_conflict};
 pub use lookups::{Lookups, content_name, lookups, source_matters, target_name};
+pub use plan::ReadPlan;
 pub use source::{
     Hold, check_content, data_volume_plan, data_volume_source_check, snapshot_source_check,
     spec_needs_backend_storage, target_exists, unknown_interface_message, vm_needs_backend_storage,
@@ -241,6 +243,23 @@ pub struct Decision {
     /// Look at the clone again after this long even without a change: a deadline of the
     /// decision runs out then.
     pub recheck: Option<Duration>,
+}
+
+/// How often a clone that is still working is looked at even without a change: a safety net, as
+/// watches normally wake it sooner.
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+impl Decision {
+    /// When to look at the clone again if nothing changes: `None` once it is done (succeeded or
+    /// failed, with no restore left to clean up); else after [`Decision::recheck`], at most
+    /// [`RESYNC`].
+    pub fn requeue_after(&self) -> Option<Duration> {
+        if self.status.phase.is_terminal() && self.status.restore_name.is_none() {
+            None
+        } else {
+            Some(self.recheck.map_or(RESYNC, |r| r.min(RESYNC)))
+        }
+    }
 }
 
 /// Decides the next step for a clone.

@@ -11,6 +11,7 @@ use clone_api::names::{self, EventReason};
 use clone_api::v1beta1::{ClonePhase, VirtualMachineCloneStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::plan::before_snapshot_ready;
 use super::{
     Action, CloneEvent, Decision, Hold, PROGRESS_INTERVAL, Pass, unknown_interface_message,
 };
@@ -86,10 +87,7 @@ impl Pass<'_, '_> {
             return situation;
         }
 
-        let before_snapshot_ready = matches!(
-            self.status.phase,
-            ClonePhase::Unset | ClonePhase::SnapshotInProgress | ClonePhase::Unknown
-        );
+        let before_snapshot_ready = before_snapshot_ready(self.status.phase);
         // Once the temporary snapshot exists the clone follows it: ready → restore, failed →
         // failed. The source may vanish the moment KubeVirt releases it (when the snapshot is
         // done); its absence alone changes nothing.

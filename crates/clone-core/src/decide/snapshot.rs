@@ -114,6 +114,12 @@ impl Pass<'_, '_> {
                 );
                 return Some(self.fail(EventReason::SnapshotDeleted, message));
             };
+            // A snapshot that stopped being ready (KubeVirt rewrote its status) is waited for:
+            // KubeVirt restores only a ready snapshot, and its content is read only then.
+            if !snapshot.status.as_ref().is_some_and(|s| s.is_ready()) {
+                let name = &self.names.snapshot_name;
+                return Some(self.working(format!("waiting for snapshot {name} to be ready")));
+            }
             let vm = match self.checked_content(snapshot) {
                 Ok(vm) => vm,
                 Err(situation) => return Some(situation),

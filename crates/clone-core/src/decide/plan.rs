@@ -1,0 +1,129 @@
+//! The read plan: what a pass must read for a clone, from the clone's spec and status and what
+//! the pass has read so far. The controller's observe step follows it instead of re-deriving the
+//! phase rules, so what is read and what `decide` looks at cannot drift apart.
+
+use clone_api::kubevirt::{VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot};
+use clone_api::v1beta1::{ClonePhase, VirtualMachineClone, VirtualMachineCloneStatus};
+
+use super::{Lookups, lookups};
+
+/// Whether a clone in `phase` is still before its snapshot is ready (the phases in which the
+/// source is checked and the snapshot followed).
+pub(crate) fn before_snapshot_ready(phase: ClonePhase) -> bool {
+    matches!(
+        phase,
+        ClonePhase::Unset | ClonePhase::SnapshotInProgress | ClonePhase::Unknown
+    )
+}
+
+/// What to read for one clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadPlan {
+    /// The names to read.
+    pub names: Lookups,
+    status: VirtualMachineCloneStatus,
+}
+
+impl ReadPlan {
+    /// The plan for `clone`.
+    pub fn of(clone: &VirtualMachineClone) -> ReadPlan {
+        ReadPlan {
+            names: lookups(clone),
+            status: clone.status.clone().unwrap_or_default(),
+        }
+    }
+
+    fn phase(&self) -> ClonePhase {
+        self.status.phase
+    }
+
+    /// Nothing is read for a failed clone: `decide` only releases what its status names.
+    pub fn reads_nothing(&self) -> bool {
+        self.phase() == ClonePhase::Failed
+    }
+
+    /// The whole source VM (in the source namespace): only a VM source, and only until its
+    /// snapshot is ready (the preconditions and the DataVolume strategy's target are built from
+    /// it).
+    pub fn source_vm(&self) -> Option<&str> {
+        self.names
+            .source_vm
+            .as_deref()
+            .filter(|_| before_snapshot_ready(self.phase()))
+    }
+
+    /// Whether a temporary snapshot the cache does not show must be confirmed with a direct read:
+    /// once the status names it, its absence fails the clone.
+    pub fn confirm_temp_snapshot(&self) -> bool {
+        self.status.snapshot_name.is_some()
+    }
+
+    /// Whether a restore the cache does not show must be confirmed with a direct read: once the
+    /// status names it, its absence changes the decision.
+    pub fn confirm_restore(&self) -> bool {
+        self.status.restore_name.is_some()
+    }
+
+    /// The name of the snapshot content to read, given the snapshot in use and the restore read:
+    /// only once the snapshot is ready, and only while the next step needs the content (checking
+    /// it, or building the restore).
+    pub fn content(
+        &self,
+        snapshot: Option<&VirtualMachineSnapshot>,
+        restore: Option<&VirtualMachineRestore>,
+    ) -> Option<String> {
+        let needed = before_snapshot_ready(self.phase())
+            || (self.phase() == ClonePhase::RestoreInProgress && restore.is_none());
+        let snapshot = snapshot.filter(|s| s.status.as_ref().is_some_and(|s| s.is_ready()))?;
+        needed.then(|| super::content_name(snapshot))
+    }
+
+    /// Whether a target VM the cache does not show must be confirmed with a direct read: before
+    /// the restore exists a missing target is the normal case; afterwards (or after success) its
+    /// absence completes or deletes the clone.
+    pub fn confirm_target(&self, restore: Option<&VirtualMachineRestore>) -> bool {
+        restore.is_some() || self.phase() == ClonePhase::Succeeded
+    }
+
+    /// The restored claims whose phases are read: once the target exists and the pass can reach
+    /// the cleanup (the restore is complete, or the clone is past it), while the temporary objects
+    /// may still be there (they go once every restored claim is bound). A clone that succeeded
+    /// with nothing left to remove reads none.
+    pub fn claims<'r>(
+        &self,
+        restore: Option<&'r VirtualMachineRestore>,
+        target: Option<&VirtualMachine>,
+    ) -> Vec<&'r str> {
+        let phase = self.phase();
+        let pending = self.status.restore_name.is_some() || self.status.snapshot_name.is_some();
+        let done = phase == ClonePhase::Succeeded && !pending;
+        let past_restore = matches!(phase, ClonePhase::CreatingTargetVM | ClonePhase::Succeeded);
+        match restore.and_then(|r| r.status.as_ref()) {
+            Some(status) if !done && target.is_some() && (past_restore || status.is_complete()) => {
+                status.claims().collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// DataVolume strategy: whether a target the cache does not show must be confirmed with a
+    /// direct read (the cache may lag behind this controller's own create).
+    pub fn confirm_data_volume_target(&self) -> bool {
+        self.phase() == ClonePhase::CreatingTargetVM
+    }
+
+    /// DataVolume strategy: whether the target's templates and DataVolumes are followed (until
+    /// the clone succeeded).
+    pub fn follows_data_volumes(&self) -> bool {
+        self.phase() != ClonePhase::Succeeded
+    }
+
+    /// DataVolume strategy: the source VM to read again when the target is gone while the clone
+    /// was creating it (it is built again from the source).
+    pub fn source_vm_for_lost_target(&self) -> Option<&str> {
+        self.names
+            .source_vm
+            .as_deref()
+            .filter(|_| self.phase() == ClonePhase::CreatingTargetVM)
+    }
+}
