@@ -1,4 +1,4 @@
-//! What every reconcile shares: the client, the caches, the event recorder, the settings and the
+//! What every reconcile shares: the client, the caches, the event publisher, the settings and the
 //! per-clone backoff.
 
 use std::collections::HashMap;
@@ -13,7 +13,6 @@ use clone_core::decide::GateMode;
 use clone_core::upstream::{UpstreamCloneController, UpstreamMode, upstream_clone_controller};
 use kube::Client;
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 /// Settings of a controller instance.
@@ -128,8 +127,8 @@ pub struct Context {
     pub config: Config,
     /// The caches.
     pub caches: Caches,
-    /// Publishes events (events.k8s.io, with series de-duplication).
-    pub recorder: Recorder,
+    /// Publishes events (events.k8s.io), off the pass.
+    pub events: crate::events::Publisher,
     /// Metrics and readiness.
     pub telemetry: crate::telemetry::Telemetry,
     /// Whether this replica may reconcile.
@@ -158,7 +157,7 @@ impl Context {
         client: Client,
         config: Config,
         caches: Caches,
-        recorder: Recorder,
+        events: crate::events::Publisher,
         telemetry: crate::telemetry::Telemetry,
         leadership: crate::leader::Leadership,
         memory: Arc<CloneMemory>,
@@ -167,7 +166,7 @@ impl Context {
             client,
             config,
             caches,
-            recorder,
+            events,
             telemetry,
             leadership,
             memory,

@@ -5,7 +5,8 @@
 //! - [`run`](mod@run) wires the caches, the watches and the controller loop;
 //! - [`reconcile`] is one pass: observe ([`observe`]) → decide → apply → status → events;
 //! - [`index`] finds the clones an object belongs to;
-//! - [`context`] holds what passes share (client, caches, recorder, backoff);
+//! - [`context`] holds what passes share (client, caches, event publisher, backoff);
+//! - [`events`] publishes events, off the pass and without a cache;
 //! - [`telemetry`] metrics and health, [`leader`] leader election;
 //! - `upstream` keeps vmclone idle, visibly, while upstream KubeVirt's clone controller runs;
 //! - [`cli`] the binary's flags.
@@ -13,6 +14,7 @@
 pub mod cli;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod index;
 pub mod leader;
 pub mod observe;

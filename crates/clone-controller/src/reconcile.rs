@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use clone_api::kubevirt::{VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot};
-use clone_api::names::{EventReason, FIELD_MANAGER};
+use clone_api::names::FIELD_MANAGER;
 use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
 use clone_core::decide::{Access, AccessReview, Child, CreateRejection, Observed};
 use clone_core::status::status_changed;
@@ -17,11 +17,9 @@ use clone_core::{Action, Decision, decide};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -129,12 +127,12 @@ async fn reconcile_clone(clone: &Arc<VirtualMachineClone>, ctx: &Arc<Context>) -
     }
     if decision.action == Action::DeleteClone {
         // The clone is gone; there is no status to write.
-        publish(ctx, clone, &decision).await;
+        publish(ctx, clone, &decision);
         ctx.memory.forget(&ObjectRef::from_obj(clone));
         return Ok(Requeue::await_change());
     }
     write_status(ctx, clone, &ns, &decision).await?;
-    publish(ctx, clone, &decision).await;
+    publish(ctx, clone, &decision);
     if let Some(rejection) = refused {
         // Nothing of ours will change when the obstacle clears: retry with backoff.
         return Err(Error::Refused {
@@ -421,48 +419,10 @@ async fn write_status(
     Ok(())
 }
 
-/// Publishes the events of this pass. A failure to publish is logged, never retried: the status
-/// already says what happened.
-async fn publish(ctx: &Context, clone: &VirtualMachineClone, decision: &Decision) {
-    let reference = clone.object_ref(&());
-    let regarding = format!("clone {}", clone.name_any());
-    for event in &decision.events {
-        publish_event(ctx, &reference, &regarding, event.reason, &event.message).await;
-    }
-}
-
-/// Publishes one event about `reference` (the controller's only way to publish). A failure is
-/// logged, never retried.
-pub(crate) async fn publish_event(
-    ctx: &Context,
-    reference: &ObjectReference,
-    regarding: &str,
-    reason: EventReason,
-    message: &str,
-) {
-    let published = ctx
-        .recorder
-        .publish(
-            &Event {
-                type_: if reason.is_warning() {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: reason.as_str().to_owned(),
-                note: Some(message.to_owned()),
-                action: "Reconcile".to_owned(),
-                secondary: None,
-            },
-            reference,
-        )
-        .await;
-    if let Err(source) = published {
-        let error = Error::Publish {
-            regarding: regarding.to_owned(),
-            reason: reason.as_str().to_owned(),
-            source,
-        };
-        warn!(%error, "event not published");
+/// Publishes the one event of this pass (see `Decision::event`), if it has one.
+fn publish(ctx: &Context, clone: &VirtualMachineClone, decision: &Decision) {
+    if let Some(event) = decision.event() {
+        ctx.events
+            .publish(clone.object_ref(&()), event.reason, event.message);
     }
 }

@@ -25,7 +25,6 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -33,6 +32,7 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
 use crate::context::{Caches, CloneMemory, Config, Context, Synced};
+use crate::events::{FLUSH_DEADLINE, Publisher};
 use crate::index::{CloneIndex, Key};
 use crate::leader::{self, Leadership};
 use crate::reconcile::{error_policy, reconcile};
@@ -244,11 +244,7 @@ pub async fn run_with(
             kubevirts_synced,
         ],
     };
-    let reporter = Reporter {
-        controller: "vmclone-controller".into(),
-        instance: config.instance.clone(),
-    };
-    let recorder = Recorder::new(client.clone(), reporter);
+    let (events, events_flushed) = Publisher::start(client.clone(), config.instance.clone());
     telemetry.watch_clones(clones.clone());
     tokio::spawn({
         let (caches, telemetry) = (caches.clone(), telemetry.clone());
@@ -276,7 +272,7 @@ pub async fn run_with(
         client.clone(),
         config,
         caches,
-        recorder,
+        events,
         telemetry,
         leadership,
         memory,
@@ -411,6 +407,13 @@ pub async fn run_with(
     let _ = leadership_log.await;
     upstream_watch.abort();
     let _ = upstream_watch.await;
+    // Every publisher is gone with the controller's context: create what is queued.
+    if tokio::time::timeout(FLUSH_DEADLINE, events_flushed)
+        .await
+        .is_err()
+    {
+        warn!(?FLUSH_DEADLINE, "queued events not all published in time");
+    }
     if let Some(election) = election {
         election.release().await;
     }

@@ -18,7 +18,6 @@ use tokio::sync::{Notify, mpsc};
 use tracing::{info, warn};
 
 use crate::context::Context;
-use crate::reconcile::publish_event;
 
 /// Wakes [`watch`] on every change of the `KubeVirt` cache, and yields `()` whenever every clone
 /// must be reconciled because upstream's clone controller stopped.
@@ -93,16 +92,11 @@ pub(crate) async fn watch(ctx: Arc<Context>, signals: Signals) {
             && let Some(kubevirt) = ctx.caches.kubevirt()
         {
             announced = true;
-            let reference = kubevirt.object_ref(&());
-            let regarding = format!("KubeVirt {}/{}", active.namespace, active.name);
-            publish_event(
-                &ctx,
-                &reference,
-                &regarding,
+            ctx.events.publish(
+                kubevirt.object_ref(&()),
                 EventReason::UpstreamCloneControllerActive,
-                &active.advice(),
-            )
-            .await;
+                active.advice(),
+            );
         }
         tokio::select! {
             () = signals.changed.notified() => {}

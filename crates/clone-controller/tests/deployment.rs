@@ -152,7 +152,7 @@ const CONTROLLER_RULES: [(&str, &str, &[&str]); 12] = [
     ("kubevirt.io", "kubevirts", &["get", "list", "watch"]),
     ("", "persistentvolumeclaims", &["get", "list", "watch"]),
     ("cdi.kubevirt.io", "datavolumes", &["get", "list", "watch"]),
-    ("events.k8s.io", "events", &["create", "patch"]),
+    ("events.k8s.io", "events", &["create"]),
     // `create subjectaccessreviews` too, checked with `kubectl auth can-i`: the rule set below
     // skips authorization.k8s.io, which every authenticated user has for its own reviews.
 ];
@@ -1177,6 +1177,7 @@ async fn the_service_account_may_do_what_the_controller_needs_and_nothing_more()
         ("update", "leases.coordination.k8s.io", n, false),
         ("list", "leases.coordination.k8s.io", system, false),
         ("create", "events", n, false),
+        ("patch", "events.events.k8s.io", n, false),
         (
             "create",
             "clusterrolebindings.rbac.authorization.k8s.io",

@@ -790,6 +790,51 @@ fn a_mac_for_an_unknown_interface_is_reported() {
         d.events[1].message,
         "newMacAddresses names interface eth9, which the VM of VirtualMachineSnapshot golden does not have"
     );
+    // Published as one Warning event that still names the restore.
+    let event = d.event().unwrap();
+    assert_eq!(event.reason, UnknownInterface);
+    assert_eq!(
+        event.message,
+        format!(
+            "snapshot golden for clone testclone is ready to use; {}; created restore {RESTORE} for clone testclone",
+            d.events[1].message
+        )
+    );
+}
+
+/// One event per pass: the furthest milestone names it, the note lists every transition.
+#[test]
+fn a_pass_publishes_one_event_naming_every_transition() {
+    let mut w = World::snapshot_source();
+    w.content = Some(good_content("golden"));
+    let d = w.decide();
+    assert_eq!(reasons(&d), vec![SnapshotReady, RestoreCreated]);
+    let event = d.event().unwrap();
+    assert_eq!(event.reason, RestoreCreated);
+    assert_eq!(
+        event.message,
+        format!(
+            "snapshot golden for clone testclone is ready to use; created restore {RESTORE} for clone testclone"
+        )
+    );
+
+    // The last pass: restore ready, target created, claims bound.
+    let mut w = World::vm_source().phase(ClonePhase::RestoreInProgress, Some(SNAP), Some(RESTORE));
+    w.temp_snapshot = Some(ready_snapshot(SNAP));
+    w.restore = Some(complete_restore());
+    w.target = Some(our_target());
+    w.claims = [
+        ("restore-root".to_owned(), "Bound".to_owned()),
+        ("restore-data".to_owned(), "Bound".to_owned()),
+    ]
+    .into();
+    let d = w.decide();
+    assert_eq!(reasons(&d), vec![RestoreReady, TargetVMCreated, PVCBound]);
+    assert_eq!(d.event().unwrap().reason, TargetVMCreated);
+
+    // A pass without transitions publishes nothing.
+    w.clone.status = Some(d.status.clone());
+    assert_eq!(w.decide().event(), None);
 }
 
 const RESTORE_HOOK: &str = "admission webhook \"virtualmachinerestore-validator.snapshot.kubevirt.io\" denied the request: ";

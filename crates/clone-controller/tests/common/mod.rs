@@ -479,6 +479,28 @@ impl Harness {
         .await
     }
 
+    /// Waits until an event's note about `clone` contains `text`: a transition, whichever event
+    /// of its pass carries it (a pass publishes one event naming all its transitions).
+    pub async fn wait_transition(
+        &self,
+        clone: &str,
+        text: &str,
+    ) -> Result<Vec<(String, String, String)>> {
+        wait_for(
+            &format!("an event of clone {clone} saying {text:?}"),
+            CLONE_TIMEOUT,
+            || async {
+                let events = self.events(clone).await?;
+                ensure!(
+                    events.iter().any(|e| e.2.contains(text)),
+                    "events: {events:?}"
+                );
+                Ok(events)
+            },
+        )
+        .await
+    }
+
     /// Names of the snapshots, restores and VMs in the namespace.
     pub async fn inventory(&self) -> Result<(Vec<String>, Vec<String>, Vec<String>)> {
         let snaps: Api<VirtualMachineSnapshot> = self.api();

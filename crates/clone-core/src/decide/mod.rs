@@ -245,6 +245,47 @@ pub struct Decision {
     pub recheck: Option<Duration>,
 }
 
+/// How far along a clone a Normal transition is: the reason of a pass's one event is its furthest
+/// milestone (the "ready" transitions only lead to the next creation).
+fn milestone(reason: EventReason) -> u8 {
+    match reason {
+        EventReason::SnapshotReady | EventReason::RestoreReady => 0,
+        EventReason::VolumeCloned => 1,
+        EventReason::SnapshotCreated => 2,
+        EventReason::RestoreCreated => 3,
+        EventReason::PVCBound => 4,
+        EventReason::TargetVMCreated => 5,
+        _ => 0,
+    }
+}
+
+impl Decision {
+    /// The one event this pass publishes, with its status write: the note names every transition
+    /// of the pass (their messages, in order, joined by `; `); the reason is the first Warning
+    /// transition's, else the furthest milestone's (so a successful clone shows `SnapshotCreated`,
+    /// `RestoreCreated` and `TargetVMCreated`, the "ready" transitions in their notes).
+    pub fn event(&self) -> Option<CloneEvent> {
+        let warning = self.events.iter().find(|e| e.reason.is_warning());
+        let reason = match warning {
+            Some(event) => event.reason,
+            None => {
+                self.events
+                    .iter()
+                    .rev()
+                    .max_by_key(|e| milestone(e.reason))?
+                    .reason
+            }
+        };
+        let message = self
+            .events
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Some(CloneEvent { reason, message })
+    }
+}
+
 /// How often a clone that is still working is looked at even without a change: a safety net, as
 /// watches normally wake it sooner.
 pub const RESYNC: Duration = Duration::from_secs(300);
