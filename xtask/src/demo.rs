@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
 use kube::api::Api;
-use serde_json::json;
 use testenv::TestEnv;
 
 #[derive(Debug, clap::Args)]
@@ -36,38 +35,6 @@ fn step(started: Instant, text: &str) {
 pub(crate) async fn install_stand_in(client: &kube::Client) -> Result<()> {
     kubevirt_sim::install(client.clone()).await?;
     kubevirt_sim::set_feature_gates(client.clone(), &["Snapshot"]).await
-}
-
-/// The source VM of the user guide, with a disk on storage that supports snapshots (a `List` of
-/// its PVC and the VM, without namespaces). Shared with `cargo xtask bench`.
-pub(crate) fn source_vm() -> String {
-    let pvc = json!({
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "vm-cirros-disk"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "sim-snapshot",
-                 "resources": {"requests": {"storage": "1Gi"}}},
-    });
-    let vm = json!({
-        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
-        "metadata": {"name": "vm-cirros",
-                     "labels": {"app": "cirros", "somekey/team": "demo"},
-                     "annotations": {"anotherkey/owner": "demo", "note": "the source"}},
-        "spec": {"runStrategy": "Halted", "template": {
-            "metadata": {"labels": {"kubevirt.io/vm": "vm-cirros", "somekey/template": "x"}},
-            "spec": {
-                "domain": {
-                    "devices": {
-                        "disks": [{"name": "disk", "disk": {"bus": "virtio"}}],
-                        "interfaces": [{"name": "interfaceName", "masquerade": {}, "macAddress": "02:00:00:00:00:01"}],
-                    },
-                    "firmware": {"serial": "cirros-serial"},
-                    "resources": {"requests": {"memory": "128Mi"}},
-                },
-                "networks": [{"name": "interfaceName", "pod": {}}],
-                "volumes": [{"name": "disk", "persistentVolumeClaim": {"claimName": "vm-cirros-disk"}}],
-            }}},
-    });
-    json!({"apiVersion": "v1", "kind": "List", "items": [pvc, vm]}).to_string()
 }
 
 async fn kubectl(env: &TestEnv, args: &[&str], stdin: Option<&str>) -> Result<String> {
@@ -150,7 +117,7 @@ async fn demo(args: Args) -> Result<()> {
     kubectl(
         &env,
         &["apply", "--server-side", "-f", "-"],
-        Some(&source_vm()),
+        Some(&kubevirt_sim::examples::source_vm()),
     )
     .await?;
 

@@ -757,7 +757,7 @@ async fn drive(
     metrics: u16,
     health: u16,
 ) -> Result<()> {
-    use crate::bench::live::http_get;
+    use bench::live::http_get;
 
     let started = Instant::now();
     wait_for(
@@ -782,7 +782,7 @@ async fn drive(
     kubectl(
         env,
         &["apply", "--server-side", "-f", "-"],
-        Some(&crate::demo::source_vm()),
+        Some(&kubevirt_sim::examples::source_vm()),
     )
     .await?;
     let clone_yaml = crate::repo().join("manifests/examples/clone.yaml");

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-mod bench;
 mod chaos;
 mod control_plane;
 mod demo;
@@ -43,25 +42,8 @@ enum Command {
     Image(image::Args),
 }
 
-/// Which KubeVirt a command runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Backend {
-    /// KubeVirt v1.7.0's own virt-controller and virt-api (built from Go modules), with the
-    /// stand-in playing only storage and CDI.
-    Real,
-    /// The stand-in, kubevirt-sim, for KubeVirt too.
-    Sim,
-}
-
-impl Backend {
-    /// The testbed options for this backend.
-    pub(crate) fn options(self) -> testenv::Options {
-        match self {
-            Self::Real => testenv::Options::kubevirt(),
-            Self::Sim => testenv::Options::default(),
-        }
-    }
-}
+/// Which KubeVirt a command runs against (the bench's choice, shared by every command).
+pub(crate) use bench::Backend;
 
 /// The workspace root.
 fn repo() -> PathBuf {

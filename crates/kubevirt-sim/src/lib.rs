@@ -34,6 +34,7 @@ mod config;
 mod csi;
 mod ctx;
 mod error;
+pub mod examples;
 mod go_vm;
 mod install;
 mod jsonpatch;

@@ -233,7 +233,7 @@ pub async fn bench(args: &super::Args) -> Result<()> {
             bail!("cargo build --release failed ({status})");
         }
     }
-    let controller_bin = target_dir().join("release").join("clone-controller");
+    let controller_bin = super::controller_bin(args, &target_dir().join("release"));
     if !controller_bin.is_file() {
         bail!(
             "{} is missing (run without --no-build)",

@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: measures the controller on the local testbed and writes
+//! The bench (`cargo xtask bench` runs [`run`]): measures the controller on the local testbed and writes
 //! `docs/benchmarks.json`, `docs/benchmarks.md` and `docs/benchmarks-latency.svg`.
 //!
 //! In order: build the release binaries; run the engine's criterion bench; start a private
@@ -17,7 +17,7 @@
 mod attribution;
 mod criterion;
 mod kubevirt;
-pub(crate) mod live;
+pub mod live;
 mod model;
 mod procfs;
 mod prom;
@@ -49,7 +49,7 @@ pub struct Args {
     /// virt-controller (writes benchmarks-kubevirt.json and its section of benchmarks.md).
     /// `sim` or absent: the bench on the stand-in, kubevirt-sim.
     #[arg(long, value_enum)]
-    kubevirt: Option<crate::Backend>,
+    kubevirt: Option<Backend>,
     /// Unrelated VMs present in the namespace for the second series (0: skip that series).
     #[arg(long, default_value_t = 10_000)]
     unrelated_vms: usize,
@@ -66,6 +66,11 @@ pub struct Args {
     /// Skip `cargo build --release` and use the binaries in target/release as they are.
     #[arg(long)]
     no_build: bool,
+    /// The `clone-controller` binary to measure instead of this workspace's release build (for
+    /// example one built from an earlier commit, to measure before and after a change on the same
+    /// machine with the same stand-in). Recorded in the report.
+    #[arg(long, value_name = "PATH")]
+    controller_bin: Option<PathBuf>,
     /// ConfigMaps per raw create run.
     #[arg(long, default_value_t = 3000)]
     raw_objects: usize,
@@ -100,7 +105,45 @@ fn default_timeout(clones: usize) -> u64 {
     (60 + clones as u64 / 10).max(180)
 }
 
-use crate::{repo, target_dir};
+/// Which KubeVirt the bench runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// KubeVirt v1.7.0's own virt-controller and virt-api (built from Go modules), with the
+    /// stand-in playing only storage and CDI.
+    Real,
+    /// The stand-in, kubevirt-sim, for KubeVirt too.
+    Sim,
+}
+
+impl Backend {
+    /// The testbed options for this backend.
+    pub fn options(self) -> testenv::Options {
+        match self {
+            Self::Real => testenv::Options::kubevirt(),
+            Self::Sim => testenv::Options::default(),
+        }
+    }
+}
+
+/// The controller binary measured: `--controller-bin`, else the release build in `release`.
+fn controller_bin(args: &Args, release: &Path) -> PathBuf {
+    args.controller_bin
+        .clone()
+        .unwrap_or_else(|| release.join("clone-controller"))
+}
+
+/// The workspace root.
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// Cargo's target directory.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from)
+}
 
 fn cargo() -> std::ffi::OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
@@ -115,7 +158,7 @@ fn to_stderr() -> Stdio {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let real = args.kubevirt == Some(crate::Backend::Real);
+    let real = args.kubevirt == Some(Backend::Real);
     if let Some(json) = &args.from_json {
         let text =
             std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
@@ -199,7 +242,7 @@ async fn bench(args: Args, sizes: Vec<usize>) -> Result<()> {
             bail!("cargo build --release failed ({status})");
         }
     }
-    let controller_bin = release.join("clone-controller");
+    let controller_bin = controller_bin(&args, &release);
     let sim_bin = release.join("kubevirt-sim");
     for bin in [&controller_bin, &sim_bin] {
         if !bin.is_file() {
@@ -228,7 +271,8 @@ async fn bench(args: Args, sizes: Vec<usize>) -> Result<()> {
         .map(|v| v.git_version)
         .unwrap_or_default();
     progress.say("installing the stand-in's storage classes and admission, and the KubeVirt CR");
-    crate::demo::install_stand_in(&client).await?;
+    kubevirt_sim::install(client.clone()).await?;
+    kubevirt_sim::set_feature_gates(client.clone(), &["Snapshot"]).await?;
     let env_dir = env
         .kubeconfig_path()
         .parent()
@@ -341,6 +385,10 @@ async fn bench(args: Args, sizes: Vec<usize>) -> Result<()> {
                 .collect(),
             controller_log_level: "warn".into(),
             stand_in_latency: "0s".into(),
+            controller_bin: args
+                .controller_bin
+                .as_ref()
+                .map(|p| p.display().to_string()),
         },
         raw_creates,
         calibration,

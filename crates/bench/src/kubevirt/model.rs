@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditRequests;
-use crate::bench::model::Machine;
-use crate::bench::stats::Latency;
+use crate::model::Machine;
+use crate::stats::Latency;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KubeVirtReport {

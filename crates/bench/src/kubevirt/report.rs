@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use super::audit::{self, PerClone};
 use super::model::{Comparison, KubeVirtReport, Path, Ratio, Run};
-use crate::bench::report::{f, load, opt, write_machine_rows};
+use crate::report::{f, load, opt, write_machine_rows};
 
 pub const TITLE: &str = "Against KubeVirt's own clone controller";
 pub const ANCHOR: &str = "against-kubevirts-own-clone-controller";
@@ -122,7 +122,7 @@ fn process_cell(run: &Run, name: &str) -> (String, String) {
 const RESULTS_HEADER: &str = "| N | path | succeeded/failed/unfinished | duration s | × bare path | clones/s | all restores complete s | lag p50 s | lag p99 s | lag max s | latency p50 s | latency p99 s |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
 
 fn results_row(report: &KubeVirtReport, run: &Run) -> String {
-    let lag = |pick: fn(&crate::bench::stats::Latency) -> f64| {
+    let lag = |pick: fn(&crate::stats::Latency) -> f64| {
         if run.path == Path::Bare {
             "·".to_owned()
         } else {
@@ -742,9 +742,9 @@ pub fn markdown(report: &KubeVirtReport, previous: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::kubevirt::audit::{AuditRequests, AuditRow};
-    use crate::bench::model::Machine;
-    use crate::bench::stats;
+    use crate::kubevirt::audit::{AuditRequests, AuditRow};
+    use crate::model::Machine;
+    use crate::stats;
 
     fn run(path: Path, clones: usize, duration: f64) -> Run {
         let mut run = Run::new(path, clones);

@@ -448,8 +448,12 @@ pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &s
     let st = &report.settings;
     let _ = writeln!(
         md,
-        "| controller | `target/release/clone-controller --kubeconfig … --namespace <scenario> --metrics-addr=127.0.0.1:0 --health-addr=127.0.0.1:0 --concurrency {}`, `RUST_LOG={}`, a fresh process per scenario |",
-        st.concurrency, st.controller_log_level
+        "| controller | `{} --kubeconfig … --namespace <scenario> --metrics-addr=127.0.0.1:0 --health-addr=127.0.0.1:0 --concurrency {}`, `RUST_LOG={}`, a fresh process per scenario |",
+        st.controller_bin
+            .as_deref()
+            .unwrap_or("target/release/clone-controller"),
+        st.concurrency,
+        st.controller_log_level
     );
     let _ = writeln!(
         md,
@@ -1248,15 +1252,15 @@ pub fn analysis(report: &Report) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::attribution::{EventTally, Writes};
-    use crate::bench::model::{
+    use crate::attribution::{EventTally, Writes};
+    use crate::model::{
         Calibration, Controller, Engine, Limit, Machine, RawCreates, Requests, Settings,
     };
-    use crate::bench::stats::{Spread, latency};
+    use crate::stats::{Spread, latency};
 
     fn report() -> Report {
         let scenario = |clones: usize, unrelated: usize, cps: f64| Scenario {
-            name: crate::bench::scenario::scenario_name(clones, unrelated, 1),
+            name: crate::scenario::scenario_name(clones, unrelated, 1),
             clones,
             unrelated_vms: unrelated,
             succeeded: clones,
@@ -1306,6 +1310,7 @@ mod tests {
                 scenario_timeout_seconds: vec![180, 180],
                 controller_log_level: "warn".into(),
                 stand_in_latency: "0s".into(),
+                controller_bin: None,
             },
             raw_creates: Some(RawCreates {
                 objects_per_run: 3000,

@@ -179,7 +179,7 @@ impl Bed {
     /// The demo's source VM and its PVC, in `namespace`, `self.sources` times (renamed when
     /// more than one).
     pub async fn create_sources(&self, namespace: &str) -> Result<()> {
-        let list: Value = serde_json::from_str(&crate::demo::source_vm())?;
+        let list: Value = serde_json::from_str(&kubevirt_sim::examples::source_vm())?;
         let items: Arc<Vec<Value>> = Arc::new(
             list["items"]
                 .as_array()
@@ -1061,7 +1061,7 @@ mod tests {
 
     #[test]
     fn sources_are_renamed_consistently_when_there_are_several() {
-        let list: Value = serde_json::from_str(&crate::demo::source_vm()).unwrap();
+        let list: Value = serde_json::from_str(&kubevirt_sim::examples::source_vm()).unwrap();
         let items = list["items"].as_array().unwrap();
         let (pvc, vm) = (&items[0], &items[1]);
         assert_eq!(source_object(vm, 3, 1), *vm);

@@ -59,6 +59,9 @@ pub struct Settings {
     pub scenario_timeout_seconds: Vec<u64>,
     pub controller_log_level: String,
     pub stand_in_latency: String,
+    /// `--controller-bin`, when the controller measured is not this workspace's release build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_bin: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
