@@ -41,6 +41,9 @@ struct Pending {
     regarding: ObjectReference,
     reason: EventReason,
     note: String,
+    /// When it was published: its `eventTime`, so that events created concurrently keep the
+    /// order of the passes that published them.
+    at: jiff::Timestamp,
 }
 
 /// Hands events to the background task that creates them. Cheap to clone.
@@ -78,17 +81,18 @@ impl Publisher {
             regarding,
             reason,
             note,
+            at: jiff::Timestamp::now(),
         };
-        if let Err(error) = self.queue.try_send(pending) {
-            let pending = match error {
-                mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p) => p,
-            };
-            warn!(
-                reason = pending.reason.as_str(),
-                regarding = pending.regarding.name.as_deref().unwrap_or_default(),
-                "event queue full: event dropped"
-            );
-        }
+        let (pending, why) = match self.queue.try_send(pending) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(p)) => (p, "the event queue is full"),
+            Err(mpsc::error::TrySendError::Closed(p)) => (p, "the controller is stopping"),
+        };
+        warn!(
+            reason = pending.reason.as_str(),
+            regarding = pending.regarding.name.as_deref().unwrap_or_default(),
+            "event dropped: {why}"
+        );
     }
 }
 
@@ -107,7 +111,8 @@ impl Reporter {
             .namespace
             .clone()
             .unwrap_or_else(|| "default".to_owned());
-        let event = self.event(pending.regarding.clone(), pending.reason, pending.note);
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let event = event_object(&self.instance, sequence, &pending);
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         if let Err(source) = api.create(&PostParams::default(), &event).await {
             let error = Error::Publish {
@@ -122,38 +127,39 @@ impl Reporter {
             warn!(%error, "event not published");
         }
     }
+}
 
-    fn event(&self, regarding: ObjectReference, reason: EventReason, note: String) -> Event {
-        let now = jiff::Timestamp::now();
-        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
-        let name = format!(
-            "{}.{:x}{sequence:x}",
-            regarding.name.as_deref().unwrap_or("object"),
-            now.as_nanosecond()
-        );
-        Event {
-            metadata: ObjectMeta {
-                name: Some(name),
-                namespace: regarding.namespace.clone(),
-                ..ObjectMeta::default()
-            },
-            event_time: Some(MicroTime(now)),
-            action: Some("Reconcile".to_owned()),
-            reason: Some(reason.as_str().to_owned()),
-            note: Some(truncated(note, NOTE_LIMIT)),
-            type_: Some(
-                if reason.is_warning() {
-                    "Warning"
-                } else {
-                    "Normal"
-                }
-                .to_owned(),
-            ),
-            regarding: Some(regarding),
-            reporting_controller: Some(REPORTING_CONTROLLER.to_owned()),
-            reporting_instance: Some(self.instance.clone()),
-            ..Event::default()
-        }
+/// The Event object of `pending`, reported by `instance`; `sequence` makes its name unique within
+/// this process.
+fn event_object(instance: &str, sequence: u64, pending: &Pending) -> Event {
+    let regarding = &pending.regarding;
+    let name = format!(
+        "{}.{:x}{sequence:x}",
+        regarding.name.as_deref().unwrap_or("object"),
+        pending.at.as_nanosecond()
+    );
+    Event {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: regarding.namespace.clone(),
+            ..ObjectMeta::default()
+        },
+        event_time: Some(MicroTime(pending.at)),
+        action: Some("Reconcile".to_owned()),
+        reason: Some(pending.reason.as_str().to_owned()),
+        note: Some(truncated(pending.note.clone(), NOTE_LIMIT)),
+        type_: Some(
+            if pending.reason.is_warning() {
+                "Warning"
+            } else {
+                "Normal"
+            }
+            .to_owned(),
+        ),
+        regarding: Some(regarding.clone()),
+        reporting_controller: Some(REPORTING_CONTROLLER.to_owned()),
+        reporting_instance: Some(instance.to_owned()),
+        ..Event::default()
     }
 }
 
@@ -175,6 +181,43 @@ fn truncated(mut note: String, limit: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pending(reason: EventReason, note: &str) -> Pending {
+        Pending {
+            regarding: ObjectReference {
+                kind: Some("VirtualMachineClone".into()),
+                name: Some("c".into()),
+                namespace: Some("ns".into()),
+                ..ObjectReference::default()
+            },
+            reason,
+            note: note.into(),
+            at: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+        }
+    }
+
+    #[test]
+    fn an_event_is_about_its_object_at_its_pass_time_with_a_unique_name() {
+        let p = pending(
+            EventReason::TargetVMCreated,
+            "created target VM t for clone c",
+        );
+        let first = event_object("pod-a", 0, &p);
+        let second = event_object("pod-a", 1, &p);
+        assert_ne!(first.metadata.name, second.metadata.name);
+        assert!(first.metadata.name.as_deref().unwrap().starts_with("c."));
+        assert_eq!(first.metadata.namespace.as_deref(), Some("ns"));
+        assert_eq!(first.event_time, Some(MicroTime(p.at)));
+        assert_eq!(first.type_.as_deref(), Some("Normal"));
+        assert_eq!(first.reason.as_deref(), Some("TargetVMCreated"));
+        assert_eq!(
+            first.reporting_controller.as_deref(),
+            Some(REPORTING_CONTROLLER)
+        );
+        assert_eq!(first.reporting_instance.as_deref(), Some("pod-a"));
+        let warning = event_object("pod-a", 2, &pending(EventReason::TargetExists, "x"));
+        assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    }
 
     #[test]
     fn a_long_note_is_cut_at_a_character_boundary_within_the_limit() {
