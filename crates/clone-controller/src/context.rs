@@ -54,6 +54,8 @@ impl Default for Config {
 pub struct Caches {
     /// Every clone in scope.
     pub clones: Store<VirtualMachineClone>,
+    /// The clones by what they refer to (fed by the same watch as `clones`).
+    pub index: crate::index::CloneIndex,
     /// Every VM snapshot in scope (temporary ones and golden images).
     pub snapshots: Store<VirtualMachineSnapshot>,
     /// Every VM restore in scope.

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::index::Key;
 
 /// What was read for one clone; `clone_core::decide::Observed` borrows from it.
 #[derive(Debug)]
@@ -171,7 +172,9 @@ pub async fn observe(ctx: &Context, clone: &VirtualMachineClone) -> Result<World
         }
     }
 
-    world.rivals = rivals(ctx, clone, &ns, &names.target_name);
+    if plan.rivals(world.restore.as_ref(), world.target.as_ref()) {
+        world.rivals = rivals(ctx, clone, &ns, &names.target_name);
+    }
     Ok(world)
 }
 
@@ -242,15 +245,16 @@ async fn data_volume_strategy(
     Ok(())
 }
 
-/// Other clones in the namespace that name the same target.
+/// Other clones in the namespace that name the same target, from the index (not a scan of every
+/// clone).
 fn rivals(ctx: &Context, clone: &VirtualMachineClone, ns: &str, target: &str) -> Vec<Rival> {
     let uid = clone.metadata.uid.as_deref();
     ctx.caches
-        .clones
-        .state()
+        .index
+        .get(&Key::Target(ns.to_owned(), target.to_owned()))
         .iter()
-        .filter(|c| c.namespace().as_deref() == Some(ns) && c.metadata.uid.as_deref() != uid)
-        .filter(|c| decide::target_name(c) == target)
+        .filter_map(|reference| ctx.caches.clones.get(reference))
+        .filter(|c| c.metadata.uid.as_deref() != uid && decide::target_name(c) == target)
         .map(|c| Rival {
             name: c.name_any(),
             uid: c.metadata.uid.clone().unwrap_or_default(),

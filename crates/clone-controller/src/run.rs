@@ -231,6 +231,7 @@ pub async fn run_with(
 
     let caches = Caches {
         clones: clones.clone(),
+        index: index.clone(),
         snapshots: snapshots.clone(),
         restores: restores.clone(),
         vms: vms.clone(),

@@ -1350,6 +1350,7 @@ async fn a_pass_from_a_stale_cache_does_not_repeat_the_last_transition() {
     }
     let caches = Caches {
         clones,
+        index: Default::default(),
         snapshots: reflector::store::<VirtualMachineSnapshot>().0,
         restores: reflector::store::<VirtualMachineRestore>().0,
         vms: reflector::store().0,

@@ -1967,7 +1967,8 @@ proptest! {
 /// temporary snapshot for a VM source, the source snapshot otherwise) and every object it reads
 /// from caches; with
 /// `planned`, the source VM, the snapshot content and the claims' phases (direct reads) only when
-/// the clone's [`ReadPlan`] asks for them, else whatever exists.
+/// the clone's [`ReadPlan`] asks for them (and the rival clones only when it reads them), else
+/// whatever exists.
 fn as_read(world: &World, planned: bool) -> World {
     let plan = ReadPlan::of(&world.clone);
     let mut read = world.with_status(&world.clone.status.clone().unwrap_or_default());
@@ -2006,6 +2007,9 @@ fn as_read(world: &World, planned: bool) -> World {
         .map(str::to_owned)
         .collect();
     read.claims.retain(|claim, _| claims.contains(claim));
+    if !plan.rivals(read.restore.as_ref(), read.target.as_ref()) {
+        read.rivals.clear();
+    }
     read
 }
 

@@ -106,6 +106,16 @@ impl ReadPlan {
         }
     }
 
+    /// Whether the other clones naming the same target are read: only while this clone could
+    /// still create it (no target and no restore yet), where the earliest clone wins.
+    pub fn rivals(
+        &self,
+        restore: Option<&VirtualMachineRestore>,
+        target: Option<&VirtualMachine>,
+    ) -> bool {
+        restore.is_none() && target.is_none()
+    }
+
     /// DataVolume strategy: whether a target the cache does not show must be confirmed with a
     /// direct read (the cache may lag behind this controller's own create).
     pub fn confirm_data_volume_target(&self) -> bool {
