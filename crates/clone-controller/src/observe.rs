@@ -111,10 +111,6 @@ pub async fn observe(ctx: &Context, clone: &VirtualMachineClone) -> Result<World
         return Ok(world);
     }
 
-    if let Some(vm) = plan.source_vm() {
-        let source = Api::<VirtualMachine>::namespaced(client.clone(), &names.source_namespace);
-        world.source_vm = get_opt(&source, vm).await?;
-    }
     let snapshots = Api::<VirtualMachineSnapshot>::namespaced(client.clone(), &ns);
     if let Some(snapshot) = &names.source_snapshot {
         world.source_snapshot = match cached(&caches.snapshots, &ns, snapshot) {
@@ -129,6 +125,11 @@ pub async fn observe(ctx: &Context, clone: &VirtualMachineClone) -> Result<World
             }
             None => None,
         };
+    }
+
+    if let Some(vm) = plan.source_vm(world.temp_snapshot.as_ref()) {
+        let source = Api::<VirtualMachine>::namespaced(client.clone(), &names.source_namespace);
+        world.source_vm = get_opt(&source, vm).await?;
     }
 
     let restores = Api::<VirtualMachineRestore>::namespaced(client.clone(), &ns);

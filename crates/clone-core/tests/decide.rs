@@ -1558,6 +1558,28 @@ fn a_snapshot_that_cannot_be_read_holds_the_clone_and_says_why() {
     assert_eq!(first.action, Action::Nothing);
 }
 
+/// An unreadable source VM holds a clone only while the clone reads it: once the clone follows its
+/// temporary snapshot, the controller no longer reads the source (the read plan), so the decision
+/// must not depend on it either.
+#[test]
+fn an_unreadable_source_holds_the_clone_only_until_it_follows_its_snapshot() {
+    let mut w = World::vm_source();
+    let mut odd = snapshottable_vm();
+    odd.status = Some(serde_json::from_value(json!({"printableStatus": 7})).unwrap());
+    w.source_vm = Some(odd);
+    let d = w.decide();
+    assert_eq!(condition(&d, "Ready").1, "ObjectUnreadable", "{d:?}");
+
+    let mut w = w.phase(ClonePhase::SnapshotInProgress, Some(SNAP), None);
+    w.temp_snapshot = Some(snapshot(SNAP, json!({"readyToUse": false, "phase": "InProgress"})));
+    let d = w.decide();
+    assert_working(
+        &d,
+        ClonePhase::SnapshotInProgress,
+        &format!("waiting for snapshot {SNAP} to be ready"),
+    );
+}
+
 /// A clone annotated for the DataVolume strategy may carry a patch KubeVirt's restore admission
 /// refuses; if upstream's controller started it on the snapshot path, it fails before the restore.
 #[test]

@@ -1990,7 +1990,7 @@ fn as_read(world: &World, planned: bool) -> World {
         return read;
     }
     let lost_target = read.target.is_none() && plan.source_vm_for_lost_target().is_some();
-    if plan.source_vm().is_none() && !lost_target {
+    if plan.source_vm(read.temp_snapshot.as_ref()).is_none() && !lost_target {
         read.source_vm = None;
     }
     let in_use = read

@@ -11,7 +11,7 @@ use clone_api::names::{self, EventReason};
 use clone_api::v1beta1::{ClonePhase, VirtualMachineCloneStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::plan::before_snapshot_ready;
+use super::plan::{before_snapshot_ready, follows_snapshot};
 use super::{
     Action, CloneEvent, Decision, Hold, PROGRESS_INTERVAL, Pass, unknown_interface_message,
 };
@@ -170,9 +170,13 @@ impl Pass<'_, '_> {
         let restore = |o: &VirtualMachineRestore| {
             unreadable_in("VirtualMachineRestore", &o.metadata, &o.spec, &o.status)
         };
-        let (kind, name, why) = self
+        // A clone that follows its snapshot no longer reads its source (see `ReadPlan`).
+        let old = self.o.clone.status.clone().unwrap_or_default();
+        let source = self
             .o
             .source_vm
+            .filter(|_| !follows_snapshot(&old, self.o.temp_snapshot));
+        let (kind, name, why) = source
             .and_then(vm)
             .or_else(|| self.o.source_snapshot.and_then(snapshot))
             .or_else(|| self.o.temp_snapshot.and_then(snapshot))

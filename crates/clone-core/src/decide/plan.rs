@@ -16,6 +16,18 @@ pub(crate) fn before_snapshot_ready(phase: ClonePhase) -> bool {
     )
 }
 
+/// Whether a VM-source clone follows its temporary snapshot rather than its source VM: the
+/// snapshot exists and the clone has started it (it is in `SnapshotInProgress`, or its status
+/// names the snapshot). From then on the source is neither checked nor read: KubeVirt releases
+/// it when the snapshot is done, and the user may delete it.
+pub(crate) fn follows_snapshot(
+    status: &VirtualMachineCloneStatus,
+    temp_snapshot: Option<&VirtualMachineSnapshot>,
+) -> bool {
+    temp_snapshot.is_some()
+        && (status.phase == ClonePhase::SnapshotInProgress || status.snapshot_name.is_some())
+}
+
 /// What to read for one clone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadPlan {
@@ -42,14 +54,14 @@ impl ReadPlan {
         self.phase() == ClonePhase::Failed
     }
 
-    /// The whole source VM (in the source namespace): only a VM source, and only until its
-    /// snapshot is ready (the preconditions and the DataVolume strategy's target are built from
-    /// it).
-    pub fn source_vm(&self) -> Option<&str> {
-        self.names
-            .source_vm
-            .as_deref()
-            .filter(|_| before_snapshot_ready(self.phase()))
+    /// The whole source VM (in the source namespace), given the temporary snapshot the cache
+    /// shows: only a VM source, only before its snapshot is ready, and not once the clone follows
+    /// its snapshot (the preconditions, `Auto`'s choice and the DataVolume strategy's target are
+    /// built from the source until then).
+    pub fn source_vm(&self, temp_snapshot: Option<&VirtualMachineSnapshot>) -> Option<&str> {
+        self.names.source_vm.as_deref().filter(|_| {
+            before_snapshot_ready(self.phase()) && !follows_snapshot(&self.status, temp_snapshot)
+        })
     }
 
     /// Whether a temporary snapshot the cache does not show must be confirmed with a direct read:
