@@ -1571,7 +1571,10 @@ fn an_unreadable_source_holds_the_clone_only_until_it_follows_its_snapshot() {
     assert_eq!(condition(&d, "Ready").1, "ObjectUnreadable", "{d:?}");
 
     let mut w = w.phase(ClonePhase::SnapshotInProgress, Some(SNAP), None);
-    w.temp_snapshot = Some(snapshot(SNAP, json!({"readyToUse": false, "phase": "InProgress"})));
+    w.temp_snapshot = Some(snapshot(
+        SNAP,
+        json!({"readyToUse": false, "phase": "InProgress"}),
+    ));
     let d = w.decide();
     assert_working(
         &d,

@@ -90,11 +90,14 @@ impl ReadPlan {
         needed.then(|| super::content_name(snapshot))
     }
 
-    /// Whether a target VM the cache does not show must be confirmed with a direct read: before
-    /// the restore exists a missing target is the normal case; afterwards (or after success) its
-    /// absence completes or deletes the clone.
+    /// Whether a target VM the cache does not show must be confirmed with a direct read: only
+    /// where its absence would change what the clone does. After success a missing target deletes
+    /// the clone; while the status names a restore that is gone, a missing target makes the clone
+    /// create the restore again. Anywhere else a missing target is waited for (the VM watch wakes
+    /// the clone when it appears), so no read is spent on it.
     pub fn confirm_target(&self, restore: Option<&VirtualMachineRestore>) -> bool {
-        restore.is_some() || self.phase() == ClonePhase::Succeeded
+        self.phase() == ClonePhase::Succeeded
+            || (restore.is_none() && self.status.restore_name.is_some())
     }
 
     /// The restored claims whose phases are read: once the target exists and the pass can reach
@@ -147,5 +150,43 @@ impl ReadPlan {
             .source_vm
             .as_deref()
             .filter(|_| self.phase() == ClonePhase::CreatingTargetVM)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn clone_in(phase: &str, restore_name: Option<&str>) -> VirtualMachineClone {
+        serde_json::from_value(json!({
+            "apiVersion": "clone.kubevirt.io/v1beta1",
+            "kind": "VirtualMachineClone",
+            "metadata": {"name": "c", "namespace": "ns", "uid": "u"},
+            "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "vm"}},
+            "status": {"phase": phase, "restoreName": restore_name},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_missing_target_is_confirmed_only_where_its_absence_decides() {
+        let restore: VirtualMachineRestore = serde_json::from_value(json!({
+            "apiVersion": "snapshot.kubevirt.io/v1beta1",
+            "kind": "VirtualMachineRestore",
+            "metadata": {"name": "tmp-restore-u", "namespace": "ns"},
+            "spec": {"target": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "t"},
+                     "virtualMachineSnapshotName": "s"},
+        }))
+        .unwrap();
+        let plan = |phase, name| ReadPlan::of(&clone_in(phase, name));
+        // Succeeded: a missing target deletes the clone.
+        assert!(plan("Succeeded", None).confirm_target(None));
+        // The restore the status names is gone: a missing target re-creates it.
+        assert!(plan("RestoreInProgress", Some("tmp-restore-u")).confirm_target(None));
+        // Waiting for KubeVirt to create the target: nothing to confirm.
+        assert!(!plan("RestoreInProgress", Some("tmp-restore-u")).confirm_target(Some(&restore)));
+        assert!(!plan("CreatingTargetVM", Some("tmp-restore-u")).confirm_target(Some(&restore)));
+        assert!(!plan("SnapshotInProgress", None).confirm_target(None));
     }
 }
