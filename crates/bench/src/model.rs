@@ -159,6 +159,12 @@ pub struct Controller {
     pub peak_rss_mib: f64,
     /// `vmclone_reconciles_total` by result, from the controller's own /metrics.
     pub reconciles: BTreeMap<String, f64>,
+    /// Passes over clones (`vmclone_reconcile_duration_seconds_count`), whatever their result.
+    #[serde(default)]
+    pub passes: f64,
+    /// Seconds those passes took in all (`vmclone_reconcile_duration_seconds_sum`).
+    #[serde(default)]
+    pub pass_seconds: f64,
     pub log: String,
     pub log_warnings: usize,
     pub log_errors: usize,

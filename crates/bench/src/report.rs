@@ -557,9 +557,9 @@ pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &s
     );
     let _ = writeln!(
         md,
-        "| scenario | p50 s | p90 s | p99 s | max s | mean s | cleanup s | writes/s in flight | reconciles (by result) |"
+        "| scenario | p50 s | p90 s | p99 s | max s | mean s | cleanup s | writes/s in flight | reconciles (by result) | passes per clone | ms per pass |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
     for s in &report.scenarios {
         let l = s.latency;
         let reconciles: Vec<String> = s
@@ -570,7 +570,7 @@ pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &s
             .collect();
         let _ = writeln!(
             md,
-            "| {}{} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.name,
             if s.timed_out { " †" } else { "" },
             opt(l.map(|l| l.p50), 2),
@@ -580,7 +580,17 @@ pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &s
             opt(l.map(|l| l.mean), 2),
             f(s.cleanup_seconds, 1),
             f(s.writes_per_second_in_flight, 0),
-            reconciles.join(", ")
+            reconciles.join(", "),
+            opt(
+                (s.controller.passes > 0.0 && s.clones > 0)
+                    .then(|| s.controller.passes / s.clones as f64),
+                2
+            ),
+            opt(
+                (s.controller.passes > 0.0)
+                    .then(|| 1000.0 * s.controller.pass_seconds / s.controller.passes),
+                2
+            ),
         );
     }
 
@@ -1278,6 +1288,8 @@ mod tests {
             controller: Controller {
                 cpu_ms_per_clone: 1.5,
                 peak_rss_mib: 40.0,
+                passes: 4.0 * clones as f64,
+                pass_seconds: 0.002 * clones as f64,
                 ..Controller::default()
             },
             ..Scenario::default()
@@ -1438,6 +1450,14 @@ mod tests {
                 "API-server limit: 1000 creates/s / 20.0 writes per clone = 50.0 clones/s"
             )
         );
+    }
+
+    #[test]
+    fn passes_per_clone_and_their_mean_duration_are_reported() {
+        let md = markdown(&report(), None, "");
+        assert!(md.contains("| passes per clone | ms per pass |"), "{md}");
+        // 4 passes per clone, 2 ms of passes per clone: 0.5 ms per pass.
+        assert!(md.contains("| 4.00 | 0.50 |"), "{md}");
     }
 
     #[test]

@@ -880,6 +880,15 @@ impl Bed {
         {
             scenario.controller.reconciles =
                 prom::sum_by_label(&samples, "vmclone_reconciles_total", "result");
+            let total = |name: &str| -> f64 {
+                samples
+                    .iter()
+                    .filter(|s| s.name == name)
+                    .map(|s| s.value)
+                    .sum()
+            };
+            scenario.controller.passes = total("vmclone_reconcile_duration_seconds_count");
+            scenario.controller.pass_seconds = total("vmclone_reconcile_duration_seconds_sum");
         }
         let events_after = list_events(&self.client, &namespace, &self.ledger).await?;
         let tally = tally_events(&start.events, &events_after);
