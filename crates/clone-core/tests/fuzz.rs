@@ -29,7 +29,8 @@ use clone_api::v1beta1::{
 };
 use clone_api::validation::{self as v, PATCH_PATH_PREFIXES};
 use clone_core::decide::{
-    Child, CreateRejection, FeatureGate, ReadPlan, Rival, content_name, lookups, target_name,
+    Child, CreateRejection, FeatureGate, ReadPlan, Rival, content_name, lookups, project,
+    target_name,
 };
 use clone_core::names::{temp_restore_name, temp_snapshot_name};
 use clone_core::patch::{PatchError, apply_kubevirt, apply_strict, parse_operation};
@@ -2010,6 +2011,25 @@ fn as_read(world: &World, planned: bool) -> World {
     if !plan.rivals(read.restore.as_ref(), read.target.as_ref()) {
         read.rivals.clear();
     }
+    // The controller's caches hold projections, and of a VM its metadata only.
+    for snapshot in [&mut read.source_snapshot, &mut read.temp_snapshot]
+        .into_iter()
+        .flatten()
+    {
+        project::snapshot(snapshot);
+    }
+    if let Some(restore) = &mut read.restore {
+        project::restore(restore);
+    }
+    read.target = read.target.take().map(|vm| {
+        let mut metadata = vm.metadata;
+        project::vm_metadata(&mut metadata);
+        VirtualMachine {
+            metadata,
+            spec: Default::default(),
+            status: None,
+        }
+    });
     read
 }
 

@@ -34,6 +34,7 @@ mod gate;
 mod lookups;
 mod pass;
 mod plan;
+pub mod project;
 mod snapshot;
 mod source;
 
