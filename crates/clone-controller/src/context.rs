@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use clone_api::kubevirt::{
     DataVolume, KubeVirt, VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot,
+    VirtualMachineSnapshotContent,
 };
 use clone_api::v1beta1::{VirtualMachineClone, VirtualMachineCloneStatus};
 use clone_core::decide::GateMode;
 use clone_core::upstream::{UpstreamCloneController, UpstreamMode, upstream_clone_controller};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -56,12 +58,18 @@ pub struct Caches {
     pub clones: Store<VirtualMachineClone>,
     /// The clones by what they refer to (fed by the same watch as `clones`).
     pub index: crate::index::CloneIndex,
-    /// Every VM snapshot in scope (temporary ones and golden images).
+    /// Every VM snapshot in scope (temporary ones and golden images), projected to what
+    /// `decide` reads.
     pub snapshots: Store<VirtualMachineSnapshot>,
-    /// Every VM restore in scope.
+    /// Every VM restore in scope, projected to what `decide` reads.
     pub restores: Store<VirtualMachineRestore>,
-    /// The metadata of every VM in scope (not their specs: a cluster may hold thousands).
+    /// The metadata of every VM in scope (not their specs: a cluster may hold thousands),
+    /// projected to what `decide` reads.
     pub vms: Store<PartialObjectMeta<VirtualMachine>>,
+    /// The metadata of every snapshot content in scope (a content holds a whole VM).
+    pub contents: Store<PartialObjectMeta<VirtualMachineSnapshotContent>>,
+    /// Every PVC in scope, projected to its phase and the restore that created it.
+    pub claims: Store<PersistentVolumeClaim>,
     /// The `KubeVirt` CRs (feature gates).
     pub kubevirts: Store<KubeVirt>,
     /// DataVolumes (the DataVolume strategy follows its targets' DataVolumes). Not among
@@ -137,6 +145,8 @@ pub struct Context {
     pub leadership: crate::leader::Leadership,
     /// What the controller remembers per clone between passes.
     pub memory: Arc<CloneMemory>,
+    /// Whole objects reused while unchanged, and children created but not cached yet.
+    pub reads: crate::reads::Reads,
 }
 
 impl std::fmt::Debug for Context {
@@ -172,6 +182,7 @@ impl Context {
             telemetry,
             leadership,
             memory,
+            reads: crate::reads::Reads::default(),
         }
     }
 }

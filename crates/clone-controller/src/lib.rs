@@ -5,6 +5,7 @@
 //! - [`run`](mod@run) wires the caches, the watches and the controller loop;
 //! - [`reconcile`] is one pass: observe ([`observe`]) → decide → apply → status → events;
 //! - [`index`] finds the clones an object belongs to;
+//! - [`reads`] reuses whole objects while unchanged, and stands in for children just created;
 //! - [`context`] holds what passes share (client, caches, event publisher, backoff);
 //! - [`events`] publishes events, off the pass and without a cache;
 //! - [`telemetry`] metrics and health, [`leader`] leader election;
@@ -18,6 +19,7 @@ pub mod events;
 pub mod index;
 pub mod leader;
 pub mod observe;
+pub mod reads;
 pub mod reconcile;
 pub mod run;
 pub mod telemetry;

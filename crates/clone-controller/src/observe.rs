@@ -1,10 +1,13 @@
 //! Observe: read what `clone_core::decide` needs for one clone.
 //!
-//! Reads come from the caches. An absence the decision would act on (a vanished snapshot fails
+//! Reads come from the caches. A child this controller just created stands in for the cache's
+//! view until the cache shows it. An absence the decision would act on (a vanished snapshot fails
 //! the clone, a vanished target deletes it) is confirmed with a direct read first, so a cache that
-//! lags behind our own writes never causes a false failure or a deletion.
+//! lags behind never causes a false failure or a deletion. The objects the caches hold only the
+//! metadata of (the source VM, the snapshot content) are read whole once per resourceVersion.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use clone_api::kubevirt::{
     DataVolume, VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot,
@@ -15,29 +18,31 @@ use clone_core::decide::{self, FeatureGate, ReadPlan, Rival};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::index::Key;
+use crate::reads::Created;
 
-/// What was read for one clone; `clone_core::decide::Observed` borrows from it.
+/// What was read for one clone; `clone_core::decide::Observed` borrows from it. Objects from the
+/// caches are shared with them, not copied.
 #[derive(Debug)]
 pub struct World {
     /// The feature gate.
     pub gate: FeatureGate,
     /// The source VM.
-    pub source_vm: Option<VirtualMachine>,
+    pub source_vm: Option<Arc<VirtualMachine>>,
     /// The source snapshot.
-    pub source_snapshot: Option<VirtualMachineSnapshot>,
+    pub source_snapshot: Option<Arc<VirtualMachineSnapshot>>,
     /// The temporary snapshot.
-    pub temp_snapshot: Option<VirtualMachineSnapshot>,
+    pub temp_snapshot: Option<Arc<VirtualMachineSnapshot>>,
     /// The content of the snapshot in use.
-    pub content: Option<VirtualMachineSnapshotContent>,
+    pub content: Option<Arc<VirtualMachineSnapshotContent>>,
     /// The restore.
-    pub restore: Option<VirtualMachineRestore>,
+    pub restore: Option<Arc<VirtualMachineRestore>>,
     /// The target VM (metadata only).
     pub target: Option<VirtualMachine>,
     /// PVC name → phase.
@@ -63,13 +68,49 @@ where
     })
 }
 
-fn cached<K>(store: &kube::runtime::reflector::Store<K>, ns: &str, name: &str) -> Option<K>
+fn cached<K>(store: &Store<K>, ns: &str, name: &str) -> Option<Arc<K>>
 where
     K: Resource<DynamicType = ()> + Clone + kube::runtime::reflector::Lookup<DynamicType = ()>,
 {
-    store
-        .get(&ObjectRef::new(name).within(ns))
-        .map(|arc| (*arc).clone())
+    store.get(&ObjectRef::new(name).within(ns))
+}
+
+/// The resourceVersion the cache shows for `ns/name`.
+fn cached_version<K>(store: &Store<PartialObjectMeta<K>>, ns: &str, name: &str) -> Option<String>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    cached(store, ns, name).and_then(|meta| meta.metadata.resource_version.clone())
+}
+
+/// A child this controller creates: from the cache; else as created, while the cache has not
+/// caught up (its watch event not delivered yet); else, where its absence would decide, from the
+/// API server.
+async fn child<K>(
+    store: &Store<K>,
+    created: &Created<K>,
+    api: &Api<K>,
+    name: &str,
+    confirm: bool,
+) -> Result<Option<Arc<K>>>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + kube::runtime::reflector::Lookup<DynamicType = ()>,
+{
+    let ns = api.namespace().unwrap_or_default();
+    if let Some(object) = cached(store, ns, name) {
+        return Ok(Some(object));
+    }
+    if let Some(object) = created.get(ns, name) {
+        return Ok(Some(object));
+    }
+    if confirm {
+        return Ok(get_opt(api, name).await?.map(Arc::new));
+    }
+    Ok(None)
 }
 
 /// A VM with only its metadata (the target guard reads nothing else).
@@ -90,6 +131,7 @@ pub async fn observe(ctx: &Context, clone: &VirtualMachineClone) -> Result<World
     let names = &plan.names;
     let client = ctx.client.clone();
     let caches = &ctx.caches;
+    let reads = &ctx.reads;
     let mut world = World {
         gate: clone_core::gate::kubevirt_snapshot_gate(
             caches.kubevirt().as_deref(),
@@ -115,65 +157,85 @@ pub async fn observe(ctx: &Context, clone: &VirtualMachineClone) -> Result<World
     if let Some(snapshot) = &names.source_snapshot {
         world.source_snapshot = match cached(&caches.snapshots, &ns, snapshot) {
             Some(s) => Some(s),
-            None => get_opt(&snapshots, snapshot).await?,
+            None => get_opt(&snapshots, snapshot).await?.map(Arc::new),
         };
     } else {
-        world.temp_snapshot = match cached(&caches.snapshots, &ns, &names.snapshot_name) {
-            Some(s) => Some(s),
-            None if plan.confirm_temp_snapshot() => {
-                get_opt(&snapshots, &names.snapshot_name).await?
-            }
-            None => None,
-        };
+        world.temp_snapshot = child(
+            &caches.snapshots,
+            &reads.snapshots,
+            &snapshots,
+            &names.snapshot_name,
+            plan.confirm_temp_snapshot(),
+        )
+        .await?;
     }
 
-    if let Some(vm) = plan.source_vm(world.temp_snapshot.as_ref()) {
-        let source = Api::<VirtualMachine>::namespaced(client.clone(), &names.source_namespace);
-        world.source_vm = get_opt(&source, vm).await?;
+    if let Some(vm) = plan.source_vm(world.temp_snapshot.as_deref()) {
+        let source_ns = &names.source_namespace;
+        let api = Api::<VirtualMachine>::namespaced(client.clone(), source_ns);
+        let version = cached_version(&caches.vms, source_ns, vm);
+        world.source_vm = reads
+            .source_vms
+            .get(&api, source_ns, vm, version.as_deref())
+            .await?;
     }
 
     let restores = Api::<VirtualMachineRestore>::namespaced(client.clone(), &ns);
-    world.restore = match cached(&caches.restores, &ns, &names.restore_name) {
-        Some(r) => Some(r),
-        None if plan.confirm_restore() => get_opt(&restores, &names.restore_name).await?,
-        None => None,
-    };
+    world.restore = child(
+        &caches.restores,
+        &reads.restores,
+        &restores,
+        &names.restore_name,
+        plan.confirm_restore(),
+    )
+    .await?;
 
-    // The content is large (it holds a VM): read only when the next step needs it.
+    // The content is large (it holds a VM): read only when the next step needs it, and only
+    // when it changed since it was last read.
     let snapshot_in_use = world
         .source_snapshot
-        .as_ref()
-        .or(world.temp_snapshot.as_ref());
-    if let Some(content) = plan.content(snapshot_in_use, world.restore.as_ref()) {
-        let contents = Api::<VirtualMachineSnapshotContent>::namespaced(client.clone(), &ns);
-        world.content = get_opt(&contents, &content).await?;
+        .as_deref()
+        .or(world.temp_snapshot.as_deref());
+    if let Some(content) = plan.content(snapshot_in_use, world.restore.as_deref()) {
+        let api = Api::<VirtualMachineSnapshotContent>::namespaced(client.clone(), &ns);
+        let version = cached_version(&caches.contents, &ns, &content);
+        world.content = reads
+            .contents
+            .get(&api, &ns, &content, version.as_deref())
+            .await?;
     }
 
-    let vm_meta = Api::<VirtualMachine>::namespaced(client.clone(), &ns);
     world.target = match cached(&caches.vms, &ns, &names.target_name) {
-        Some(meta) => Some(vm_from_meta(meta)),
-        None if plan.confirm_target(world.restore.as_ref()) => vm_meta
-            .get_metadata_opt(&names.target_name)
-            .await
-            .map_err(|source| Error::Read {
-                what: format!("VirtualMachine {}", names.target_name),
-                source,
-            })?
-            .map(vm_from_meta),
+        Some(meta) => Some(vm_from_meta((*meta).clone())),
+        None if plan.confirm_target(world.restore.as_deref()) => {
+            Api::<VirtualMachine>::namespaced(client.clone(), &ns)
+                .get_metadata_opt(&names.target_name)
+                .await
+                .map_err(|source| Error::Read {
+                    what: format!("VirtualMachine {}", names.target_name),
+                    source,
+                })?
+                .map(vm_from_meta)
+        }
         None => None,
     };
 
     data_volume_strategy(ctx, clone, &plan, &mut world).await?;
 
-    let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
-    for claim in plan.claims(world.restore.as_ref(), world.target.as_ref()) {
-        if let Some(pvc) = get_opt(&pvcs, claim).await? {
-            let phase = pvc.status.and_then(|s| s.phase).unwrap_or_default();
+    // Restored claims come from the claim cache: a claim not bound there yet is waited for (its
+    // watch wakes the clone when it binds).
+    for claim in plan.claims(world.restore.as_deref(), world.target.as_ref()) {
+        if let Some(pvc) = cached(&caches.claims, &ns, claim) {
+            let phase = pvc
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
             world.claims.insert(claim.to_owned(), phase);
         }
     }
 
-    if plan.rivals(world.restore.as_ref(), world.target.as_ref()) {
+    if plan.rivals(world.restore.as_deref(), world.target.as_ref()) {
         world.rivals = rivals(ctx, clone, &ns, &names.target_name);
     }
     Ok(world)
@@ -188,7 +250,7 @@ async fn data_volume_strategy(
     world: &mut World,
 ) -> Result<()> {
     let choice =
-        clone_core::datavolume::choose(clone, world.source_vm.as_ref(), world.target.as_ref());
+        clone_core::datavolume::choose(clone, world.source_vm.as_deref(), world.target.as_ref());
     if choice.strategy != clone_api::extensions::CloneStrategy::DataVolume {
         return Ok(());
     }
@@ -218,7 +280,7 @@ async fn data_volume_strategy(
                 if let Some(name) = template.pointer("/metadata/name").and_then(|n| n.as_str())
                     && let Some(dv) = cached(&ctx.caches.data_volumes, &ns, name)
                 {
-                    world.data_volumes.insert(name.to_owned(), dv);
+                    world.data_volumes.insert(name.to_owned(), (*dv).clone());
                 }
             }
             world.target_full = full;
@@ -230,7 +292,7 @@ async fn data_volume_strategy(
             {
                 let vms =
                     Api::<VirtualMachine>::namespaced(client.clone(), &names.source_namespace);
-                world.source_vm = get_opt(&vms, name).await?;
+                world.source_vm = get_opt(&vms, name).await?.map(Arc::new);
             }
             if let Some(vm) = &world.source_vm {
                 let pvcs =

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use clone_api::kubevirt::{VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot};
 use clone_api::names::FIELD_MANAGER;
 use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
-use clone_core::decide::{Access, AccessReview, Child, CreateRejection, Observed};
+use clone_core::decide::{Access, AccessReview, Child, CreateRejection, Observed, project};
 use clone_core::status::status_changed;
 use clone_core::{Action, Decision, decide};
 use k8s_openapi::api::authorization::v1::{
@@ -41,11 +41,11 @@ fn observed<'a>(
         clone,
         now,
         feature_gate: world.gate,
-        source_vm: world.source_vm.as_ref(),
-        source_snapshot: world.source_snapshot.as_ref(),
-        temp_snapshot: world.temp_snapshot.as_ref(),
-        content: world.content.as_ref(),
-        restore: world.restore.as_ref(),
+        source_vm: world.source_vm.as_deref(),
+        source_snapshot: world.source_snapshot.as_deref(),
+        temp_snapshot: world.temp_snapshot.as_deref(),
+        content: world.content.as_deref(),
+        restore: world.restore.as_deref(),
         target: world.target.as_ref(),
         claim_phases: world.claims.clone(),
         rivals: world.rivals.clone(),
@@ -220,14 +220,22 @@ async fn execute(
     action: &Action,
 ) -> Result<Option<Feedback>> {
     let client = ctx.client.clone();
-    let refused = |r: Option<CreateRejection>| r.map(Feedback::Refused);
     match action {
         Action::Nothing => Ok(None),
         Action::CreateSnapshot(snapshot) => {
             let api = Api::<VirtualMachineSnapshot>::namespaced(client, ns);
-            Ok(refused(
-                create(&api, snapshot.as_ref(), Child::Snapshot).await?,
-            ))
+            Ok(
+                match create(&api, snapshot.as_ref(), Child::Snapshot).await? {
+                    Ok(created) => {
+                        if let Some(mut created) = created {
+                            project::snapshot(&mut created);
+                            ctx.reads.snapshots.insert(created);
+                        }
+                        None
+                    }
+                    Err(refusal) => Some(Feedback::Refused(refusal)),
+                },
+            )
         }
         Action::CreateRestore(restore, target) => {
             if let Some(target) = target
@@ -236,16 +244,28 @@ async fn execute(
                 return Ok(Some(Feedback::Refused(refusal)));
             }
             let api = Api::<VirtualMachineRestore>::namespaced(client, ns);
-            Ok(refused(
-                create(&api, restore.as_ref(), Child::Restore).await?,
-            ))
+            Ok(
+                match create(&api, restore.as_ref(), Child::Restore).await? {
+                    Ok(created) => {
+                        if let Some(mut created) = created {
+                            project::restore(&mut created);
+                            ctx.reads.restores.insert(created);
+                        }
+                        None
+                    }
+                    Err(refusal) => Some(Feedback::Refused(refusal)),
+                },
+            )
         }
         Action::CreateTargetVM(vm) => {
             // `VirtualMachine` keeps every field it does not model, so the manifest goes out whole.
             let object: VirtualMachine = serde_json::from_value((**vm).clone())
                 .map_err(|e| Error::Incomplete(e.to_string()))?;
             let api = Api::<VirtualMachine>::namespaced(client, ns);
-            Ok(refused(create(&api, &object, Child::TargetVM).await?))
+            Ok(create(&api, &object, Child::TargetVM)
+                .await?
+                .err()
+                .map(Feedback::Refused))
         }
         Action::ReviewAccess(review) => {
             Ok(Some(Feedback::Access(review_access(client, review).await?)))
@@ -346,24 +366,30 @@ fn rejection(child: Child, status: kube::core::Status) -> CreateRejection {
     }
 }
 
-async fn create<K>(api: &Api<K>, object: &K, child: Child) -> Result<Option<CreateRejection>>
+/// Creates a child: `Ok(Some(created))`, or `Ok(None)` when it already exists; `Err` with the
+/// refusal when the API server refuses it outright.
+async fn create<K>(
+    api: &Api<K>,
+    object: &K,
+    child: Child,
+) -> Result<std::result::Result<Option<K>, CreateRejection>>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
     K::DynamicType: Default,
 {
     let what = format!("{} {}", K::kind(&Default::default()), object.name_any());
     match api.create(&PostParams::default(), object).await {
-        Ok(_) => {
+        Ok(created) => {
             info!(%what, "created");
-            Ok(None)
+            Ok(Ok(Some(created)))
         }
         // The names are deterministic: an existing object is ours from an earlier pass.
         Err(kube::Error::Api(status)) if status.code == 409 && status.reason == "AlreadyExists" => {
-            Ok(None)
+            Ok(Ok(None))
         }
         Err(kube::Error::Api(status)) if status.code < 500 => {
             warn!(%what, code = status.code, message = %status.message, "creation refused");
-            Ok(Some(rejection(child, *status)))
+            Ok(Err(rejection(child, *status)))
         }
         Err(source) => Err(Error::Create { what, source }),
     }

@@ -6,12 +6,19 @@
 //! to wake the clone they belong to. Every related object is mapped back to clones by name, owner
 //! reference or the `restore.kubevirt.io/name` annotation.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a graceful shutdown may take before the controller stops anyway.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long a woken clone waits for more changes before its pass: KubeVirt writes a snapshot's or
+/// a restore's status, then its VM's, in quick bursts, and one pass after the burst reads them
+/// all. Short beside the seconds a snapshot and a restore take.
+const DEBOUNCE: Duration = Duration::from_millis(50);
 
 use clone_api::kubevirt::{
     DataVolume, KubeVirt, VirtualMachine, VirtualMachineRestore, VirtualMachineSnapshot,
@@ -19,7 +26,7 @@ use clone_api::kubevirt::{
 };
 use clone_api::names::{self, RESTORE_NAME_ANNOTATION, TEMP_RESTORE_PREFIX};
 use clone_api::v1beta1::VirtualMachineClone;
-use clone_core::decide;
+use clone_core::decide::{self, project};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::Api;
@@ -66,10 +73,49 @@ fn owning_clone<K: Resource>(object: &K) -> Option<ObjectRef<VirtualMachineClone
         .map(|o| ObjectRef::new(&o.name).within(ns))
 }
 
-/// A cache fed by a watch, and a signal that turns true once the cache holds its first full
-/// list. The returned stream must be polled (the controller does).
+/// Whether a change of a clone's target VM (`deleted`: its deletion) wakes the clone.
+fn wakes(
+    clones: &Store<VirtualMachineClone>,
+    clone: &ObjectRef<VirtualMachineClone>,
+    deleted: bool,
+) -> bool {
+    clones
+        .get(clone)
+        .is_none_or(|c| project::wakes_on_target_change(&c, deleted))
+}
+
+/// The snapshot that names each snapshot content, `(namespace, content)` → snapshot, kept by the
+/// snapshot watch.
+#[derive(Debug, Clone, Default)]
+struct ContentOwners(Arc<std::sync::RwLock<HashMap<(String, String), String>>>);
+
+impl ContentOwners {
+    fn note(&self, snapshot: &VirtualMachineSnapshot, present: bool) {
+        let key = (
+            snapshot.namespace().unwrap_or_default(),
+            decide::content_name(snapshot),
+        );
+        if let Ok(mut owners) = self.0.write() {
+            if present {
+                owners.insert(key, snapshot.name_any());
+            } else {
+                owners.remove(&key);
+            }
+        }
+    }
+
+    fn get(&self, ns: &str, content: &str) -> Option<String> {
+        let owners = self.0.read().ok()?;
+        owners.get(&(ns.to_owned(), content.to_owned())).cloned()
+    }
+}
+
+/// A cache fed by a watch, holding each object as `project` leaves it, and a signal that turns
+/// true once the cache holds its first full list. The returned stream (every object touched, the
+/// deleted ones too) must be polled (the controller does).
 fn cached_watch<K>(
     api: Api<K>,
+    project: fn(&mut K),
 ) -> (
     Store<K>,
     Synced,
@@ -88,7 +134,7 @@ where
     let (synced, mark) = Synced::new();
     let stream = watcher(api, watch_config())
         .backoff(WatchBackoff::default())
-        .modify(slim)
+        .modify(project)
         .reflect(writer)
         .inspect_ok(move |event| mark(event))
         .touched_objects();
@@ -99,6 +145,36 @@ where
 /// largest part of a small object's metadata (every writer and every field it owns).
 fn slim<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
+}
+
+/// Passes on an object of a cached watch only when its projection changed (its resourceVersion
+/// aside) or it is gone from `store`: a write that touches nothing a pass reads (a finalizer, a
+/// label, a relist that brings nothing new) wakes no clone. One fingerprint per object.
+fn changes_only<K>(
+    stream: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    store: Store<K>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + serde::Serialize + Send + Sync + 'static,
+{
+    let mut seen: HashMap<ObjectRef<K>, u64> = HashMap::new();
+    stream.try_filter(move |object| {
+        let key = ObjectRef::from_obj(object);
+        let wake = if store.get(&key).is_none() {
+            seen.remove(&key);
+            true
+        } else {
+            let mut unversioned = object.clone();
+            unversioned.meta_mut().resource_version = None;
+            let mut hasher = DefaultHasher::new();
+            serde_json::to_vec(&unversioned)
+                .unwrap_or_default()
+                .hash(&mut hasher);
+            let fingerprint = hasher.finish();
+            seen.insert(key, fingerprint) != Some(fingerprint)
+        };
+        futures::future::ready(wake)
+    })
 }
 
 /// How every watch lists: a consistent read (`resourceVersion=""`), never from the API server's
@@ -197,17 +273,26 @@ pub async fn run_with(
             })
             .applied_objects()
     };
-    let controller = Controller::for_stream(clone_stream, clones.clone())
-        .with_config(controller::Config::default().concurrency(config.concurrency));
+    let controller = Controller::for_stream(clone_stream, clones.clone()).with_config(
+        controller::Config::default()
+            .concurrency(config.concurrency)
+            .debounce(DEBOUNCE),
+    );
 
-    let (snapshots, snapshots_synced, snapshot_stream) =
-        cached_watch(api::<VirtualMachineSnapshot>(&client, ns));
+    let (snapshots, snapshots_synced, snapshot_stream) = cached_watch(
+        api::<VirtualMachineSnapshot>(&client, ns),
+        project::snapshot,
+    );
+    let snapshot_stream = changes_only(snapshot_stream, snapshots.clone());
     let (restores, restores_synced, restore_stream) =
-        cached_watch(api::<VirtualMachineRestore>(&client, ns));
-    let (vms, vms_synced, vm_stream) =
-        cached_watch(api::<PartialObjectMeta<VirtualMachine>>(&client, ns));
+        cached_watch(api::<VirtualMachineRestore>(&client, ns), project::restore);
+    let restore_stream = changes_only(restore_stream, restores.clone());
+    let (vms, vms_synced, vm_stream) = cached_watch(
+        api::<PartialObjectMeta<VirtualMachine>>(&client, ns),
+        |vm| project::vm_metadata(&mut vm.metadata),
+    );
     let (kubevirts, kubevirts_synced, kubevirt_stream) =
-        cached_watch(Api::<KubeVirt>::all(client.clone()));
+        cached_watch(Api::<KubeVirt>::all(client.clone()), slim);
     // Every change of the KubeVirt CR may start or stop upstream's clone controller.
     let (upstream_signals, upstream_resumed) = upstream::Signals::new();
     let kubevirt_stream = {
@@ -215,19 +300,14 @@ pub async fn run_with(
         kubevirt_stream.inspect(move |_| changed.notify_one())
     };
     // Targets live in their clone's namespace, so their DataVolumes are in scope.
-    let (data_volumes, _, data_volume_stream) = cached_watch(api::<DataVolume>(&client, ns));
-    let pvc_stream = watcher(
-        api::<PartialObjectMeta<PersistentVolumeClaim>>(&client, ns),
-        watch_config(),
-    )
-    .backoff(WatchBackoff::default())
-    .touched_objects();
-    let content_stream = watcher(
+    let (data_volumes, _, data_volume_stream) = cached_watch(api::<DataVolume>(&client, ns), slim);
+    let (claims, claims_synced, claim_stream) =
+        cached_watch(api::<PersistentVolumeClaim>(&client, ns), project::claim);
+    let claim_stream = changes_only(claim_stream, claims.clone());
+    let (contents, contents_synced, content_stream) = cached_watch(
         api::<PartialObjectMeta<VirtualMachineSnapshotContent>>(&client, ns),
-        watch_config(),
-    )
-    .backoff(WatchBackoff::default())
-    .touched_objects();
+        slim,
+    );
 
     let caches = Caches {
         clones: clones.clone(),
@@ -235,6 +315,8 @@ pub async fn run_with(
         snapshots: snapshots.clone(),
         restores: restores.clone(),
         vms: vms.clone(),
+        contents,
+        claims,
         kubevirts: kubevirts.clone(),
         data_volumes,
         synced: vec![
@@ -242,6 +324,8 @@ pub async fn run_with(
             snapshots_synced,
             restores_synced,
             vms_synced,
+            contents_synced,
+            claims_synced,
             kubevirts_synced,
         ],
     };
@@ -280,10 +364,26 @@ pub async fn run_with(
     ));
     // Ended before the lease is released, like `leadership_log`.
     let upstream_watch = tokio::spawn(upstream::watch(ctx.clone(), upstream_signals));
+    // Once its watch delivers a child this controller created (or its deletion), the cache is the
+    // truth about it again.
+    let snapshot_stream = snapshot_stream.inspect_ok({
+        let ctx = ctx.clone();
+        move |s| ctx.reads.snapshots.seen(s)
+    });
+    let restore_stream = restore_stream.inspect_ok({
+        let ctx = ctx.clone();
+        move |r| ctx.reads.restores.seen(r)
+    });
 
+    // Snapshot contents have no owner (as upstream's): the snapshot names its content, so the
+    // snapshot watch keeps the way back.
+    let content_owners = ContentOwners::default();
     let by_snapshot = {
-        let index = index.clone();
+        let (index, snapshots, content_owners) =
+            (index.clone(), snapshots.clone(), content_owners.clone());
         move |snapshot: VirtualMachineSnapshot| {
+            let present = snapshots.get(&ObjectRef::from_obj(&snapshot)).is_some();
+            content_owners.note(&snapshot, present);
             let mut refs: Vec<_> = owning_clone(&snapshot).into_iter().collect();
             let key = Key::SourceSnapshot(
                 snapshot.namespace().unwrap_or_default(),
@@ -294,12 +394,20 @@ pub async fn run_with(
         }
     };
     let by_restore = |restore: VirtualMachineRestore| owning_clone(&restore);
+    // A VM wakes the clones it is the source of (only those before their snapshot: see the
+    // index) and the clones it is the target of, where its change can matter to them.
     let by_vm = {
-        let index = index.clone();
+        let (index, clones, vms) = (index.clone(), clones.clone(), vms.clone());
         move |vm: PartialObjectMeta<VirtualMachine>| {
             let (ns, name) = (vm.namespace().unwrap_or_default(), vm.name_any());
+            let deleted = vms.get(&ObjectRef::from_obj(&vm)).is_none();
             let mut refs = index.get(&Key::SourceVm(ns.clone(), name.clone()));
-            refs.extend(index.get(&Key::Target(ns, name)));
+            refs.extend(
+                index
+                    .get(&Key::Target(ns, name))
+                    .into_iter()
+                    .filter(|r| wakes(&clones, r, deleted)),
+            );
             refs
         }
     };
@@ -318,7 +426,7 @@ pub async fn run_with(
     // A DataVolume wakes the clone whose target VM owns it (KubeVirt owns the DataVolumes it
     // creates from a VM's templates).
     let by_data_volume = {
-        let index = index.clone();
+        let (index, clones) = (index.clone(), clones.clone());
         move |dv: DataVolume| {
             let ns = dv.namespace().unwrap_or_default();
             dv.metadata
@@ -327,13 +435,15 @@ pub async fn run_with(
                 .flatten()
                 .filter(|o| o.controller == Some(true) && o.kind == names::VIRTUAL_MACHINE_KIND)
                 .flat_map(|o| index.get(&Key::Target(ns.clone(), o.name.clone())))
+                .filter(|r| wakes(&clones, r, false))
                 .collect::<Vec<_>>()
         }
     };
-    let by_pvc = {
+    let by_claim = {
         let index = index.clone();
-        move |pvc: PartialObjectMeta<PersistentVolumeClaim>| {
-            pvc.annotations()
+        move |claim: PersistentVolumeClaim| {
+            claim
+                .annotations()
                 .get(RESTORE_NAME_ANNOTATION)
                 .and_then(|r| r.strip_prefix(TEMP_RESTORE_PREFIX))
                 .map(|uid| index.get(&Key::Uid(uid.to_owned())))
@@ -341,19 +451,17 @@ pub async fn run_with(
         }
     };
     let by_content = {
-        let index = index.clone();
-        let snapshots = snapshots.clone();
+        let (index, snapshots) = (index.clone(), snapshots.clone());
         move |content: PartialObjectMeta<VirtualMachineSnapshotContent>| {
-            let ns = content.namespace();
-            let name = content.name_any();
-            let Some(snapshot) =
-                snapshots.find(|s| s.namespace() == ns && decide::content_name(s) == name)
+            let ns = content.namespace().unwrap_or_default();
+            let Some(snapshot) = content_owners
+                .get(&ns, &content.name_any())
+                .and_then(|name| snapshots.get(&ObjectRef::new(&name).within(&ns)))
             else {
                 return Vec::new();
             };
             let mut refs: Vec<_> = owning_clone(snapshot.as_ref()).into_iter().collect();
-            let key = Key::SourceSnapshot(ns.unwrap_or_default(), snapshot.name_any());
-            refs.extend(index.get(&key));
+            refs.extend(index.get(&Key::SourceSnapshot(ns, snapshot.name_any())));
             refs
         }
     };
@@ -383,7 +491,7 @@ pub async fn run_with(
         .watches_stream(restore_stream, by_restore)
         .watches_stream(vm_stream, by_vm)
         .watches_stream(kubevirt_stream, by_kubevirt)
-        .watches_stream(pvc_stream, by_pvc)
+        .watches_stream(claim_stream, by_claim)
         .watches_stream(content_stream, by_content)
         .watches_stream(data_volume_stream, by_data_volume)
         .reconcile_all_on(acquired)
@@ -433,5 +541,59 @@ mod watch_backoff_tests {
         assert_eq!(ms, [250, 500, 1000, 2000, 4000, 5000, 5000]);
         backoff.reset();
         assert_eq!(backoff.next(), Some(Duration::from_millis(250)));
+    }
+}
+
+#[cfg(test)]
+mod changes_only_tests {
+    use super::*;
+    use futures::stream;
+
+    fn snapshot(rv: &str, finalizer: bool, ready: bool) -> VirtualMachineSnapshot {
+        let mut snapshot: VirtualMachineSnapshot = serde_json::from_value(serde_json::json!({
+            "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
+            "metadata": {"name": "s", "namespace": "ns", "resourceVersion": rv,
+                         "finalizers": if finalizer { vec!["snapshot.kubevirt.io/vmsnapshot-protection"] } else { vec![] }},
+            "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "vm"}},
+            "status": {"readyToUse": ready},
+        }))
+        .expect("snapshot");
+        project::snapshot(&mut snapshot);
+        snapshot
+    }
+
+    #[tokio::test]
+    async fn only_changes_a_pass_reads_get_through() {
+        let (store, mut writer) = reflector::store::<VirtualMachineSnapshot>();
+        writer.apply_watcher_event(&watcher::Event::Apply(snapshot("1", false, false)));
+        let touched = vec![
+            // First sight: through.
+            snapshot("1", false, false),
+            // A finalizer added: nothing a pass reads changed.
+            snapshot("2", true, false),
+            // Ready: through.
+            snapshot("3", true, true),
+            // The same again (a relist): nothing new.
+            snapshot("3", true, true),
+        ];
+        let passed: Vec<String> = changes_only(stream::iter(touched.into_iter().map(Ok)), store)
+            .map(|s| s.unwrap().metadata.resource_version.unwrap())
+            .collect()
+            .await;
+        assert_eq!(passed, ["1", "3"]);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_object_gets_through() {
+        let (store, mut writer) = reflector::store::<VirtualMachineSnapshot>();
+        let gone = snapshot("1", false, false);
+        writer.apply_watcher_event(&watcher::Event::Apply(gone.clone()));
+        let mut stream = std::pin::pin!(changes_only(
+            stream::iter([Ok(gone.clone()), Ok(gone.clone())]),
+            store,
+        ));
+        assert!(stream.next().await.is_some());
+        writer.apply_watcher_event(&watcher::Event::Delete(gone));
+        assert!(stream.next().await.is_some(), "the deletion");
     }
 }

@@ -20,6 +20,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use anyhow::ensure;
 use clone_api::kubevirt::{VirtualMachine, VirtualMachineSnapshot};
@@ -1354,11 +1355,18 @@ async fn a_pass_from_a_stale_cache_does_not_repeat_the_last_transition() {
         snapshots: reflector::store::<VirtualMachineSnapshot>().0,
         restores: reflector::store::<VirtualMachineRestore>().0,
         vms: reflector::store().0,
+        contents: reflector::store().0,
+        claims: reflector::store().0,
         kubevirts,
         data_volumes: reflector::store().0,
         synced: vec![synced()],
     };
     let telemetry = clone_controller::telemetry::Telemetry::default();
+    // Events are published off the pass; `flushed` resolves once every queued one is created.
+    let (publisher, flushed) = clone_controller::events::Publisher::start(
+        h.client.clone(),
+        Some("stale-cache-test".into()),
+    );
     let ctx = std::sync::Arc::new(Context::new(
         h.client.clone(),
         clone_controller::Config {
@@ -1366,11 +1374,7 @@ async fn a_pass_from_a_stale_cache_does_not_repeat_the_last_transition() {
             ..Default::default()
         },
         caches,
-        clone_controller::events::Publisher::start(
-            h.client.clone(),
-            Some("stale-cache-test".into()),
-        )
-        .0,
+        publisher,
         telemetry.clone(),
         clone_controller::leader::Leadership::always(),
         std::sync::Arc::new(CloneMemory::new(
@@ -1390,8 +1394,6 @@ async fn a_pass_from_a_stale_cache_does_not_repeat_the_last_transition() {
     clone_controller::reconcile::reconcile(stale.clone(), ctx.clone())
         .await
         .unwrap();
-    let events = h.events("c").await.unwrap();
-    assert_eq!(count(&events, "SnapshotCreated"), 1, "{events:?}");
     assert_eq!(
         ctx.memory.len(),
         1,
@@ -1403,8 +1405,146 @@ async fn a_pass_from_a_stale_cache_does_not_repeat_the_last_transition() {
         .await
         .unwrap();
     assert!(ctx.memory.is_empty(), "{} entries", ctx.memory.len());
+    // Three passes, one transition: one event, once every queued event is created.
+    drop(ctx);
+    flushed.await.unwrap();
     let events = h.events("c").await.unwrap();
     assert_eq!(count(&events, "SnapshotCreated"), 1, "{events:?}");
+}
+
+/// A client that records every request it sends (`METHOD /path`).
+async fn recording_client(env: &testenv::TestEnv) -> (kube::Client, Arc<Mutex<Vec<String>>>) {
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let layer = tower::util::MapRequestLayer::new({
+        let sent = sent.clone();
+        move |request: http::Request<kube::client::Body>| {
+            let line = format!("{} {}", request.method(), request.uri().path());
+            sent.lock().unwrap().push(line);
+            request
+        }
+    });
+    let kubeconfig = kube::config::Kubeconfig::read_from(env.kubeconfig_path()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::client::ClientBuilder::try_from(config)
+        .unwrap()
+        .with_layer(&layer)
+        .build();
+    (client, sent)
+}
+
+/// The passes that follow their own creates read nothing again: a source VM shared by three
+/// clones is read once while the VM cache shows it unchanged, and the pass right after a
+/// snapshot's create, before the snapshot's watch event arrived, takes it as created instead of
+/// reading it back. Every request the controller sends is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_read_a_shared_source_once_and_trust_their_own_creates() {
+    use clone_api::kubevirt::{KubeVirt, VirtualMachineRestore};
+    use clone_controller::context::{Caches, CloneMemory, Context, Synced};
+    use kube::core::PartialObjectMeta;
+    use kube::runtime::reflector;
+    use kube::runtime::watcher::Event;
+
+    let h = Harness::without_controller("reads").await.unwrap();
+    h.create_source_vm("vm", "sim-snapshot").await.unwrap();
+    h.wait_snapshot_support_known("vm").await.unwrap();
+    let mut clones = Vec::new();
+    for name in ["a", "b", "c"] {
+        h.create(&clone_manifest(
+            name,
+            "VirtualMachine",
+            "vm",
+            Some(&format!("t-{name}")),
+            json!({}),
+        ))
+        .await
+        .unwrap();
+        clones.push(Arc::new(
+            h.api::<VirtualMachineClone>().get(name).await.unwrap(),
+        ));
+    }
+
+    // Caches fed by hand: the clones as created, the source VM's metadata, the KubeVirt CR.
+    let synced = || {
+        let (synced, mark) = Synced::new::<()>();
+        mark(&Event::InitDone);
+        synced
+    };
+    let (clone_store, mut clone_writer) = reflector::store::<VirtualMachineClone>();
+    for clone in &clones {
+        clone_writer.apply_watcher_event(&Event::Apply((**clone).clone()));
+    }
+    let (vms, mut vm_writer) = reflector::store::<PartialObjectMeta<VirtualMachine>>();
+    let source = h.api::<VirtualMachine>().get_metadata("vm").await.unwrap();
+    vm_writer.apply_watcher_event(&Event::Apply(source));
+    let (kubevirts, mut kubevirt_writer) = reflector::store::<KubeVirt>();
+    for kv in Api::<KubeVirt>::all(h.client.clone())
+        .list(&Default::default())
+        .await
+        .unwrap()
+    {
+        kubevirt_writer.apply_watcher_event(&Event::Apply(kv));
+    }
+    let caches = Caches {
+        clones: clone_store,
+        index: Default::default(),
+        snapshots: reflector::store::<VirtualMachineSnapshot>().0,
+        restores: reflector::store::<VirtualMachineRestore>().0,
+        vms,
+        contents: reflector::store().0,
+        claims: reflector::store().0,
+        kubevirts,
+        data_volumes: reflector::store().0,
+        synced: vec![synced()],
+    };
+    let (client, sent) = recording_client(h.env).await;
+    let telemetry = clone_controller::telemetry::Telemetry::default();
+    let ctx = Arc::new(Context::new(
+        client,
+        clone_controller::Config {
+            namespace: Some(h.ns.clone()),
+            ..Default::default()
+        },
+        caches,
+        clone_controller::events::Publisher::start(h.client.clone(), Some("reads-test".into())).0,
+        telemetry.clone(),
+        clone_controller::leader::Leadership::always(),
+        Arc::new(CloneMemory::new(
+            telemetry.metrics.clone_state_entries.clone(),
+        )),
+    ));
+
+    // Each clone twice: its first pass takes the snapshot, its second (from the same stale
+    // caches) follows it.
+    for _ in 0..2 {
+        for clone in &clones {
+            clone_controller::reconcile::reconcile(clone.clone(), ctx.clone())
+                .await
+                .unwrap();
+        }
+    }
+    for name in ["a", "b", "c"] {
+        let clone = h.api::<VirtualMachineClone>().get(name).await.unwrap();
+        assert_eq!(
+            clone.status.unwrap().phase,
+            ClonePhase::SnapshotInProgress,
+            "{name}"
+        );
+    }
+    let sent = sent.lock().unwrap().clone();
+    let gets = |resource: &str| {
+        sent.iter()
+            .filter(|line| line.starts_with("GET ") && line.contains(resource))
+            .count()
+    };
+    assert_eq!(gets("/virtualmachines/vm"), 1, "{sent:#?}");
+    assert_eq!(gets("/virtualmachinesnapshots/"), 0, "{sent:#?}");
+    let creates = sent
+        .iter()
+        .filter(|line| line.starts_with("POST ") && line.ends_with("/virtualmachinesnapshots"))
+        .count();
+    assert_eq!(creates, 3, "one snapshot per clone: {sent:#?}");
 }
 
 /// Per-clone state is bounded: clones that keep failing hold a backoff entry each, and deleting
