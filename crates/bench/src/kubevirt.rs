@@ -333,8 +333,8 @@ impl Pids {
     fn snapshot(&self) -> CpuSnapshot {
         let mut processes = BTreeMap::new();
         for (name, pid) in &self.0 {
-            if let Ok(ticks) = procfs::process_cpu(*pid) {
-                processes.insert(*name, ticks.total());
+            if let Ok(ticks) = procfs::process_cpu_ticks(*pid) {
+                processes.insert(*name, ticks);
             }
         }
         CpuSnapshot {

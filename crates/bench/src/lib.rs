@@ -507,12 +507,14 @@ fn output(program: &str, args: &[&str]) -> String {
 }
 
 fn machine_info() -> Machine {
-    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
     Machine {
         nproc: std::thread::available_parallelism().map_or(1, usize::from),
-        cpu_model: procfs::parse_cpu_model(&read("/proc/cpuinfo")).unwrap_or_default(),
-        memory_mib: procfs::parse_mem_total_kib(&read("/proc/meminfo")).unwrap_or(0) / 1024,
-        kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+        cpu_model: procfs::cpu_model(),
+        memory_mib: procfs::memory_mib(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
         load_average_start: procfs::loadavg(),
         load_average_end: [0.0; 3],
         date_start: jiff::Timestamp::now().to_string(),

@@ -448,7 +448,13 @@ pub struct ServerPids {
 
 impl ServerPids {
     pub fn of(env_dir: &Path) -> Self {
-        let pid = |name: &str| procfs::read_pid_file(&env_dir.join("pids").join(name));
+        let pid = |name: &str| -> Option<u32> {
+            std::fs::read_to_string(env_dir.join("pids").join(name))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        };
         Self {
             kube_apiserver: pid("kube-apiserver"),
             etcd: pid("etcd"),
@@ -465,9 +471,9 @@ pub fn cpu_snapshot(
     let mut processes = BTreeMap::new();
     let mut put = |name: &'static str, pid: Option<u32>| {
         if let Some(pid) = pid
-            && let Ok(ticks) = procfs::process_cpu(pid)
+            && let Ok(ticks) = procfs::process_cpu_ticks(pid)
         {
-            processes.insert(name, ticks.total());
+            processes.insert(name, ticks);
         }
     };
     put("kube-apiserver", servers.kube_apiserver);

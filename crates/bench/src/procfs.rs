@@ -1,149 +1,60 @@
-//! What the bench reads from `/proc`: a process's CPU time and peak memory, its listening
-//! ports, the machine's CPU time, model, memory and load.
+//! What the bench reads from `/proc` (through the `procfs` crate): a process's CPU time and peak
+//! memory, its listening ports, every process's CPU time, and the machine's CPU time, model,
+//! memory and load.
 
-use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Command;
+use std::collections::{BTreeSet, HashMap};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+use procfs::process::{FDTarget, Process};
+use procfs::{Current as _, CurrentSI as _};
 
-/// CPU time of a process in clock ticks, from `/proc/<pid>/stat`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CpuTicks {
-    pub user: u64,
-    pub system: u64,
+/// CPU time of a process (`utime + stime` of `/proc/<pid>/stat`), in clock ticks.
+pub fn process_cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = process(pid)?
+        .stat()
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    Ok(stat.utime + stat.stime)
 }
 
-impl CpuTicks {
-    pub fn total(self) -> u64 {
-        self.user + self.system
-    }
-}
-
-/// `utime` and `stime` (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name (field
-/// 2) is in parentheses and may itself contain spaces and parentheses, so fields are counted from
-/// the last `)`.
-pub fn parse_stat(text: &str) -> Result<CpuTicks> {
-    let close = text
-        .rfind(')')
-        .context("no ')' after the command name in /proc/<pid>/stat")?;
-    // After the name: field 3 (state) is index 0, so field n is index n - 3.
-    let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
-    if fields.len() < 13 {
-        bail!(
-            "/proc/<pid>/stat has only {} fields after the name",
-            fields.len()
-        );
-    }
-    let number = |index: usize| -> Result<u64> {
-        fields[index]
-            .parse()
-            .with_context(|| format!("field {} of /proc/<pid>/stat", index + 3))
-    };
-    Ok(CpuTicks {
-        user: number(11)?,
-        system: number(12)?,
-    })
-}
-
-/// A `kB` line of `/proc/<pid>/status` (`VmHWM`, `VmRSS`), in KiB.
-pub fn parse_status_kib(text: &str, field: &str) -> Option<u64> {
-    text.lines().find_map(|line| {
-        let (name, rest) = line.split_once(':')?;
-        if name.trim() != field {
-            return None;
-        }
-        rest.split_whitespace().next()?.parse().ok()
-    })
-}
-
-pub fn process_cpu(pid: u32) -> Result<CpuTicks> {
-    let path = format!("/proc/{pid}/stat");
-    parse_stat(&std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?)
-}
-
-/// Peak resident set size (`VmHWM`) in KiB.
+/// Peak resident set size (`VmHWM` of `/proc/<pid>/status`) in KiB.
 pub fn process_peak_rss_kib(pid: u32) -> Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    parse_status_kib(&text, "VmHWM").with_context(|| format!("no VmHWM in {path}"))
+    process(pid)?
+        .status()
+        .with_context(|| format!("reading /proc/{pid}/status"))?
+        .vmhwm
+        .with_context(|| format!("no VmHWM in /proc/{pid}/status"))
 }
 
-/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux unless configured otherwise).
-pub fn clock_ticks_per_second() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100)
-}
-
-/// Ports of the listening TCP sockets in a `/proc/net/tcp` or `/proc/net/tcp6` table whose
-/// inode is in `inodes`.
-pub fn listening_ports(table: &str, inodes: &BTreeSet<u64>) -> Vec<u16> {
-    let mut ports = Vec::new();
-    for line in table.lines().skip(1) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
-        if fields.len() < 10 || fields[3] != "0A" {
-            continue;
-        }
-        let Ok(inode) = fields[9].parse::<u64>() else {
-            continue;
-        };
-        if !inodes.contains(&inode) {
-            continue;
-        }
-        let Some((_, port)) = fields[1].rsplit_once(':') else {
-            continue;
-        };
-        if let Ok(port) = u16::from_str_radix(port, 16) {
-            ports.push(port);
-        }
-    }
-    ports.sort_unstable();
-    ports.dedup();
-    ports
-}
-
-/// The inodes of the sockets a process has open (`/proc/<pid>/fd/* -> socket:[inode]`).
-pub fn socket_inodes(pid: u32) -> Result<BTreeSet<u64>> {
-    let dir = format!("/proc/{pid}/fd");
-    let mut inodes = BTreeSet::new();
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
-        let Ok(entry) = entry else { continue };
-        let Ok(target) = std::fs::read_link(entry.path()) else {
-            continue;
-        };
-        if let Some(inode) = parse_socket_link(&target.to_string_lossy()) {
-            inodes.insert(inode);
-        }
-    }
-    Ok(inodes)
-}
-
-pub fn parse_socket_link(target: &str) -> Option<u64> {
-    target
-        .strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
-
-/// The TCP ports process `pid` listens on.
+/// The TCP ports process `pid` listens on: its socket inodes matched against the listening
+/// sockets of `/proc/net/tcp` and `/proc/net/tcp6`.
 pub fn process_listening_ports(pid: u32) -> Result<Vec<u16>> {
-    let inodes = socket_inodes(pid)?;
+    let inodes: BTreeSet<u64> = process(pid)?
+        .fd()
+        .with_context(|| format!("reading /proc/{pid}/fd"))?
+        .flatten()
+        .filter_map(|fd| match fd.target {
+            FDTarget::Socket(inode) => Some(inode),
+            _ => None,
+        })
+        .collect();
     let mut ports = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        if let Ok(text) = std::fs::read_to_string(table) {
-            ports.extend(listening_ports(&text, &inodes));
-        }
+    for table in [procfs::net::tcp(), procfs::net::tcp6()] {
+        ports.extend(
+            table
+                .context("reading /proc/net/tcp")?
+                .into_iter()
+                .filter(|s| s.state == procfs::net::TcpState::Listen && inodes.contains(&s.inode))
+                .map(|s| s.local_address.port()),
+        );
     }
     ports.sort_unstable();
     ports.dedup();
     Ok(ports)
+}
+
+fn process(pid: u32) -> Result<Process> {
+    let pid = i32::try_from(pid).with_context(|| format!("pid {pid} out of range"))?;
+    Process::new(pid).with_context(|| format!("no process {pid}"))
 }
 
 /// Busy and total CPU time of the whole machine, in clock ticks (the `cpu` line of `/proc/stat`).
@@ -153,222 +64,209 @@ pub struct MachineTicks {
     pub total: u64,
 }
 
-pub fn parse_machine_stat(text: &str) -> Result<MachineTicks> {
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("cpu "))
-        .context("no 'cpu' line in /proc/stat")?;
-    let values: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse::<u64>())
-        .collect::<Result<_, _>>()
-        .context("parsing the 'cpu' line of /proc/stat")?;
-    if values.len() < 4 {
-        bail!("the 'cpu' line of /proc/stat has {} values", values.len());
-    }
-    // user nice system idle iowait irq softirq steal guest guest_nice; guest time is already
-    // part of user time.
-    let total: u64 = values.iter().take(8).sum();
-    let idle = values[3] + values.get(4).copied().unwrap_or(0);
+pub fn machine_cpu() -> Result<MachineTicks> {
+    let cpu = procfs::KernelStats::current()
+        .context("reading /proc/stat")?
+        .total;
+    // Guest time is already part of user time.
+    let idle = cpu.idle + cpu.iowait.unwrap_or(0);
+    let total = cpu.user
+        + cpu.nice
+        + cpu.system
+        + idle
+        + cpu.irq.unwrap_or(0)
+        + cpu.softirq.unwrap_or(0)
+        + cpu.steal.unwrap_or(0);
     Ok(MachineTicks {
         busy: total - idle,
         total,
     })
 }
 
-pub fn machine_cpu() -> Result<MachineTicks> {
-    parse_machine_stat(&std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?)
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`; 100 on Linux unless configured otherwise).
+pub fn clock_ticks_per_second() -> u64 {
+    procfs::ticks_per_second()
 }
 
-/// The first `model name` of `/proc/cpuinfo`.
-pub fn parse_cpu_model(text: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        (key.trim() == "model name").then(|| value.trim().to_owned())
-    })
-}
-
-/// `MemTotal` of `/proc/meminfo`, in KiB.
-pub fn parse_mem_total_kib(text: &str) -> Option<u64> {
-    parse_status_kib(text, "MemTotal")
-}
-
-/// The 1, 5 and 15 minute load averages of `/proc/loadavg`.
-pub fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
-    let mut values = text.split_whitespace().map(|v| v.parse::<f64>().ok());
-    Some([values.next()??, values.next()??, values.next()??])
-}
-
-pub fn loadavg() -> [f64; 3] {
-    std::fs::read_to_string("/proc/loadavg")
+/// The first CPU's `model name` in `/proc/cpuinfo` (empty where there is none).
+pub fn cpu_model() -> String {
+    procfs::CpuInfo::current()
         .ok()
-        .and_then(|t| parse_loadavg(&t))
+        .and_then(|info| info.model_name(0).map(str::to_owned))
         .unwrap_or_default()
 }
 
-/// A pid from a pid file (as testenv's supervisor writes them).
-pub fn read_pid_file(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+/// `MemTotal` of `/proc/meminfo`, in MiB.
+pub fn memory_mib() -> u64 {
+    procfs::Meminfo::current().map_or(0, |m| m.mem_total / (1024 * 1024))
 }
 
-/// The command name (field 2, without its parentheses) of a `/proc/<pid>/stat` line.
-pub fn parse_stat_comm(text: &str) -> Option<&str> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    (open < close).then(|| &text[open + 1..close])
+/// The 1, 5 and 15 minute load averages of `/proc/loadavg`.
+pub fn loadavg() -> [f64; 3] {
+    procfs::LoadAverage::current().map_or([0.0; 3], |l| {
+        [f64::from(l.one), f64::from(l.five), f64::from(l.fifteen)]
+    })
 }
 
 /// Every process's command name and CPU ticks (`utime + stime`), by pid.
-pub fn all_processes() -> std::collections::HashMap<u32, (String, u64)> {
-    let mut out = std::collections::HashMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return out;
+pub fn all_processes() -> HashMap<u32, (String, u64)> {
+    let Ok(processes) = procfs::process::all_processes() else {
+        return HashMap::new();
     };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        if let (Some(comm), Ok(ticks)) = (parse_stat_comm(&text), parse_stat(&text)) {
-            out.insert(pid, (comm.to_owned(), ticks.total()));
-        }
-    }
-    out
+    processes
+        .flatten()
+        .filter_map(|p| {
+            let stat = p.stat().ok()?;
+            Some((
+                u32::try_from(p.pid).ok()?,
+                (stat.comm, stat.utime + stat.stime),
+            ))
+        })
+        .collect()
 }
 
-/// Whether a `/proc/<pid>/cmdline` (arguments separated by NUL bytes) is `program` itself (its
-/// first argument's file name, not a shell that starts it) with an argument containing `needle`.
-pub fn cmdline_matches(cmdline: &[u8], program: &str, needle: &str) -> bool {
-    let mut args = cmdline
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(String::from_utf8_lossy);
-    let Some(first) = args.next() else {
+/// Whether a command line is `program` itself (its first argument's file name, not a shell that
+/// starts it) with an argument containing `needle`.
+pub fn cmdline_matches(cmdline: &[String], program: &str, needle: &str) -> bool {
+    let Some((first, rest)) = cmdline.split_first() else {
         return false;
     };
-    Path::new(first.as_ref())
+    std::path::Path::new(first)
         .file_name()
         .and_then(|n| n.to_str())
         == Some(program)
-        && args.any(|a| a.contains(needle))
+        && rest.iter().any(|a| a.contains(needle))
 }
 
 /// The pid of the running `program` whose command line mentions `needle` (for a testbed server:
-/// the testbed's folder, which holds its kubeconfig), found by reading `/proc/*/cmdline`.
+/// the testbed's folder, which holds its kubeconfig); the lowest if there are several.
 pub fn find_process(program: &str, needle: &str) -> Option<u32> {
-    let mut found = std::fs::read_dir("/proc")
+    procfs::process::all_processes()
         .ok()?
         .flatten()
-        .filter_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            cmdline_matches(&cmdline, program, needle).then_some(pid)
+        .filter(|p| {
+            p.cmdline()
+                .is_ok_and(|cmdline| cmdline_matches(&cmdline, program, needle))
         })
-        .collect::<Vec<_>>();
-    found.sort_unstable();
-    found.into_iter().next()
+        .filter_map(|p| u32::try_from(p.pid).ok())
+        .min()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn own_pid() -> u32 {
+        std::process::id()
+    }
+
     #[test]
-    fn stat_fields_are_counted_after_the_last_parenthesis() {
-        let text = "4242 (clone (ctl) x) S 1 4242 4242 0 -1 4194304 1234 0 0 0 517 83 0 0 20 0 9 0 100 200000000 3000 18446744073709551615";
-        assert_eq!(
-            parse_stat(text).unwrap(),
-            CpuTicks {
-                user: 517,
-                system: 83
+    fn our_own_cpu_time_grows_while_we_compute() {
+        let before = process_cpu_ticks(own_pid()).unwrap();
+        // Spin until the kernel has charged us at least two more ticks (20 ms at 100 Hz); bounded
+        // so that a broken reader fails instead of hanging.
+        let started = std::time::Instant::now();
+        let mut x = 0_u64;
+        let mut after = before;
+        while after < before + 2 && started.elapsed() < std::time::Duration::from_secs(20) {
+            for i in 0..1_000_000_u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
             }
-        );
-        assert_eq!(parse_stat(text).unwrap().total(), 600);
-        assert_eq!(parse_stat_comm(text), Some("clone (ctl) x"));
-        assert_eq!(parse_stat_comm("no parenthesis"), None);
-        assert!(parse_stat("4242 (short) S 1 2").is_err());
-        assert!(parse_stat("no parenthesis").is_err());
+            std::hint::black_box(x);
+            after = process_cpu_ticks(own_pid()).unwrap();
+        }
+        assert!(after >= before + 2, "{before} → {after}");
+        // The machine was busy at least as long as we were.
+        let machine = machine_cpu().unwrap();
+        assert!(machine.busy >= after && machine.total > machine.busy);
+        assert!(all_processes()[&own_pid()].1 >= after);
     }
 
     #[test]
-    fn status_kib_fields() {
-        let text = "Name:\tclone-controller\nVmPeak:\t  200000 kB\nVmHWM:\t   31234 kB\nVmRSS:\t   30000 kB\n";
-        assert_eq!(parse_status_kib(text, "VmHWM"), Some(31234));
-        assert_eq!(parse_status_kib(text, "VmRSS"), Some(30000));
-        assert_eq!(parse_status_kib(text, "VmSwap"), None);
+    fn our_peak_rss_covers_a_buffer_we_touched() {
+        let buffer = vec![1_u8; 32 * 1024 * 1024];
+        std::hint::black_box(&buffer);
+        assert!(process_peak_rss_kib(own_pid()).unwrap() >= 32 * 1024);
+        assert!(process_peak_rss_kib(u32::MAX).is_err());
     }
 
     #[test]
-    fn listening_ports_of_own_sockets() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:A0C3 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0000000000000000 100 0 0 10 0\n   1: 0100007F:A0C4 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 222 1 0000000000000000 100 0 0 10 0\n   2: 0100007F:A0C5 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 333 1 0000000000000000 20 4 30 10 -1\n   3: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 444 1 0000000000000000 100 0 0 10 0\n";
-        let inodes: BTreeSet<u64> = [111, 333, 444].into();
-        // 333 is an established connection, 222 is someone else's socket.
-        assert_eq!(listening_ports(table, &inodes), vec![0x1F90, 0xA0C3]);
-        assert_eq!(parse_socket_link("socket:[12345]"), Some(12345));
-        assert_eq!(parse_socket_link("/dev/null"), None);
+    fn a_listening_socket_is_found_and_a_connected_one_is_not() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        let ports = process_listening_ports(own_pid()).unwrap();
+        assert!(ports.contains(&port), "{ports:?} lacks {port}");
+        let client_port = client.local_addr().unwrap().port();
+        assert!(!ports.contains(&client_port), "{ports:?} has {client_port}");
     }
 
     #[test]
-    fn machine_cpu_line() {
-        let text = "cpu  100 5 50 800 20 1 2 3 0 0\ncpu0 50 2 25 400 10 0 1 1 0 0\n";
-        assert_eq!(
-            parse_machine_stat(text).unwrap(),
-            MachineTicks {
-                busy: 161,
-                total: 981
-            }
-        );
+    fn the_machine_is_described() {
+        assert!(memory_mib() > 0);
+        assert!(clock_ticks_per_second() > 0);
+        let load = loadavg();
+        assert!(load.iter().all(|l| *l >= 0.0) && load.iter().any(|l| *l > 0.0));
     }
 
     #[test]
     fn a_process_is_found_by_program_and_argument() {
-        let server = b"/root/.cache/vmclone/kubevirt-v1.7.0/virt-controller\0--kubeconfig=/tmp/vmclone-testenv-1-x/kubeconfig-virt-controller\0--port=1\0";
+        let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let server = args(&[
+            "/root/.cache/vmclone/kubevirt-v1.7.0/virt-controller",
+            "--kubeconfig=/tmp/vmclone-testenv-1-x/kubeconfig-virt-controller",
+        ]);
         assert!(cmdline_matches(
-            server,
+            &server,
             "virt-controller",
             "/tmp/vmclone-testenv-1-x"
         ));
         assert!(!cmdline_matches(
-            server,
+            &server,
             "virt-controller",
             "/tmp/vmclone-testenv-2-y"
         ));
         assert!(!cmdline_matches(
-            server,
+            &server,
             "virt-api",
             "/tmp/vmclone-testenv-1-x"
         ));
         // The supervising shell mentions both but is not the program.
-        let shell = b"sh\0-c\0script\0sh\0/tmp/vmclone-testenv-1-x/pids/virt-controller\0/root/.cache/vmclone/kubevirt-v1.7.0/virt-controller\0--kubeconfig=/tmp/vmclone-testenv-1-x/kubeconfig-virt-controller\0";
+        let shell = args(&[
+            "sh",
+            "-c",
+            "script",
+            "/root/.cache/vmclone/kubevirt-v1.7.0/virt-controller",
+            "--kubeconfig=/tmp/vmclone-testenv-1-x/kubeconfig-virt-controller",
+        ]);
         assert!(!cmdline_matches(
-            shell,
+            &shell,
             "virt-controller",
             "/tmp/vmclone-testenv-1-x"
         ));
-        assert!(!cmdline_matches(b"", "virt-controller", "x"));
-    }
+        assert!(!cmdline_matches(&[], "virt-controller", "x"));
 
-    #[test]
-    fn machine_facts() {
-        assert_eq!(
-            parse_cpu_model("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n"),
-            Some("AMD EPYC".to_owned())
-        );
-        assert_eq!(
-            parse_mem_total_kib("MemTotal:       24684000 kB\nMemFree: 1 kB\n"),
-            Some(24_684_000)
-        );
-        assert_eq!(
-            parse_loadavg("0.48 1.02 1.09 2/345 6789\n"),
-            Some([0.48, 1.02, 1.09])
-        );
-        assert_eq!(parse_loadavg("garbage"), None);
+        // A child of ours, told apart by an argument no other process has.
+        let needle = format!("0.{:09}", own_pid());
+        let mut child = std::process::Command::new("sleep")
+            .args(["30", &needle])
+            .spawn()
+            .unwrap();
+        // The kernel lets the parent go on before it has laid out the new program's arguments:
+        // wait until they are there.
+        let process = Process::new(i32::try_from(child.id()).unwrap()).unwrap();
+        let started = std::time::Instant::now();
+        while process.cmdline().unwrap().is_empty()
+            && started.elapsed() < std::time::Duration::from_secs(5)
+        {
+            std::thread::yield_now();
+        }
+        let found = find_process("sleep", &needle);
+        let not_found = find_process("sh", &needle);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(found, Some(child.id()));
+        assert_eq!(not_found, None);
     }
 }
