@@ -15,7 +15,6 @@
 //! Every component runs as a user of its own (`testenv::IDENTITIES`; the bench as `bench`), so
 //! the audit log attributes every request exactly. Numbers are reported, never asserted.
 
-mod audit;
 mod model;
 mod report;
 mod watch;
@@ -36,6 +35,7 @@ use self::model::{Cpu, LogSummary, Path, ProcessUse, Run, Settings};
 /// The section's title and anchor in `benchmarks.md`.
 pub use self::report::{ANCHOR, TITLE};
 use self::watch::{ObjectWatch, Sighting, clone_states, restore_states, snapshot_states};
+use super::audit;
 use super::live::{
     CpuSnapshot, Progress, ServerPids, already_exists, run_parallel, start_process,
     wait_controller_ready,
@@ -317,10 +317,10 @@ pub async fn bench(args: &super::Args) -> Result<()> {
     Ok(())
 }
 
-/// A moment of a run: the wall clock (for the audit log) and CPU counters, ours and every
-/// process's.
+/// A moment of a run: the audit log's length and the wall clock, and CPU counters, ours and
+/// every process's.
 struct Mark {
-    wall: jiff::Timestamp,
+    audit: audit::Moment,
     cpu: CpuSnapshot,
     all: HashMap<u32, (String, u64)>,
 }
@@ -349,10 +349,10 @@ impl Pids {
     }
 }
 
-fn mark(pids: &Pids) -> Mark {
+fn mark(live: &Live) -> Mark {
     Mark {
-        wall: jiff::Timestamp::now(),
-        cpu: pids.snapshot(),
+        audit: audit::Moment::now(&live.audit_log),
+        cpu: live.pids.snapshot(),
         all: procfs::all_processes(),
     }
 }
@@ -360,6 +360,8 @@ fn mark(pids: &Pids) -> Mark {
 /// What runs during one measurement besides the control plane.
 struct Live {
     env: TestEnv,
+    /// kube-apiserver's audit log.
+    audit_log: PathBuf,
     client: Client,
     env_dir: PathBuf,
     controller: Option<Supervised>,
@@ -491,8 +493,12 @@ impl Bench {
                 env_dir.display()
             );
         }
+        let audit_log = env
+            .audit_log_path()
+            .context("the control plane writes no audit log")?;
         let live = slot.insert(Live {
             env,
+            audit_log,
             client: client.clone(),
             env_dir,
             controller: None,
@@ -552,22 +558,17 @@ impl Bench {
                 Ok(()) => run.cleanup_seconds = Some(started.elapsed().as_secs_f64()),
                 Err(err) => self.say(&format!("  {err:#}")),
             }
-            mark(&live.pids)
+            mark(live)
         };
         self.account(run, live, &start, &end).await
     }
 
     async fn create_sources(&self, client: &Client, n: usize) -> Result<()> {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NAMESPACE, &vms());
-        run_parallel(
-            n,
-            usize::from(self.concurrency),
-            move |i| {
-                let api = api.clone();
-                async move { create(&api, &source_vm(i)).await }
-            },
-            || {},
-        )
+        run_parallel(n, usize::from(self.concurrency), move |i| {
+            let api = api.clone();
+            async move { create(&api, &source_vm(i)).await }
+        })
         .await
         .map(|_| ())
         .context("creating the source VMs")
@@ -655,17 +656,12 @@ impl Bench {
             "  creating {n} clones with {} creators",
             self.concurrency
         ));
-        let start = mark(&live.pids);
+        let start = mark(live);
         let began = Instant::now();
-        let creators = tokio::spawn(run_parallel(
-            n,
-            usize::from(self.concurrency),
-            move |i| {
-                let api = api.clone();
-                async move { create(&api, &clone_object(i)).await }
-            },
-            || {},
-        ));
+        let creators = tokio::spawn(run_parallel(n, usize::from(self.concurrency), move |i| {
+            let api = api.clone();
+            async move { create(&api, &clone_object(i)).await }
+        }));
         let created = self
             .wait(
                 live,
@@ -683,7 +679,7 @@ impl Bench {
                 "Succeeded",
             )
             .await?;
-        let in_flight = mark(&live.pids);
+        let in_flight = mark(live);
         let (seen, clone_errors) = clone_watch.seen();
         let (restores_seen, restore_errors) = restore_watch.seen();
         run.watch_errors = clone_errors + restore_errors;
@@ -809,17 +805,12 @@ impl Bench {
             "  creating {n} snapshots with {} creators; a restore of each once it is ready",
             self.concurrency
         ));
-        let start = mark(&live.pids);
+        let start = mark(live);
         let began = Instant::now();
-        let creators = tokio::spawn(run_parallel(
-            n,
-            concurrency,
-            move |i| {
-                let api = snapshot_api.clone();
-                async move { create(&api, &snapshot_object(i)).await }
-            },
-            || {},
-        ));
+        let creators = tokio::spawn(run_parallel(n, concurrency, move |i| {
+            let api = snapshot_api.clone();
+            async move { create(&api, &snapshot_object(i)).await }
+        }));
         let waited = self
             .wait(
                 live,
@@ -837,7 +828,7 @@ impl Bench {
                 "restores complete",
             )
             .await;
-        let in_flight = mark(&live.pids);
+        let in_flight = mark(live);
         if restorer.is_finished() {
             restorer.await.context("the restore creators panicked")??;
         } else {
@@ -1058,11 +1049,11 @@ impl Bench {
         // Blocking audit mode writes an event before the response; a moment for requests that
         // were in flight at the end mark.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let log = live
-            .env
-            .audit_log_path()
-            .context("the control plane writes no audit log")?;
-        run.requests = Some(audit::tally_file(&log, start.wall, end.wall)?);
+        run.requests = Some(audit::tally_file(
+            &live.audit_log,
+            start.audit,
+            end.audit.wall,
+        )?);
         Ok(())
     }
 }

@@ -2,19 +2,20 @@
 //! `docs/benchmarks.json`, `docs/benchmarks.md` and `docs/benchmarks-latency.svg`.
 //!
 //! In order: build the release binaries; run the engine's criterion bench; start a private
-//! testbed (etcd, kube-apiserver, kube-controller-manager) with the stand-in's storage classes,
-//! admission and a `KubeVirt` CR with the `Snapshot` gate; measure the API server's raw create
-//! throughput; count the writes one clone needs (clones one after the other); then, per size N
-//! (and again with unrelated VMs present), create N clones at once in a fresh namespace with a
-//! fresh controller and stand-in process, and measure time, latency, API requests, CPU and
-//! memory. Numbers are reported, never asserted. See `docs/benchmarks.md` for the method.
+//! testbed (etcd, kube-apiserver with its audit log, kube-controller-manager) with the stand-in's
+//! storage classes, admission and a `KubeVirt` CR with the `Snapshot` gate; measure what one
+//! clone costs (clones one after the other); then, per size N (and again with unrelated VMs
+//! present), create N clones at once in a fresh namespace with a fresh controller and stand-in
+//! process, and measure time, latency, API requests (by user, from the audit log), CPU of every
+//! testbed process (and from it the CPU ceiling) and memory. Numbers are reported, never
+//! asserted. See `docs/benchmarks.md` for the method.
 //!
 //! With `--kubevirt real` it measures something else instead (module `kubevirt`): vmclone
 //! against upstream's own clone controller on KubeVirt v1.7.0's real snapshot and restore path,
 //! and the bare path, written to `docs/benchmarks-kubevirt.json` and a section of
 //! `docs/benchmarks.md`.
 
-mod attribution;
+mod audit;
 mod criterion;
 mod kubevirt;
 pub mod live;
@@ -34,8 +35,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 use testenv::TestEnv;
 
-use self::live::{Ledger, Progress, ServerPids};
-use self::model::{Engine, Limit, Machine, RawCreates, Report, Settings};
+use self::live::{Progress, ServerPids};
+use self::model::{Engine, Machine, Report, Settings};
 use self::scenario::Bed;
 
 #[derive(Debug, clap::Args)]
@@ -71,13 +72,7 @@ pub struct Args {
     /// machine with the same stand-in). Recorded in the report.
     #[arg(long, value_name = "PATH")]
     controller_bin: Option<PathBuf>,
-    /// ConfigMaps per raw create run.
-    #[arg(long, default_value_t = 3000)]
-    raw_objects: usize,
-    /// Raw create runs (min, median and max are reported).
-    #[arg(long, default_value_t = 3)]
-    raw_runs: usize,
-    /// Clones run one after the other to count the writes one clone needs.
+    /// Clones run one after the other to measure what one clone costs without contention.
     #[arg(long, default_value_t = 10)]
     calibration_clones: usize,
     /// Source VMs per namespace; clone i clones source i mod K. The default, one, is the
@@ -263,8 +258,16 @@ async fn bench(args: Args, sizes: Vec<usize>) -> Result<()> {
     progress.say(
         "starting a private testbed: etcd, kube-apiserver, kube-controller-manager (minutes on first use)",
     );
-    let env = TestEnv::start().await.context("starting the testbed")?;
-    let client = env.client().await?;
+    let env = TestEnv::start_with_options(testenv::Options {
+        audit_log: true,
+        ..testenv::Options::default()
+    })
+    .await
+    .context("starting the testbed")?;
+    let client = env.identity_client(scenario::BENCH_USER).await?;
+    let audit_log = env
+        .audit_log_path()
+        .context("the testbed writes no audit log")?;
     machine.kube_apiserver_version = client
         .apiserver_version()
         .await
@@ -289,33 +292,23 @@ async fn bench(args: Args, sizes: Vec<usize>) -> Result<()> {
         servers: ServerPids::of(&env_dir),
         env,
         client,
-        ledger: Ledger::default(),
+        audit_log,
         controller_bin,
         sim_bin,
         logs: logs.clone(),
         concurrency: args.concurrency,
         clock_ticks: machine.clock_ticks_per_second,
+        cores: machine.nproc,
         progress,
         keep_namespaces: args.keep_namespaces,
         sources: args.sources,
     };
 
-    let raw_creates = match raw_creates(&bed, &args).await {
-        Ok(raw) => Some(raw),
-        Err(err) => {
-            errors.push(format!("raw create throughput: {err:#}"));
-            None
-        }
-    };
     let calibration = match bed.calibrate(args.calibration_clones).await {
         Ok(calibration) => {
             progress.say(&format!(
-                "  one clone needs {:.1} writes: controller {:.1} ({:.1} without events), stand-in {:.1}, garbage collector {:.1}",
-                calibration.writes.needed,
-                calibration.writes.controller,
-                calibration.writes.controller_without_events,
-                calibration.writes.stand_in,
-                calibration.writes.garbage_collector
+                "  one clone at a time: {}",
+                report::calibration_line(&calibration)
             ));
             Some(calibration)
         }
@@ -325,25 +318,6 @@ async fn bench(args: Args, sizes: Vec<usize>) -> Result<()> {
             None
         }
     };
-    let limit = match (&raw_creates, &calibration) {
-        (Some(raw), Some(cal)) if cal.writes.needed > 0.0 => {
-            let raw = raw.spread.median;
-            Some(Limit {
-                raw_creates_per_second: raw,
-                writes_per_clone: cal.writes.needed,
-                clones_per_second: raw / cal.writes.needed,
-                clones_per_second_with_create: raw / (cal.writes.needed + 1.0),
-            })
-        }
-        _ => None,
-    };
-    if let Some(limit) = &limit {
-        progress.say(&format!(
-            "  API server limit: {:.0} creates/s / {:.1} writes per clone = {:.1} clones/s",
-            limit.raw_creates_per_second, limit.writes_per_clone, limit.clones_per_second
-        ));
-    }
-
     let mut scenarios = Vec::new();
     let series: Vec<usize> = if args.unrelated_vms > 0 {
         vec![0, args.unrelated_vms]
@@ -375,8 +349,6 @@ async fn bench(args: Args, sizes: Vec<usize>) -> Result<()> {
             sizes: sizes.clone(),
             unrelated_vms: args.unrelated_vms,
             concurrency: args.concurrency,
-            raw_objects: args.raw_objects,
-            raw_runs: args.raw_runs,
             calibration_clones: args.calibration_clones,
             sources: args.sources,
             scenario_timeout_seconds: sizes
@@ -390,9 +362,7 @@ async fn bench(args: Args, sizes: Vec<usize>) -> Result<()> {
                 .as_ref()
                 .map(|p| p.display().to_string()),
         },
-        raw_creates,
         calibration,
-        limit,
         scenarios,
         engine,
         errors,
@@ -411,31 +381,6 @@ async fn bench(args: Args, sizes: Vec<usize>) -> Result<()> {
         logs.display()
     ));
     Ok(())
-}
-
-async fn raw_creates(bed: &Bed, args: &Args) -> Result<RawCreates> {
-    let namespace = "bench-raw";
-    bed.progress.say(&format!(
-        "raw create throughput: {} runs of {} ConfigMaps with {} creators",
-        args.raw_runs, args.raw_objects, args.concurrency
-    ));
-    bed.create_namespace(namespace).await?;
-    let mut runs = Vec::new();
-    for run in 1..=args.raw_runs.max(1) {
-        let rate = bed.raw_creates(namespace, run, args.raw_objects).await?;
-        bed.progress
-            .say(&format!("  run {run}: {rate:.0} ConfigMaps/s"));
-        runs.push(rate);
-    }
-    bed.delete_namespace(namespace, Duration::from_secs(600))
-        .await?;
-    let spread = stats::spread(&runs).context("no raw create run")?;
-    Ok(RawCreates {
-        objects_per_run: args.raw_objects,
-        concurrency: args.concurrency,
-        runs,
-        spread,
-    })
 }
 
 fn run_engine(progress: Progress) -> Engine {

@@ -1,5 +1,5 @@
-//! The bench's tools against the live testbed: child processes, the ledger of the bench's own
-//! requests, scraping, parallel creators, the clone watch and CPU snapshots.
+//! The bench's tools against the live testbed: child processes, the controller's ports,
+//! parallel creators, the clone watch and CPU snapshots.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -15,9 +15,7 @@ use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::{Client, ResourceExt};
 use testenv::Supervised;
 
-use super::attribution::EventSeen;
 use super::procfs::{self, MachineTicks};
-use super::prom::{RequestCounts, RequestKey};
 
 /// Prints a progress line to stderr with the time since the bench started.
 #[derive(Debug, Clone, Copy)]
@@ -64,46 +62,12 @@ pub async fn start_process(
 }
 
 // ---------------------------------------------------------------------------------------------
-// The ledger of the bench's own requests
-// ---------------------------------------------------------------------------------------------
-
-/// Counts the API requests the bench itself makes, to subtract them from the API server's
-/// counts.
-#[derive(Debug, Clone, Default)]
-pub struct Ledger(Arc<Mutex<RequestCounts>>);
-
-impl Ledger {
-    pub fn add(&self, verb: &str, group: &str, resource: &str, subresource: &str) {
-        if let Ok(mut counts) = self.0.lock() {
-            *counts
-                .entry(RequestKey::new(verb, group, resource, subresource))
-                .or_default() += 1.0;
-        }
-    }
-
-    pub fn snapshot(&self) -> RequestCounts {
-        self.0.lock().map(|c| c.clone()).unwrap_or_default()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // HTTP
 // ---------------------------------------------------------------------------------------------
 
 /// `GET path` on `127.0.0.1:port` ([`testenv::http_get`]): the status code and the body.
 pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
     testenv::http_get(std::net::SocketAddr::from(([127, 0, 0, 1], port)), path).await
-}
-
-/// kube-apiserver's `/metrics`, with the admin token of the client.
-pub async fn scrape_apiserver(client: &Client) -> Result<String> {
-    let request = kube::core::Request::new("/metrics")
-        .list(&ListParams::default())
-        .context("building the /metrics request")?;
-    client
-        .request_text(request)
-        .await
-        .context("scraping kube-apiserver /metrics")
 }
 
 /// The controller's health and metrics ports: the listening ports of its process, told apart by
@@ -165,25 +129,18 @@ pub async fn wait_controller_ready(
 // ---------------------------------------------------------------------------------------------
 
 /// Runs `make(i)` for `i` in `0..count` with `concurrency` tasks; returns, per index, when the
-/// call returned. A failed call is tried again (up to 5 times, with a short pause) and `on_try`
-/// is called for every attempt.
-pub async fn run_parallel<F, Fut>(
-    count: usize,
-    concurrency: usize,
-    make: F,
-    on_try: impl Fn() + Send + Sync + 'static,
-) -> Result<Vec<Instant>>
+/// call returned. A failed call is tried again (up to 5 times, with a short pause).
+pub async fn run_parallel<F, Fut>(count: usize, concurrency: usize, make: F) -> Result<Vec<Instant>>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<()>> + Send,
 {
     let make = Arc::new(make);
-    let on_try = Arc::new(on_try);
     let next = Arc::new(AtomicUsize::new(0));
     let done: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; count]));
     let mut tasks = Vec::new();
     for _ in 0..concurrency.max(1) {
-        let (make, on_try, next, done) = (make.clone(), on_try.clone(), next.clone(), done.clone());
+        let (make, next, done) = (make.clone(), next.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -192,7 +149,6 @@ where
                 }
                 let mut attempt = 1;
                 loop {
-                    on_try();
                     match make(i).await {
                         Ok(()) => break,
                         Err(err) if attempt < 5 => {
@@ -240,7 +196,6 @@ pub struct Seen {
 }
 
 /// A watch on the clones of a namespace that records when each first reaches a terminal phase.
-/// Its LIST and WATCH requests go into the ledger.
 #[derive(Debug)]
 pub struct CloneWatch {
     pub seen: Arc<Mutex<Seen>>,
@@ -249,12 +204,11 @@ pub struct CloneWatch {
 }
 
 impl CloneWatch {
-    pub async fn start(client: Client, namespace: &str, ledger: Ledger) -> Result<Self> {
+    pub async fn start(client: Client, namespace: &str) -> Result<Self> {
         let api: Api<VirtualMachineClone> = Api::namespaced(client, namespace);
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stop = Arc::new(AtomicBool::new(false));
         // The first list before returning, so nothing created afterwards is missed.
-        ledger.add("LIST", "clone.kubevirt.io", "virtualmachineclones", "");
         let list = api
             .list(&ListParams::default())
             .await
@@ -267,7 +221,6 @@ impl CloneWatch {
             let (seen, stop) = (seen.clone(), stop.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    ledger.add("WATCH", "clone.kubevirt.io", "virtualmachineclones", "");
                     let params = WatchParams::default().timeout(290);
                     let stream = match api.watch(&params, &version).await {
                         Ok(stream) => stream,
@@ -304,7 +257,6 @@ impl CloneWatch {
                         // Too old a version: list again (pages of 500) and go on from there.
                         let mut params = ListParams::default().limit(500);
                         loop {
-                            ledger.add("LIST", "clone.kubevirt.io", "virtualmachineclones", "");
                             match api.list(&params).await {
                                 Ok(page) => {
                                     for clone in &page.items {
@@ -389,40 +341,6 @@ fn record(seen: &Mutex<Seen>, clone: &VirtualMachineClone) {
             seen.failed.entry(name).or_insert((now, reason));
         }
         _ => {}
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Events and lists
-// ---------------------------------------------------------------------------------------------
-
-/// Every events.k8s.io event of the namespace (pages of 500), for telling whose they are.
-pub async fn list_events(
-    client: &Client,
-    namespace: &str,
-    ledger: &Ledger,
-) -> Result<Vec<EventSeen>> {
-    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
-    let mut params = ListParams::default().limit(500);
-    let mut out = Vec::new();
-    loop {
-        ledger.add("LIST", "events.k8s.io", "events", "");
-        let page = api.list(&params).await.context("listing events")?;
-        for event in page.items {
-            out.push(EventSeen {
-                name: event.metadata.name.clone().unwrap_or_default(),
-                reporter: event.reporting_controller.clone().unwrap_or_default(),
-                count: event
-                    .series
-                    .as_ref()
-                    .map(|s| u64::try_from(s.count).unwrap_or(1))
-                    .unwrap_or(1),
-            });
-        }
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(out),
-        }
     }
 }
 

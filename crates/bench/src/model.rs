@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::attribution::{EventTally, Row, Writes};
+use super::audit::AuditRequests;
 use super::criterion::EngineResult;
-use super::stats::{Latency, Spread};
+use super::stats::Latency;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
@@ -15,9 +15,7 @@ pub struct Report {
     pub command: String,
     pub machine: Machine,
     pub settings: Settings,
-    pub raw_creates: Option<RawCreates>,
     pub calibration: Option<Calibration>,
-    pub limit: Option<Limit>,
     pub scenarios: Vec<Scenario>,
     pub engine: Engine,
     /// Steps that failed; the rest of the report stands.
@@ -50,8 +48,6 @@ pub struct Settings {
     pub sizes: Vec<usize>,
     pub unrelated_vms: usize,
     pub concurrency: u16,
-    pub raw_objects: usize,
-    pub raw_runs: usize,
     pub calibration_clones: usize,
     /// Source VMs per namespace.
     pub sources: usize,
@@ -64,50 +60,18 @@ pub struct Settings {
     pub controller_bin: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RawCreates {
-    pub objects_per_run: usize,
-    pub concurrency: u16,
-    /// ConfigMaps created per second, per run.
-    pub runs: Vec<f64>,
-    pub spread: Spread,
-}
-
-/// The writes one clone needs, measured on clones run one after the other.
+/// Clones run one after the other, each waited for: what one clone costs without contention.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Calibration {
     pub clones: usize,
     pub succeeded: usize,
     pub seconds: f64,
     pub latency: Option<Latency>,
-    pub requests: Requests,
-    pub writes: Writes,
-    /// Controller CPU milliseconds per clone (clones one at a time).
+    /// Every API request in the window, from the audit log.
     #[serde(default)]
-    pub controller_cpu_ms_per_clone: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Limit {
-    /// Median ConfigMap creates per second.
-    pub raw_creates_per_second: f64,
-    /// Writes one clone needs (controller + stand-in + garbage collector).
-    pub writes_per_clone: f64,
-    /// `raw_creates_per_second / writes_per_clone`.
-    pub clones_per_second: f64,
-    /// The same counting the clone's own creation as one more write.
-    pub clones_per_second_with_create: f64,
-}
-
-/// API requests in a measurement window, after taking out the bench's own.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Requests {
-    pub rows: Vec<Row>,
-    /// Per clone, by actor label and verb.
-    pub per_clone: BTreeMap<String, BTreeMap<String, f64>>,
-    /// The bench's own requests in the window (subtracted).
-    pub bench_own: BTreeMap<String, f64>,
-    pub events: EventTally,
+    pub audit: Option<AuditRequests>,
+    #[serde(default)]
+    pub cpu_seconds: Option<CpuSeconds>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -132,16 +96,19 @@ pub struct Scenario {
     pub latencies_seconds: Vec<Option<f64>>,
     /// Last clone `Succeeded` → no temporary snapshot, restore or content left.
     pub cleanup_seconds: f64,
-    pub requests: Option<Requests>,
-    pub writes: Option<Writes>,
-    /// Writes per second (every actor) while clones were in flight.
+    /// Every API request from the first create to the end of cleanup, from the audit log.
+    #[serde(default)]
+    pub audit: Option<AuditRequests>,
+    /// Writes per second (every user) while clones were in flight.
     pub writes_per_second_in_flight: f64,
-    /// Requests per second (every actor, reads too) while clones were in flight.
+    /// Requests per second (every user, reads too; leases left out) while clones were in flight.
     pub requests_per_second_in_flight: f64,
     /// The scenario stopped at its timeout with clones unfinished.
     pub timed_out: bool,
     pub controller: Controller,
-    pub cpu: Option<CpuBreakdown>,
+    /// CPU seconds from the first create to the end of cleanup.
+    #[serde(default)]
+    pub cpu_seconds: Option<CpuSeconds>,
     pub stand_in_log: String,
     pub error: Option<String>,
 }
@@ -150,11 +117,6 @@ pub struct Scenario {
 pub struct Controller {
     /// Seconds from the process start to `/readyz` answering 200 (caches synced).
     pub ready_seconds: f64,
-    /// CPU seconds from the first create to the last `Succeeded`.
-    pub cpu_seconds_in_flight: f64,
-    /// CPU seconds from the first create to the end of cleanup.
-    pub cpu_seconds: f64,
-    pub cpu_ms_per_clone: f64,
     /// Peak resident set size (`VmHWM`) over the process's life, MiB.
     pub peak_rss_mib: f64,
     /// `vmclone_reconciles_total` by result, from the controller's own /metrics.
@@ -172,20 +134,61 @@ pub struct Controller {
     pub log_excerpt: Vec<String>,
 }
 
-/// Average CPU cores used from the first create to the end of cleanup.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct CpuBreakdown {
+/// The processes of the testbed, in the order the report shows them: the CPU ceiling counts
+/// them all.
+pub const TESTBED: [&str; 6] = [
+    "controller",
+    "stand-in",
+    "kube-apiserver",
+    "etcd",
+    "kube-controller-manager",
+    "bench",
+];
+
+/// CPU time used in a window: by the whole machine and by each process of the testbed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CpuSeconds {
     pub wall_seconds: f64,
+    /// Cores the bench could use (`available_parallelism`).
     pub cores_available: usize,
+    /// Busy CPU seconds of the whole machine (the `cpu` line of `/proc/stat`).
     pub machine_busy: f64,
-    pub kube_apiserver: f64,
-    pub etcd: f64,
-    pub kube_controller_manager: f64,
-    pub controller: f64,
-    pub stand_in: f64,
-    pub bench: f64,
-    /// Busy minus the processes above: other people's work on the machine.
-    pub other: f64,
+    /// `utime + stime` seconds by [`TESTBED`] process.
+    pub processes: BTreeMap<String, f64>,
+}
+
+impl CpuSeconds {
+    /// CPU seconds of one testbed process (0 if it was not measured).
+    pub fn of(&self, process: &str) -> f64 {
+        self.processes.get(process).copied().unwrap_or(0.0)
+    }
+
+    /// CPU seconds of every testbed process together.
+    pub fn testbed(&self) -> f64 {
+        self.processes.values().sum()
+    }
+
+    /// Busy seconds of the machine that no testbed process used: other people's work.
+    pub fn other(&self) -> f64 {
+        (self.machine_busy - self.testbed()).max(0.0)
+    }
+
+    /// Average cores used over the window.
+    pub fn cores(&self, seconds: f64) -> f64 {
+        if self.wall_seconds > 0.0 {
+            seconds / self.wall_seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// The CPU ceiling: the clones per second the machine's cores would allow if the testbed
+    /// had them all and every clone cost what it cost here (cores ÷ CPU seconds per clone of
+    /// every testbed process together).
+    pub fn ceiling(&self, clones: usize) -> Option<f64> {
+        let per_clone = self.testbed() / clones.max(1) as f64;
+        (per_clone > 0.0).then(|| self.cores_available as f64 / per_clone)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -1,10 +1,9 @@
-//! The Prometheus text format, as far as the bench reads it: samples with labels, and
-//! kube-apiserver's `apiserver_request_total` summed into (verb, group, resource, subresource).
+//! The Prometheus text format, as far as the bench reads it: samples with labels (the
+//! controller's `/metrics`).
 
 use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
-use serde::Serialize;
 
 /// One sample line: `name{label="value",...} value [timestamp]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,97 +129,6 @@ fn parse_value(text: &str) -> Result<f64> {
     })
 }
 
-/// What an API request was: `apiserver_request_total`'s verb, group, resource and subresource.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct RequestKey {
-    pub verb: String,
-    pub group: String,
-    pub resource: String,
-    pub subresource: String,
-}
-
-impl RequestKey {
-    pub fn new(verb: &str, group: &str, resource: &str, subresource: &str) -> Self {
-        Self {
-            verb: verb.to_owned(),
-            group: group.to_owned(),
-            resource: resource.to_owned(),
-            subresource: subresource.to_owned(),
-        }
-    }
-
-    /// `resource` or `resource/subresource`, with the group: `virtualmachines/status.kubevirt.io`
-    /// reads badly, so `kubevirt.io virtualmachines/status`.
-    pub fn resource_path(&self) -> String {
-        let resource = if self.subresource.is_empty() {
-            self.resource.clone()
-        } else {
-            format!("{}/{}", self.resource, self.subresource)
-        };
-        if self.group.is_empty() {
-            resource
-        } else {
-            format!("{resource}.{}", self.group)
-        }
-    }
-}
-
-/// Whether the verb changes something (server-side apply is counted as `APPLY`).
-pub fn is_write_verb(verb: &str) -> bool {
-    matches!(
-        verb,
-        "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION" | "CREATE" | "UPDATE"
-    )
-}
-
-/// Request counts by key.
-pub type RequestCounts = BTreeMap<RequestKey, f64>;
-
-/// `apiserver_request_total` summed over every other label (code, version, scope, component,
-/// dry_run).
-pub fn request_totals(samples: &[Sample]) -> RequestCounts {
-    let mut totals = RequestCounts::new();
-    for sample in samples
-        .iter()
-        .filter(|s| s.name == "apiserver_request_total")
-    {
-        let key = RequestKey::new(
-            sample.label("verb"),
-            sample.label("group"),
-            sample.label("resource"),
-            sample.label("subresource"),
-        );
-        *totals.entry(key).or_default() += sample.value;
-    }
-    totals
-}
-
-/// `after - before` per key; keys that did not move are left out, a counter that went down
-/// (a restarted server) counts from zero.
-pub fn delta(before: &RequestCounts, after: &RequestCounts) -> RequestCounts {
-    let mut out = RequestCounts::new();
-    for (key, value) in after {
-        let old = before.get(key).copied().unwrap_or(0.0);
-        let moved = if *value >= old { value - old } else { *value };
-        if moved > 0.0 {
-            out.insert(key.clone(), moved);
-        }
-    }
-    out
-}
-
-/// `counts - own`, never below zero per key (for taking the bench's own requests out).
-pub fn subtract(counts: &RequestCounts, own: &RequestCounts) -> RequestCounts {
-    let mut out = RequestCounts::new();
-    for (key, value) in counts {
-        let left = value - own.get(key).copied().unwrap_or(0.0);
-        if left > 0.0 {
-            out.insert(key.clone(), left);
-        }
-    }
-    out
-}
-
 /// The sum of samples named `name`, grouped by the value of `label`.
 pub fn sum_by_label(samples: &[Sample], name: &str, label: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
@@ -262,48 +170,6 @@ no_labels 4
             .find(|s| s.name == "apiserver_request_duration_seconds_bucket")
             .unwrap();
         assert_eq!(bucket.label("le"), "+Inf");
-    }
-
-    #[test]
-    fn request_totals_sum_over_codes_and_versions() {
-        let totals = request_totals(&parse(TEXT).unwrap());
-        assert_eq!(totals.len(), 3);
-        assert_eq!(
-            totals[&RequestKey::new("POST", "", "configmaps", "")],
-            3002.0
-        );
-        let status = RequestKey::new(
-            "APPLY",
-            "clone.kubevirt.io",
-            "virtualmachineclones",
-            "status",
-        );
-        assert_eq!(totals[&status], 42.0);
-        assert!(is_write_verb(&status.verb));
-        assert!(!is_write_verb("WATCH"));
-        assert_eq!(
-            status.resource_path(),
-            "virtualmachineclones/status.clone.kubevirt.io"
-        );
-        // Non-resource requests keep an empty resource.
-        assert_eq!(totals[&RequestKey::new("GET", "", "", "/metrics")], 7.0);
-    }
-
-    #[test]
-    fn deltas_and_subtraction() {
-        let key = |verb: &str| RequestKey::new(verb, "", "pods", "");
-        let before: RequestCounts = [(key("GET"), 5.0), (key("LIST"), 2.0)].into();
-        let after: RequestCounts =
-            [(key("GET"), 9.0), (key("LIST"), 2.0), (key("POST"), 3.0)].into();
-        let moved = delta(&before, &after);
-        assert_eq!(moved, [(key("GET"), 4.0), (key("POST"), 3.0)].into());
-        let own: RequestCounts = [(key("POST"), 3.0), (key("GET"), 10.0)].into();
-        assert!(subtract(&moved, &own).is_empty());
-        let own: RequestCounts = [(key("GET"), 1.0)].into();
-        assert_eq!(
-            subtract(&moved, &own),
-            [(key("GET"), 3.0), (key("POST"), 3.0)].into()
-        );
     }
 
     #[test]

@@ -1,13 +1,12 @@
 //! `benchmarks.md` (and the short summary printed at the end) from a [`Report`], and the
 //! latency plot.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::attribution::{Actor, Row};
+use super::audit::{self, AuditRequests, AuditRow, PerClone};
 use super::kubevirt::KubeVirtReport;
-use super::model::{Machine, Report, Scenario};
-use super::prom::is_write_verb;
+use super::model::{Calibration, CpuSeconds, Machine, Report, Scenario, TESTBED};
+use super::scenario::{BENCH_USER, CONTROLLER_USER, STAND_IN_USER};
 use super::svg;
 
 /// Marks the part of the Analysis that is written by hand and kept when the file is generated
@@ -16,9 +15,33 @@ const HAND_BEGIN: &str =
     "<!-- hand-written analysis: begin (kept when `cargo xtask bench` writes this file again) -->";
 const HAND_END: &str = "<!-- hand-written analysis: end -->";
 
+/// The audit verbs, in the order of the tables' columns ("dry run": a write submitted with
+/// `dryRun`, whatever its verb; "other": `deletecollection`, …).
 const VERBS: [&str; 9] = [
-    "POST", "PUT", "PATCH", "APPLY", "DELETE", "GET", "LIST", "WATCH", "other",
+    "create", "update", "patch", "delete", "dry run", "get", "list", "watch", "other",
 ];
+
+/// The column of [`VERBS`] a row is counted in.
+fn verb_column(row: &AuditRow) -> &'static str {
+    if row.dry_run {
+        return "dry run";
+    }
+    VERBS
+        .iter()
+        .find(|v| **v == row.verb)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Requests per clone of the rows that `keep`.
+fn sum_per_clone(rows: &[&AuditRow], n: f64, keep: impl Fn(&AuditRow) -> bool) -> f64 {
+    rows.iter()
+        .filter(|r| keep(r))
+        .fold(0.0, |sum, r| sum + r.count as f64 / n)
+}
+
+/// The throughput share of the CPU ceiling the targets ask for, in percent.
+const CEILING_SHARE_GOAL: f64 = 50.0;
 
 pub(crate) fn f(value: f64, places: usize) -> String {
     if value.is_finite() {
@@ -37,6 +60,94 @@ pub fn hand_written(previous: &str) -> Option<String> {
     let start = previous.find(HAND_BEGIN)? + HAND_BEGIN.len();
     let end = previous[start..].find(HAND_END)? + start;
     Some(previous[start..end].trim().to_owned())
+}
+
+/// Requests per clone in a window, by the testbed's users.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Requests {
+    pub controller: PerClone,
+    pub stand_in: PerClone,
+    pub bench: PerClone,
+    /// Every other user: kube-controller-manager (`admin`), kube-apiserver itself, any other.
+    pub others: PerClone,
+    /// Every user together: the sum of the four above.
+    pub all: PerClone,
+}
+
+impl Requests {
+    pub fn of(audit: &AuditRequests, clones: usize) -> Self {
+        let by_user = audit::per_clone_by_user(audit, clones);
+        let user = |name: &str| by_user.get(name).copied().unwrap_or_default();
+        Self {
+            controller: user(CONTROLLER_USER),
+            stand_in: user(STAND_IN_USER),
+            bench: user(BENCH_USER),
+            others: audit::sum_except(&by_user, &[CONTROLLER_USER, STAND_IN_USER, BENCH_USER]),
+            all: audit::sum_except(&by_user, &[]),
+        }
+    }
+
+    /// Every user but the bench: what making the clones cost the API server.
+    pub fn without_bench(&self) -> PerClone {
+        let mut sum = self.controller;
+        sum += self.stand_in;
+        sum += self.others;
+        sum
+    }
+}
+
+fn scenario_requests(s: &Scenario) -> Option<Requests> {
+    s.audit.as_ref().map(|a| Requests::of(a, s.clones))
+}
+
+fn calibration_requests(c: &Calibration) -> Option<Requests> {
+    c.audit.as_ref().map(|a| Requests::of(a, c.clones))
+}
+
+/// Milliseconds of one testbed process's CPU per clone.
+fn ms_per_clone(cpu: Option<&CpuSeconds>, process: &str, clones: usize) -> Option<f64> {
+    cpu.map(|c| c.of(process) * 1000.0 / clones.max(1) as f64)
+}
+
+fn controller_cpu_ms(s: &Scenario) -> Option<f64> {
+    ms_per_clone(s.cpu_seconds.as_ref(), "controller", s.clones)
+}
+
+/// The scenario's CPU ceiling in clones/s and its throughput's share of it in percent.
+fn ceiling(s: &Scenario) -> Option<(f64, f64)> {
+    let ceiling = s.cpu_seconds.as_ref()?.ceiling(s.clones)?;
+    Some((ceiling, s.clones_per_second / ceiling * 100.0))
+}
+
+/// Clones one after the other: clones that succeeded ÷ the time they took.
+fn calibration_rate(c: &Calibration) -> f64 {
+    c.succeeded as f64 / c.seconds.max(1e-9)
+}
+
+/// One line about the calibration, for the progress output.
+pub fn calibration_line(c: &Calibration) -> String {
+    let mut line = String::new();
+    if let Some(r) = calibration_requests(c) {
+        let _ = write!(
+            line,
+            "controller {} writes ({} without events), {} GETs, {} requests in all; stand-in {} \
+             writes; others {} requests; ",
+            f(r.controller.writes, 1),
+            f(r.controller.writes - r.controller.event_writes, 1),
+            f(r.controller.gets, 1),
+            f(r.controller.total(), 1),
+            f(r.stand_in.writes, 1),
+            f(r.others.total(), 1),
+        );
+    }
+    let cpu = c.cpu_seconds.as_ref();
+    let _ = write!(
+        line,
+        "controller CPU {} ms per clone; CPU ceiling {} clones/s",
+        opt(ms_per_clone(cpu, "controller", c.clones), 2),
+        opt(cpu.and_then(|cpu| cpu.ceiling(c.clones)), 1)
+    );
+    line
 }
 
 /// One target of the issue, checked against the run.
@@ -109,184 +220,244 @@ fn completed(report: &Report, clones: usize) -> Option<&Scenario> {
         .copied()
 }
 
+/// A scenario's name, with † when it stopped at its timeout.
+fn marked(s: &Scenario) -> String {
+    format!("{}{}", s.name, if s.timed_out { " †" } else { "" })
+}
+
+const CALIBRATION: &str = "calibration (one at a time)";
+
 pub fn checks(report: &Report) -> Vec<Check> {
     let mut out = Vec::new();
-    let main = pick(report, 1000, false);
-    let name = |s: Option<&Scenario>| {
-        s.map_or_else(
-            || "–".to_owned(),
-            |s| format!("{}{}", s.name, if s.timed_out { " †" } else { "" }),
-        )
-    };
-    let throughput = main.map(|s| s.clones_per_second);
-    if let Some(limit) = &report.limit {
-        let goal = limit.clones_per_second / 2.0;
-        out.push(Check {
-            target: format!(
-                "throughput at N=1000 ≥ half the API-server limit ({} / 2)",
-                f(limit.clones_per_second, 1)
-            ),
-            scenario: name(main),
-            measured: throughput,
-            goal,
-            unit: "clones/s",
-            verdict: verdict(throughput, goal, true, "clones/s"),
-        });
-    }
-    out.push(Check {
-        target: "throughput at N=1000 ≥ 100 clones/s".into(),
-        scenario: name(main),
-        measured: throughput,
-        goal: 100.0,
-        unit: "clones/s",
-        verdict: verdict(throughput, 100.0, true, "clones/s"),
-    });
+    let name = |s: Option<&Scenario>| s.map_or_else(|| "–".to_owned(), marked);
     // Per-clone counts need clones that finished: an unfinished clone has made only part of
-    // its requests.
+    // its requests. Else the calibration stands in.
     let done = completed(report, 1000);
-    let (source, writes) = match (done, &report.calibration) {
-        (Some(s), _) if s.writes.is_some() => (name(Some(s)), s.writes.clone()),
-        (_, Some(c)) => (
-            "calibration (one at a time)".to_owned(),
-            Some(c.writes.clone()),
-        ),
-        _ => ("–".to_owned(), None),
+    let (source, requests) = match (done.and_then(scenario_requests), &report.calibration) {
+        (Some(r), _) => (name(done), Some(r)),
+        (None, Some(c)) => (CALIBRATION.to_owned(), calibration_requests(c)),
+        (None, None) => ("–".to_owned(), None),
     };
-    for (label, value) in [
-        ("with events", writes.as_ref().map(|w| w.controller)),
+    let controller = requests.map(|r| r.controller);
+    for (target, value, goal, unit) in [
         (
-            "without events",
-            writes.as_ref().map(|w| w.controller_without_events),
+            "controller requests per clone ≤ 11 (writes, dry runs, GETs, lists and watches)",
+            controller.map(PerClone::total),
+            11.0,
+            "requests",
+        ),
+        (
+            "controller writes per clone ≤ 10 (events included)",
+            controller.map(|c| c.writes),
+            10.0,
+            "writes",
+        ),
+        (
+            "controller GETs per clone ≤ 1",
+            controller.map(|c| c.gets),
+            1.0,
+            "GETs",
         ),
     ] {
         out.push(Check {
-            target: format!("≤ 10 API writes per clone by the controller ({label})"),
+            target: target.to_owned(),
             scenario: source.clone(),
             measured: value,
-            goal: 10.0,
-            unit: "writes",
-            verdict: verdict(value, 10.0, false, "writes"),
+            goal,
+            unit,
+            verdict: verdict(value, goal, false, unit),
         });
     }
+    let cpu_at = |label: &str, scenario: Option<&Scenario>, cpu: Option<f64>| {
+        let mut verdict = verdict(cpu, 2.0, false, "ms");
+        if let Some(ms) = cpu {
+            let _ = write!(verdict, "; {}× the 1 ms aim", f(ms, 1));
+        }
+        Check {
+            target: format!("controller CPU ≤ 2 ms per clone at {label}"),
+            scenario: name(scenario),
+            measured: cpu,
+            goal: 2.0,
+            unit: "ms",
+            verdict,
+        }
+    };
     let (source, cpu) = match (done, &report.calibration) {
-        (Some(s), _) => (name(Some(s)), Some(s.controller.cpu_ms_per_clone)),
+        (Some(s), _) => (name(Some(s)), controller_cpu_ms(s)),
         (None, Some(c)) => (
-            "calibration (one at a time)".to_owned(),
-            c.controller_cpu_ms_per_clone,
+            CALIBRATION.to_owned(),
+            ms_per_clone(c.cpu_seconds.as_ref(), "controller", c.clones),
         ),
         (None, None) => ("–".to_owned(), None),
     };
     out.push(Check {
-        target: "controller CPU ≤ 1 ms per clone".into(),
         scenario: source,
-        measured: cpu,
-        goal: 1.0,
-        unit: "ms",
-        verdict: verdict(cpu, 1.0, false, "ms"),
+        ..cpu_at("N=1000", done, cpu)
     });
+    let big = pick(report, 5000, false);
+    out.push(cpu_at("N=5000", big, big.and_then(controller_cpu_ms)));
     // Peak memory needs the clones present, not finished.
     let big = pick(report, 5000, true);
     let rss = big.map(|s| s.controller.peak_rss_mib);
     out.push(Check {
         target: "controller peak RSS ≤ 64 MiB with 10,000 VMs and 5,000 clones".into(),
-        scenario: big.map_or_else(|| "–".to_owned(), |s| s.name.clone()),
+        scenario: name(big),
         measured: rss,
         goal: 64.0,
         unit: "MiB",
         verdict: verdict(rss, 64.0, false, "MiB"),
     });
+    // Throughput is taken at N=1000 even when it stopped at its timeout: the rate it reached.
+    let main = pick(report, 1000, false);
+    let share = main.and_then(ceiling).map(|(_, share)| share);
+    out.push(Check {
+        target: format!(
+            "throughput at N=1000 ≥ {} % of its CPU ceiling",
+            f(CEILING_SHARE_GOAL, 0)
+        ),
+        scenario: name(main),
+        measured: share,
+        goal: CEILING_SHARE_GOAL,
+        unit: "%",
+        verdict: verdict(share, CEILING_SHARE_GOAL, true, "%"),
+    });
     out
 }
 
-/// Requests per clone of one actor, by verb.
-fn verb_cells(
-    rows: &[Row],
-    actor: Actor,
-    clones: usize,
-) -> (BTreeMap<&'static str, f64>, f64, f64) {
-    let n = clones.max(1) as f64;
-    let mut cells: BTreeMap<&'static str, f64> = BTreeMap::new();
-    let (mut writes, mut reads) = (0.0, 0.0);
-    for row in rows.iter().filter(|r| r.actor == actor) {
-        let verb = VERBS
-            .iter()
-            .find(|v| **v == row.verb)
-            .copied()
-            .unwrap_or("other");
-        *cells.entry(verb).or_default() += row.count / n;
-        if is_write_verb(&row.verb) {
-            writes += row.count / n;
-        } else {
-            reads += row.count / n;
-        }
+/// A per-clone figure, `·` for none.
+fn cell(value: f64) -> String {
+    if value > 0.0 {
+        f(value, 2)
+    } else {
+        "·".to_owned()
     }
-    (cells, writes, reads)
 }
 
-fn verb_table(out: &mut String, rows: &[Row], clones: usize) {
-    let _ = writeln!(out, "| who | {} | writes | reads |", VERBS.join(" | "));
-    let _ = writeln!(out, "|---|{}---:|---:|", "---:|".repeat(VERBS.len()));
-    for actor in Actor::ALL {
-        if actor == Actor::Excluded {
-            continue;
-        }
-        let (cells, writes, reads) = verb_cells(rows, actor, clones);
-        if cells.is_empty() {
-            continue;
-        }
-        let values: Vec<String> = VERBS
+/// Requests per clone by user and verb, with every user's sum last.
+fn verb_table(out: &mut String, audit: &AuditRequests, clones: usize) {
+    let n = clones.max(1) as f64;
+    let _ = writeln!(
+        out,
+        "| who | {} | writes | reads | all |",
+        VERBS.join(" | ")
+    );
+    let _ = writeln!(out, "|---|{}---:|---:|---:|", "---:|".repeat(VERBS.len()));
+    let rows: Vec<&AuditRow> = audit.rows.iter().filter(|r| !audit::is_lease(r)).collect();
+    let line = |out: &mut String, who: &str, rows: &[&AuditRow]| {
+        let cells: Vec<String> = VERBS
             .iter()
-            .map(|v| cells.get(v).map_or_else(|| "·".to_owned(), |c| f(*c, 2)))
+            .map(|v| cell(sum_per_clone(rows, n, |r| verb_column(r) == *v)))
             .collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} |",
-            actor.label(),
-            values.join(" | "),
-            f(writes, 2),
-            f(reads, 2)
+            "| {who} | {} | {} | {} | {} |",
+            cells.join(" | "),
+            f(sum_per_clone(rows, n, AuditRow::is_write), 2),
+            f(sum_per_clone(rows, n, |r| !audit::is_write(&r.verb)), 2),
+            f(sum_per_clone(rows, n, |_| true), 2)
+        );
+    };
+    for user in audit::users_in_order([audit]) {
+        let mine: Vec<&AuditRow> = rows.iter().filter(|r| r.user == user).copied().collect();
+        if !mine.is_empty() {
+            line(out, &audit::who(&user), &mine);
+        }
+    }
+    line(out, "**every user**", &rows);
+}
+
+/// Every kind of request per clone: writes first, by user.
+fn resource_table(out: &mut String, audit: &AuditRequests, clones: usize) {
+    let n = clones.max(1) as f64;
+    let _ = writeln!(out, "| who | verb | resource | per clone |");
+    let _ = writeln!(out, "|---|---|---|---:|");
+    let users = audit::users_in_order([audit]);
+    let rank = |user: &str| users.iter().position(|u| u == user).unwrap_or(usize::MAX);
+    let mut rows: Vec<&AuditRow> = audit.rows.iter().filter(|r| !audit::is_lease(r)).collect();
+    rows.sort_by(|a, b| {
+        (
+            rank(&a.user),
+            !a.is_write(),
+            a.dry_run,
+            &a.verb,
+            &a.resource,
+        )
+            .cmp(&(
+                rank(&b.user),
+                !b.is_write(),
+                b.dry_run,
+                &b.verb,
+                &b.resource,
+            ))
+    });
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | `{}` | {} |",
+            row.user,
+            row.verb_label(),
+            row.resource,
+            f(row.count as f64 / n, 2)
         );
     }
 }
 
-fn resource_table(out: &mut String, rows: &[Row], clones: usize) {
-    let n = clones.max(1) as f64;
-    let _ = writeln!(out, "| verb | resource | who | per clone |");
-    let _ = writeln!(out, "|---|---|---|---:|");
-    let mut sorted: Vec<&Row> = rows.iter().filter(|r| r.actor != Actor::Excluded).collect();
-    sorted.sort_by(|a, b| {
-        (!is_write_verb(&a.verb), a.actor, a.key()).cmp(&(
-            !is_write_verb(&b.verb),
-            b.actor,
-            b.key(),
-        ))
-    });
-    for row in sorted {
-        let _ = writeln!(
-            out,
-            "| {} | `{}` | {} | {} |",
-            row.verb,
-            row.key().resource_path(),
-            row.actor.label(),
-            f(row.count / n, 2)
-        );
+/// The summary of a window's requests by the testbed's users, as cells.
+fn request_cells(requests: Option<Requests>, leases: Option<u64>) -> String {
+    let Some(r) = requests else {
+        return "– | – | – | – | – | – | – | – | – | – | – | – |".to_owned();
+    };
+    let c = r.controller;
+    format!(
+        "{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        f(c.writes, 2),
+        f(c.writes - c.event_writes, 2),
+        f(c.dry_runs, 2),
+        f(c.gets, 2),
+        f(c.other_reads(), 2),
+        f(c.total(), 2),
+        f(r.stand_in.writes, 2),
+        f(r.stand_in.total(), 2),
+        f(r.others.total(), 2),
+        f(r.bench.total(), 2),
+        f(r.all.total(), 2),
+        leases.map_or_else(|| "–".to_owned(), |l| l.to_string())
+    )
+}
+
+const REQUESTS_HEADER: &str = "| window | controller writes | controller writes without events | controller dry runs | controller GETs | controller lists, watches, other | controller all | stand-in writes | stand-in all | others | the bench | all | leases in the window |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+
+/// CPU milliseconds per clone of every testbed process, their sum, the ceiling and the share of
+/// it the throughput reached.
+fn ceiling_row(
+    name: &str,
+    clones: usize,
+    clones_per_second: f64,
+    cpu: Option<&CpuSeconds>,
+) -> String {
+    let mut row = format!("| {name} | {} |", f(clones_per_second, 1));
+    for process in TESTBED {
+        let _ = write!(row, " {} |", opt(ms_per_clone(cpu, process, clones), 2));
     }
+    let all = cpu.map(|c| c.testbed() * 1000.0 / clones.max(1) as f64);
+    let ceiling = cpu.and_then(|c| c.ceiling(clones));
+    let _ = write!(
+        row,
+        " {} | {} | {} |",
+        opt(all, 2),
+        opt(ceiling, 1),
+        opt(ceiling.map(|c| clones_per_second / c * 100.0), 0)
+    );
+    row
 }
 
 fn scenario_row(s: &Scenario) -> String {
-    let w = s.writes.as_ref();
-    let all_requests = s.requests.as_ref().map(|r| {
-        r.rows
-            .iter()
-            .filter(|row| row.actor != Actor::Excluded)
-            .map(|row| row.count)
-            .sum::<f64>()
-            / s.clones.max(1) as f64
-    });
+    let r = scenario_requests(s);
+    let c = r.map(|r| r.controller);
+    let ceiling = ceiling(s);
     format!(
-        "| {}{} | {} | {}/{}/{} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} |",
-        s.name,
-        if s.timed_out { " †" } else { "" },
+        "| {} | {} | {}/{}/{} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        marked(s),
         s.clones,
         s.succeeded,
         s.failed,
@@ -296,17 +467,21 @@ fn scenario_row(s: &Scenario) -> String {
         f(s.clones_per_second, 1),
         opt(s.latency.map(|l| l.p50), 2),
         opt(s.latency.map(|l| l.p99), 2),
-        opt(w.map(|w| w.controller), 2),
-        opt(w.map(|w| w.controller_without_events), 2),
-        opt(w.map(|w| w.stand_in + w.garbage_collector), 2),
-        opt(all_requests, 1),
-        f(s.controller.cpu_ms_per_clone, 2),
+        opt(c.map(|c| c.writes), 2),
+        opt(c.map(|c| c.writes - c.event_writes), 2),
+        opt(c.map(|c| c.gets), 2),
+        opt(c.map(PerClone::total), 2),
+        opt(r.map(|r| r.stand_in.writes), 2),
+        opt(r.map(|r| r.all.total()), 1),
+        opt(controller_cpu_ms(s), 2),
+        opt(ceiling.map(|c| c.0), 1),
+        opt(ceiling.map(|c| c.1), 0),
         f(s.controller.peak_rss_mib, 1),
         f(s.controller.ready_seconds, 1),
     )
 }
 
-const SCENARIO_HEADER: &str = "| scenario | clones | succeeded/failed/unfinished | create s | duration s | clones/s | p50 s | p99 s | controller writes/clone (without events) | stand-in + GC writes/clone | all requests/clone | controller CPU ms/clone | controller peak RSS MiB | controller ready s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+const SCENARIO_HEADER: &str = "| scenario | clones | succeeded/failed/unfinished | create s | duration s | clones/s | p50 s | p99 s | controller writes/clone (without events) | controller GETs/clone | controller requests/clone | stand-in writes/clone | all requests/clone | controller CPU ms/clone | CPU ceiling clones/s | % of ceiling | controller peak RSS MiB | controller ready s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
 
 /// The short summary printed to stdout at the end.
 pub fn summary(report: &Report) -> String {
@@ -314,15 +489,6 @@ pub fn summary(report: &Report) -> String {
     let _ = writeln!(out, "{SCENARIO_HEADER}");
     for s in &report.scenarios {
         let _ = writeln!(out, "{}", scenario_row(s));
-    }
-    if let Some(limit) = &report.limit {
-        let _ = writeln!(
-            out,
-            "\nAPI-server limit: {} creates/s / {} writes per clone = {} clones/s",
-            f(limit.raw_creates_per_second, 0),
-            f(limit.writes_per_clone, 1),
-            f(limit.clones_per_second, 1)
-        );
     }
     let _ = writeln!(out);
     for check in checks(report) {
@@ -394,22 +560,13 @@ pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &s
         "> **One run on a shared, noisy machine.** These numbers come from a single run on a \
          {}-core VM that other engineers' builds and tests used at the same time (load average \
          {} at the start, {} at the end). The controller, the stand-in, kube-apiserver, etcd, \
-         kube-controller-manager and the bench itself all share those {} cores. Expect large \
-         run-to-run differences; the raw create throughput, measured {} times, varied from {} \
-         to {} objects/s.\n",
+         kube-controller-manager and the bench itself all share those {} cores; the \
+         [CPU ceiling](#cpu-ceiling) section shows how much of them other work took (\"other\"). \
+         Expect large run-to-run differences.\n",
         m.nproc,
         load(&m.load_average_start),
         load(&m.load_average_end),
         m.nproc,
-        report.raw_creates.as_ref().map_or(0, |r| r.runs.len()),
-        report
-            .raw_creates
-            .as_ref()
-            .map_or_else(|| "–".to_owned(), |r| f(r.spread.min, 0)),
-        report
-            .raw_creates
-            .as_ref()
-            .map_or_else(|| "–".to_owned(), |r| f(r.spread.max, 0)),
     );
 
     let _ = writeln!(md, "Contents:\n");
@@ -417,9 +574,8 @@ pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &s
         ("How it was run", "how-it-was-run"),
         ("Results", "results"),
         ("Targets", "targets"),
-        ("The API server's limit", "the-api-servers-limit"),
+        ("CPU ceiling", "cpu-ceiling"),
         ("API requests per clone", "api-requests-per-clone"),
-        ("CPU", "cpu"),
         ("The engine", "the-engine"),
         ("Analysis", "analysis"),
         ("Logs and errors", "logs-and-errors"),
@@ -441,14 +597,14 @@ pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &s
     write_machine_rows(&mut md, m);
     let _ = writeln!(
         md,
-        "| kube-apiserver | {} (testenv: etcd with `--unsafe-no-fsync`, kube-controller-manager with GC) |",
+        "| kube-apiserver | {} (testenv: etcd with `--unsafe-no-fsync`, kube-controller-manager with GC, audit log at `Metadata` level, blocking) |",
         m.kube_apiserver_version
     );
     let _ = writeln!(md, "| toolchain | {} (release binaries) |", m.rustc);
     let st = &report.settings;
     let _ = writeln!(
         md,
-        "| controller | `{} --kubeconfig … --namespace <scenario> --metrics-addr=127.0.0.1:0 --health-addr=127.0.0.1:0 --concurrency {}`, `RUST_LOG={}`, a fresh process per scenario |",
+        "| controller | `{} --kubeconfig <{CONTROLLER_USER}'s> --namespace <scenario> --metrics-addr=127.0.0.1:0 --health-addr=127.0.0.1:0 --concurrency {}`, `RUST_LOG={}`, user `{CONTROLLER_USER}`, a fresh process per scenario |",
         st.controller_bin
             .as_deref()
             .unwrap_or("target/release/clone-controller"),
@@ -457,29 +613,35 @@ pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &s
     );
     let _ = writeln!(
         md,
-        "| stand-in | `target/release/kubevirt-sim --namespace <scenario> --latency {} --no-install` (16 workers per kind), a fresh process per scenario |",
+        "| stand-in | `target/release/kubevirt-sim --namespace <scenario> --latency {} --no-install` (16 workers per kind), user `{STAND_IN_USER}`, a fresh process per scenario |",
         st.stand_in_latency
     );
     let _ = writeln!(
         md,
-        "| creators | {} concurrent creators (tokio tasks sharing one kube client) |",
+        "| creators | {} concurrent creators (tokio tasks sharing one kube client, user `{BENCH_USER}`) |",
         st.concurrency
     );
     let _ = writeln!(md);
     let _ = writeln!(
         md,
         "Method:\n\n\
-         - **Testbed.** `TestEnv::start()`: a private etcd, kube-apiserver and kube-controller-manager \
-           on the same machine, the stand-in's storage classes and admission policies, and a \
-           `KubeVirt` CR with the `Snapshot` feature gate (as `cargo xtask demo` does).\n\
-         - **Scenarios.** Each scenario gets a fresh namespace with the demo's source VM `vm-cirros` \
-           and its PVC (storage class `sim-snapshot`), then, for the second series, \
-           {} halted VMs without volumes (created by {} creators before the controller starts; the \
-           bench waits until the stand-in has written their status). Then a fresh stand-in and a \
-           fresh controller start, the bench waits for the controller's `/readyz`, and creates N \
-           clones of `vm-cirros` at once (`clone-<i>` → `target-<i>`, with the example's label \
-           filters) with {} concurrent creators. The namespace is deleted after each scenario.\n\
+         - **Testbed.** `TestEnv::start_with_options` with the audit log: a private etcd, \
+           kube-apiserver and kube-controller-manager on the same machine, the stand-in's storage \
+           classes and admission policies, and a `KubeVirt` CR with the `Snapshot` feature gate \
+           (as `cargo xtask demo` does). Every component talks to the API server as a user of \
+           its own (`testenv::IDENTITIES`, each with a token of its own): the controller as \
+           `{CONTROLLER_USER}`, the stand-in as `{STAND_IN_USER}`, the bench as `{BENCH_USER}`; \
+           kube-controller-manager (garbage collector, namespace controller) runs as `admin`.\n\
+         - **Scenarios.** Each scenario gets a fresh namespace with its source VMs and their PVCs \
+           (storage class `sim-snapshot`), then, for the second series, {} halted VMs without \
+           volumes (created by {} creators before the controller starts; the bench waits until \
+           the stand-in has written their status). Then a fresh stand-in and a fresh controller \
+           start, the bench waits for the controller's `/readyz`, and creates N clones at once \
+           (`clone-<i>` → `target-<i>`, with the example's label filters) with {} concurrent \
+           creators. The namespace is deleted after each scenario.\n\
          - **Sources.** {}\n\
+         - **Calibration.** {} clones run one after the other in a namespace of their own, each \
+           waited for until `Succeeded` and cleaned up: what a clone costs without contention.\n\
          - **Duration and throughput.** From the first create call to the last clone seen \
            `Succeeded`; throughput = clones that succeeded ÷ duration. A scenario stops waiting \
            after {} s (per size), and clones not `Succeeded` by then are reported as unfinished.\n\
@@ -487,38 +649,50 @@ pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &s
            the bench's own watch on the clones first delivered it with phase `Succeeded` (both \
            client-side monotonic clocks). `metadata.creationTimestamp` is not used: it has 1 s \
            resolution.\n\
-         - **API requests.** kube-apiserver's `apiserver_request_total`, scraped from `/metrics` \
-           with the admin token before the first create and after cleanup (no temporary snapshot, \
-           restore or content left), summed over response codes and grouped by verb and \
-           resource/subresource. Server-side apply is counted as `APPLY`. The bench counts its own \
-           requests (clone creates, its watch, its cleanup polls, event lists) and subtracts them. \
-           Leases and non-resource requests are excluded.\n\
-         - **Who made a request** is decided by resource, from the code: the controller writes \
-           `virtualmachineclones/status` (APPLY), creates and deletes `virtualmachinesnapshots` and \
-           `virtualmachinerestores`, and deletes clones whose target is gone; the stand-in writes \
-           everything else on the clone's path (snapshot/restore status and finalizers, snapshot \
-           contents and their status, the target VM, the source VM's snapshot lock, VM status, \
-           PVCs and their status); kube-controller-manager's garbage collector deletes the \
-           snapshot content after the temporary snapshot is gone. **Both** the controller and the \
-           stand-in publish `events.k8s.io` events (the stand-in as \
-           `sim.vmclone.dev/virt-controller` and `sim.vmclone.dev/cdi-controller`), so events are \
-           split by listing them before and after: each new event object is one POST by its \
-           reporting controller, each further occurrence in its series one PATCH. In a window, \
-           `GET`s are the controller's (the stand-in reads from its caches), while `LIST`s and \
-           `WATCH`es are re-established watches of any of the three (\"any watcher\").\n\
+         - **API requests.** kube-apiserver's audit log (`Metadata` level: user, verb, resource; \
+           no bodies): every request received from the first create to the end of cleanup (no \
+           temporary snapshot, restore or content left), each audit ID once, attributed by its \
+           user, so exactly. Writes are `create`, `update`, `patch` (server-side apply included) \
+           and `delete`, except dry runs (`dryRun=All`: admitted and validated, never stored), \
+           which are counted on their own; \"without events\" leaves out writes of \
+           `events.k8s.io` and core \
+           events; GETs are `get`s of a resource; the other reads are `list`s and `watch`es (a \
+           watch started or re-established within the window) and non-resource requests. \
+           Leases (leader election, kube-apiserver's identity heartbeat) are left out of the \
+           per-clone figures. \"others\" are every user but the controller, the stand-in and the \
+           bench: kube-controller-manager (its garbage collector and namespace controller) and \
+           kube-apiserver's own requests. The bench's own requests (its clone creates, its \
+           watch, its cleanup polls) are shown as its own.\n\
+         - **The audit log's cost.** kube-apiserver serialises an event of every request and \
+           writes it to a file before it answers (blocking mode). That CPU is part of \
+           kube-apiserver's figures below, and so of the CPU ceiling; the bench does not \
+           subtract it. Measured once, apart from this run (2026-12-06, on this 2-core machine \
+           under a load average of about 5: two rounds of 3,000 small ConfigMap creates and \
+           3,000 GETs by 16 creators on a testbed with the log and one without), it was about \
+           0.1 ms of kube-apiserver CPU per request, 13–15 % of what those small requests cost \
+           without it; at the 50–60 requests of a clone, about 5–6 ms per clone.\n\
          - **Controller CPU.** `utime + stime` of `/proc/<pid>/stat` (clock ticks, {} per second) \
            from the first create to the end of cleanup, ÷ N.\n\
          - **Controller memory.** `VmHWM` of `/proc/<pid>/status` at the end of the scenario: the \
            peak RSS over the process's life, including its start-up with the unrelated VMs.\n\
-         - **CPU breakdown.** The same counters for kube-apiserver, etcd and \
-           kube-controller-manager (their pid files), the stand-in and the bench, and the `cpu` line \
-           of `/proc/stat` for the whole machine; \"other\" is the rest (other people's work).\n",
+         - **CPU ceiling.** The same counters, over the same window, for every process of the \
+           testbed: the controller, the stand-in, kube-apiserver, etcd, kube-controller-manager \
+           and the bench; ÷ N, the CPU seconds one clone cost. The ceiling is the machine's \
+           cores ({}) ÷ their sum: the clones per second these cores would allow if the testbed \
+           had them to itself and every clone cost what it cost in that scenario. The share is \
+           the measured throughput ÷ the ceiling: below 100 % when cores were idle (waiting, the \
+           start of the window, cleanup) or other work took them. The `cpu` line of \
+           `/proc/stat` gives the machine's busy time; \"other\" is what no testbed process \
+           used.\n",
         st.unrelated_vms,
         st.concurrency,
         st.concurrency,
         if st.sources <= 1 {
-            "All N clones of a scenario clone the same source VM (the golden-image case)."
-                .to_owned()
+            format!(
+                "One source VM per namespace, the demo's `{}`: every clone of a scenario clones \
+                 it (the golden-image case).",
+                super::scenario::SOURCE_VM
+            )
         } else {
             format!(
                 "{} source VMs per namespace (`vm-cirros-<k>`, each with its own PVC); clone i \
@@ -526,12 +700,14 @@ pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &s
                 st.sources, st.sources
             )
         },
+        st.calibration_clones,
         st.scenario_timeout_seconds
             .iter()
             .map(u64::to_string)
             .collect::<Vec<_>>()
             .join(", "),
-        m.clock_ticks_per_second
+        m.clock_ticks_per_second,
+        m.nproc
     );
 
     // ------------------------------------------------------------------------------------------
@@ -551,15 +727,21 @@ pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &s
     }
     let _ = writeln!(
         md,
-        "\n\"controller ready s\" is the time from starting the controller process to `/readyz` \
+        "\n\"controller requests\" are its writes, dry runs, GETs, lists and watches; \"all \
+         requests\" are \
+         every user's, the bench's included (see [API requests per clone](#api-requests-per-clone)). \
+         \"controller ready s\" is the time from starting the controller process to `/readyz` \
          (its caches synced). The latency distribution of every scenario:\n\n\
          ![Latency CDF per scenario](benchmarks-latency.svg)\n"
     );
     let _ = writeln!(
         md,
-        "| scenario | p50 s | p90 s | p99 s | max s | mean s | cleanup s | writes/s in flight | reconciles (by result) | passes per clone | ms per pass |"
+        "| scenario | p50 s | p90 s | p99 s | max s | mean s | cleanup s | requests/s in flight | writes/s in flight | reconciles (by result) | passes per clone | ms per pass |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
+    let _ = writeln!(
+        md,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
+    );
     for s in &report.scenarios {
         let l = s.latency;
         let reconciles: Vec<String> = s
@@ -570,15 +752,15 @@ pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &s
             .collect();
         let _ = writeln!(
             md,
-            "| {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            s.name,
-            if s.timed_out { " †" } else { "" },
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            marked(s),
             opt(l.map(|l| l.p50), 2),
             opt(l.map(|l| l.p90), 2),
             opt(l.map(|l| l.p99), 2),
             opt(l.map(|l| l.max), 2),
             opt(l.map(|l| l.mean), 2),
             f(s.cleanup_seconds, 1),
+            f(s.requests_per_second_in_flight, 0),
             f(s.writes_per_second_in_flight, 0),
             reconciles.join(", "),
             opt(
@@ -598,12 +780,13 @@ pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &s
     let _ = writeln!(md, "\n## Targets\n");
     let _ = writeln!(
         md,
-        "Reported, never asserted. Throughput is taken at N=1000 even when that scenario stopped \
-         at its timeout (it is the rate it reached). Writes and CPU per clone are taken from a \
-         scenario whose clones all finished (N=1000 if they did, else the largest one that did, \
-         else the calibration), because an unfinished clone has made only part of its requests. \
-         Memory is taken at N=5000 with 10,000 VMs, where all clones were present whether or not \
-         they finished.\n"
+        "Reported, never asserted. Requests and CPU per clone at N=1000 are taken from a scenario \
+         whose clones all finished (N=1000 if they did, else the largest one that did, else the \
+         calibration), because an unfinished clone has made only part of its requests; at \
+         N=5000 from N=5000 whether or not it finished (marked †). Memory is taken at N=5000 \
+         with 10,000 VMs, where all clones were present whether or not they finished. \
+         Throughput is taken at N=1000 even when that scenario stopped at its timeout (it is \
+         the rate it reached), against that scenario's own [CPU ceiling](#cpu-ceiling).\n"
     );
     let _ = writeln!(md, "| target | scenario | measured | target | verdict |");
     let _ = writeln!(md, "|---|---|---:|---:|---|");
@@ -623,14 +806,12 @@ pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &s
     if let Some(cal) = &report.calibration {
         let _ = writeln!(
             md,
-            "\nFor comparison, clones run one after the other (calibration) needed {} controller \
-             writes per clone, {} without events, and {} ms of controller CPU per clone.",
-            f(cal.writes.controller, 2),
-            f(cal.writes.controller_without_events, 2),
-            opt(cal.controller_cpu_ms_per_clone, 2)
+            "\nFor comparison, clones run one after the other (calibration): {}.",
+            calibration_line(cal)
         );
     }
     if pick(report, 1000, false).is_some_and(|s| s.clones != 1000)
+        || pick(report, 5000, false).is_some_and(|s| s.clones != 5000)
         || pick(report, 5000, true).is_some_and(|s| s.clones != 5000 || s.unrelated_vms != 10_000)
     {
         let _ = writeln!(
@@ -641,136 +822,153 @@ pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &s
     }
 
     // ------------------------------------------------------------------------------------------
-    let _ = writeln!(md, "\n## The API server's limit\n");
-    if let Some(raw) = &report.raw_creates {
-        let runs: Vec<String> = raw.runs.iter().map(|r| f(*r, 0)).collect();
-        let _ = writeln!(
-            md,
-            "Raw create throughput: {} runs of {} ConfigMaps (one small data key) created by {} \
-             concurrent creators: {} objects/s (min {}, median **{}**, max {}).\n",
-            raw.runs.len(),
-            raw.objects_per_run,
-            raw.concurrency,
-            runs.join(", "),
-            f(raw.spread.min, 0),
-            f(raw.spread.median, 0),
-            f(raw.spread.max, 0)
-        );
-    } else {
-        let _ = writeln!(
-            md,
-            "The raw create throughput was not measured (see errors).\n"
-        );
+    let _ = writeln!(md, "\n## CPU ceiling\n");
+    let _ = writeln!(
+        md,
+        "CPU milliseconds per clone of every process of the testbed, from the first create to the \
+         end of cleanup; the CPU ceiling = {} cores ÷ their sum; the throughput's share of it (see \
+         the method above).\n",
+        m.nproc
+    );
+    let _ = write!(md, "| scenario | clones/s |");
+    for process in TESTBED {
+        let _ = write!(md, " {process} ms |");
     }
+    let _ = writeln!(md, " all ms | CPU ceiling clones/s | % of ceiling |");
+    let _ = writeln!(
+        md,
+        "|---|---:|{}---:|---:|---:|",
+        "---:|".repeat(TESTBED.len())
+    );
     if let Some(cal) = &report.calibration {
         let _ = writeln!(
             md,
-            "The writes one clone needs, counted on {} clones run one after the other ({} \
-             succeeded; each waited for until `Succeeded` and cleaned up; {:.1} s in all, p50 \
-             latency of a clone alone {} s):\n",
+            "{}",
+            ceiling_row(
+                CALIBRATION,
+                cal.clones,
+                calibration_rate(cal),
+                cal.cpu_seconds.as_ref()
+            )
+        );
+    }
+    for s in &report.scenarios {
+        let _ = writeln!(
+            md,
+            "{}",
+            ceiling_row(
+                &marked(s),
+                s.clones,
+                s.clones_per_second,
+                s.cpu_seconds.as_ref()
+            )
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nThe calibration's clones/s is its clones ÷ the time they took one after the other. \
+         Average cores used over the same windows (the machine has {}):\n",
+        m.nproc
+    );
+    let _ = write!(md, "| scenario | wall s | machine busy |");
+    for process in TESTBED {
+        let _ = write!(md, " {process} |");
+    }
+    let _ = writeln!(md, " other |");
+    let _ = writeln!(md, "|---|---:|---:|{}---:|", "---:|".repeat(TESTBED.len()));
+    let windows = report
+        .calibration
+        .iter()
+        .map(|c| (CALIBRATION.to_owned(), c.cpu_seconds.as_ref()))
+        .chain(
+            report
+                .scenarios
+                .iter()
+                .map(|s| (marked(s), s.cpu_seconds.as_ref())),
+        );
+    for (name, cpu) in windows {
+        let Some(c) = cpu else { continue };
+        let _ = write!(
+            md,
+            "| {name} | {} | {} |",
+            f(c.wall_seconds, 1),
+            f(c.cores(c.machine_busy), 2)
+        );
+        for process in TESTBED {
+            let _ = write!(md, " {} |", f(c.cores(c.of(process)), 2));
+        }
+        let _ = writeln!(md, " {} |", f(c.cores(c.other()), 2));
+    }
+
+    // ------------------------------------------------------------------------------------------
+    let _ = writeln!(md, "\n## API requests per clone\n");
+    let _ = writeln!(
+        md,
+        "Per clone, from the audit log, by user (see the method above): \"others\" are every user \
+         but the controller, the stand-in and the bench; \"all\" is every user together, the \
+         bench's own requests included. Leases are left out; the last column counts them.\n"
+    );
+    let _ = writeln!(md, "{REQUESTS_HEADER}");
+    if let Some(cal) = &report.calibration {
+        let _ = writeln!(
+            md,
+            "| {CALIBRATION} | {}",
+            request_cells(
+                calibration_requests(cal),
+                cal.audit.as_ref().map(audit::lease_requests)
+            )
+        );
+    }
+    for s in &report.scenarios {
+        let _ = writeln!(
+            md,
+            "| {} | {}",
+            marked(s),
+            request_cells(
+                scenario_requests(s),
+                s.audit.as_ref().map(audit::lease_requests)
+            )
+        );
+    }
+    let _ = writeln!(md, "\nBy user and verb (`·` is none):\n");
+    if let Some(audit) = report.calibration.as_ref().and_then(|c| c.audit.as_ref()) {
+        let _ = writeln!(md, "### Calibration: one clone at a time\n");
+        verb_table(
+            &mut md,
+            audit,
+            report.calibration.as_ref().map_or(1, |c| c.clones),
+        );
+        let _ = writeln!(md);
+    }
+    for s in &report.scenarios {
+        let Some(audit) = &s.audit else {
+            continue;
+        };
+        let _ = writeln!(md, "### {}\n", marked(s));
+        verb_table(&mut md, audit, s.clones);
+        let _ = writeln!(md);
+    }
+    if let Some(cal) = &report.calibration
+        && let Some(audit) = &cal.audit
+    {
+        let _ = writeln!(
+            md,
+            "Every kind of request, clones one at a time ({} clones, {} succeeded, {:.1} s in \
+             all, p50 latency of a clone alone {} s):\n",
             cal.clones,
             cal.succeeded,
             cal.seconds,
             opt(cal.latency.map(|l| l.p50), 2)
         );
-        resource_table(&mut md, &cal.requests.rows, cal.clones);
-        let w = &cal.writes;
-        let _ = writeln!(
-            md,
-            "\nWrites per clone: controller {} ({} of them events, {} without), stand-in {} ({} \
-             of them events), garbage collector {}, unattributed {}: **{} in all** (the clone's \
-             own create not counted).\n",
-            f(w.controller, 2),
-            f(w.controller_events, 2),
-            f(w.controller_without_events, 2),
-            f(w.stand_in, 2),
-            f(w.stand_in_events, 2),
-            f(w.garbage_collector, 2),
-            f(w.unattributed, 2),
-            f(w.needed, 2)
-        );
-    }
-    if let Some(limit) = &report.limit {
-        let _ = writeln!(
-            md,
-            "**Limit** = raw creates/s ÷ writes per clone = {} ÷ {} = **{} clones/s** ({} \
-             counting the clone's own create as one more write). This treats every write as \
-             costing as much as a small ConfigMap create; status patches, server-side apply and \
-             large objects (a snapshot content holds a whole VM) cost more, so the real limit is \
-             lower.\n",
-            f(limit.raw_creates_per_second, 0),
-            f(limit.writes_per_clone, 2),
-            f(limit.clones_per_second, 1),
-            f(limit.clones_per_second_with_create, 1)
-        );
-    }
-
-    // ------------------------------------------------------------------------------------------
-    let _ = writeln!(md, "## API requests per clone\n");
-    let _ = writeln!(
-        md,
-        "Per clone, by verb and by who made them (see the method above). `·` is none.\n"
-    );
-    if let Some(cal) = &report.calibration {
-        let _ = writeln!(md, "### Calibration: one clone at a time\n");
-        verb_table(&mut md, &cal.requests.rows, cal.clones);
+        resource_table(&mut md, audit, cal.clones);
         let _ = writeln!(md);
-    }
-    for s in &report.scenarios {
-        let Some(requests) = &s.requests else {
-            continue;
-        };
-        let _ = writeln!(md, "### {}\n", s.name);
-        verb_table(&mut md, &requests.rows, s.clones);
-        let e = &requests.events;
-        let _ = writeln!(
-            md,
-            "\nEvents in the window: controller {} new + {} repeated, stand-in {} new + {} \
-             repeated, others {} + {}.\n",
-            f(e.controller_posts, 0),
-            f(e.controller_patches, 0),
-            f(e.stand_in_posts, 0),
-            f(e.stand_in_patches, 0),
-            f(e.other_posts, 0),
-            f(e.other_patches, 0)
-        );
     }
     if let Some(s) = pick(report, 1000, false)
-        && let Some(requests) = &s.requests
+        && let Some(audit) = &s.audit
     {
-        let _ = writeln!(md, "By resource, {}:\n", s.name);
-        resource_table(&mut md, &requests.rows, s.clones);
+        let _ = writeln!(md, "Every kind of request, {}:\n", marked(s));
+        resource_table(&mut md, audit, s.clones);
         let _ = writeln!(md);
-    }
-
-    // ------------------------------------------------------------------------------------------
-    let _ = writeln!(md, "## CPU\n");
-    let _ = writeln!(
-        md,
-        "Average cores used from the first create to the end of cleanup (the machine has {}).\n",
-        m.nproc
-    );
-    let _ = writeln!(
-        md,
-        "| scenario | wall s | machine busy | kube-apiserver | etcd | kube-controller-manager | controller | stand-in | bench | other |"
-    );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for s in &report.scenarios {
-        let Some(c) = &s.cpu else { continue };
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            s.name,
-            f(c.wall_seconds, 1),
-            f(c.machine_busy, 2),
-            f(c.kube_apiserver, 2),
-            f(c.etcd, 2),
-            f(c.kube_controller_manager, 2),
-            f(c.controller, 2),
-            f(c.stand_in, 2),
-            f(c.bench, 2),
-            f(c.other, 2)
-        );
     }
 
     // ------------------------------------------------------------------------------------------
@@ -932,35 +1130,35 @@ fn rate(per_second: f64) -> String {
 /// Statements of fact for the Analysis section.
 pub fn analysis(report: &Report) -> Vec<String> {
     let mut facts = Vec::new();
-    let raw = report.raw_creates.as_ref().map(|r| r.spread.median);
     for s in report.scenarios.iter().filter(|s| s.error.is_none()) {
-        let mut text = format!(
-            "{}: {} clones/s; while clones were in flight the API server handled {} requests/s \
-             from every component together, {} of them writes",
-            s.name,
-            f(s.clones_per_second, 1),
+        let mut text = format!("{}: {} clones/s", marked(s), f(s.clones_per_second, 1));
+        if let (Some((ceiling, share)), Some(c)) = (ceiling(s), &s.cpu_seconds) {
+            let all = c.testbed();
+            let _ = write!(
+                text,
+                ", {} % of its CPU ceiling of {} clones/s ({} cores ÷ {} ms of CPU per clone, \
+                 {} % of it kube-apiserver's)",
+                f(share, 0),
+                f(ceiling, 1),
+                c.cores_available,
+                f(all * 1000.0 / s.clones.max(1) as f64, 1),
+                f(c.of("kube-apiserver") / all.max(1e-9) * 100.0, 0)
+            );
+        }
+        let _ = write!(
+            text,
+            "; while clones were in flight the API server handled {} requests/s from every user \
+             together, {} of them writes",
             f(s.requests_per_second_in_flight, 0),
             f(s.writes_per_second_in_flight, 0)
         );
-        if let Some(raw) = raw.filter(|r| *r > 0.0) {
-            let _ = write!(
-                text,
-                " (writes: {} % of the raw ConfigMap create rate, {}/s)",
-                f(s.writes_per_second_in_flight / raw * 100.0, 0),
-                f(raw, 0)
-            );
-        }
-        if let Some(c) = &s.cpu {
-            let busy = c.machine_busy / c.cores_available.max(1) as f64 * 100.0;
-            let mut parts = [
-                ("kube-apiserver", c.kube_apiserver),
-                ("etcd", c.etcd),
-                ("controller", c.controller),
-                ("stand-in", c.stand_in),
-                ("kube-controller-manager", c.kube_controller_manager),
-                ("bench", c.bench),
-                ("other processes", c.other),
-            ];
+        if let Some(c) = &s.cpu_seconds {
+            let busy = c.cores(c.machine_busy) / c.cores_available.max(1) as f64 * 100.0;
+            let mut parts: Vec<(&str, f64)> = TESTBED
+                .iter()
+                .map(|p| (*p, c.cores(c.of(p))))
+                .chain([("other processes", c.cores(c.other()))])
+                .collect();
             parts.sort_by(|a, b| b.1.total_cmp(&a.1));
             let list: Vec<String> = parts
                 .iter()
@@ -1016,57 +1214,56 @@ pub fn analysis(report: &Report) -> Vec<String> {
             f(sequential, 1)
         ));
     }
-    if let Some(cal) = report
-        .calibration
-        .as_ref()
-        .filter(|_| report.settings.sources <= 1)
+    if report.settings.sources <= 1
+        && let Some(audit) = report.calibration.as_ref().and_then(|c| c.audit.as_ref())
     {
-        let lock: f64 = cal
-            .requests
+        let clones = report.calibration.as_ref().map_or(1, |c| c.clones);
+        let lock: u64 = audit
             .rows
             .iter()
             .filter(|r| {
-                r.actor == Actor::StandIn
-                    && r.group == "kubevirt.io"
-                    && r.resource == "virtualmachines"
-                    && r.verb == "PATCH"
+                r.user == STAND_IN_USER
+                    && r.verb == "patch"
+                    && r.resource.starts_with("virtualmachines")
+                    && r.resource.ends_with(".kubevirt.io")
             })
             .map(|r| r.count)
-            .sum::<f64>()
-            / cal.clones.max(1) as f64;
+            .sum();
         facts.push(format!(
             "Every clone of a scenario has the same source VM. Like KubeVirt, the stand-in takes \
              one snapshot of a VM at a time: it locks the source (`status.snapshotInProgress` \
              and a finalizer) for each snapshot and releases it afterwards \
              (`crates/kubevirt-sim/src/snapshot.rs`), so the snapshots of all N clones queue \
-             behind one lock. The stand-in's PATCHes of `virtualmachines` and \
+             behind one lock. The stand-in's patches of `virtualmachines` and \
              `virtualmachines/status` (lock, unlock and the target's status) were {} per clone \
              in the calibration.",
-            f(lock, 2)
+            f(lock as f64 / clones.max(1) as f64, 2)
         ));
     }
-    if let Some(cal) = &report.calibration {
+    if let Some(cal) = report.calibration.as_ref().and_then(calibration_requests) {
         // Only where every clone finished: an unfinished clone made only part of its writes.
         for s in report
             .scenarios
             .iter()
             .filter(|s| s.error.is_none() && !s.timed_out)
         {
-            let Some(w) = &s.writes else { continue };
-            let extra = w.needed - cal.writes.needed;
-            if extra.abs() >= 0.5 {
+            let Some(r) = scenario_requests(s) else {
+                continue;
+            };
+            let (writes, alone) = (r.without_bench().writes, cal.without_bench().writes);
+            if (writes - alone).abs() >= 0.5 {
                 facts.push(format!(
-                    "{}: {} writes per clone against {} for clones one at a time ({}{} per \
-                     clone; controller {} vs {}, stand-in {} vs {}).",
+                    "{}: {} writes per clone by every user but the bench, against {} for clones \
+                     one at a time ({}{} per clone; controller {} vs {}, stand-in {} vs {}).",
                     s.name,
-                    f(w.needed, 2),
-                    f(cal.writes.needed, 2),
-                    if extra > 0.0 { "+" } else { "" },
-                    f(extra, 2),
-                    f(w.controller, 2),
-                    f(cal.writes.controller, 2),
-                    f(w.stand_in, 2),
-                    f(cal.writes.stand_in, 2)
+                    f(writes, 2),
+                    f(alone, 2),
+                    if writes > alone { "+" } else { "" },
+                    f(writes - alone, 2),
+                    f(r.controller.writes, 2),
+                    f(cal.controller.writes, 2),
+                    f(r.stand_in.writes, 2),
+                    f(cal.stand_in.writes, 2)
                 ));
             }
         }
@@ -1074,49 +1271,40 @@ pub fn analysis(report: &Report) -> Vec<String> {
     let finished = report
         .scenarios
         .iter()
-        .filter(|s| s.error.is_none() && !s.timed_out && s.requests.is_some())
+        .filter(|s| s.error.is_none() && !s.timed_out && s.audit.is_some())
         .max_by_key(|s| (s.clones, s.unrelated_vms));
     let largest = report
         .scenarios
         .iter()
-        .filter(|s| s.error.is_none() && s.requests.is_some())
+        .filter(|s| s.error.is_none() && s.audit.is_some())
         .max_by_key(|s| (s.clones, s.unrelated_vms));
     for (s, per_clone) in [(finished, true), (largest, false)] {
         let Some(s) = s else { continue };
         if !per_clone && finished.is_some_and(|f| f.name == s.name) {
             continue;
         }
-        let Some(requests) = &s.requests else {
+        let Some(audit) = &s.audit else {
             continue;
         };
-        let mut rows: Vec<&Row> = requests
-            .rows
-            .iter()
-            .filter(|r| r.actor != Actor::Excluded)
-            .collect();
-        rows.sort_by(|a, b| b.count.total_cmp(&a.count));
-        let all: f64 = rows.iter().map(|r| r.count).sum();
+        let mut rows: Vec<&AuditRow> = audit.rows.iter().filter(|r| !audit::is_lease(r)).collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.count));
+        let all: u64 = rows.iter().map(|r| r.count).sum();
         let n = s.clones.max(1) as f64;
         let top: Vec<String> = rows
             .iter()
             .take(4)
             .map(|r| {
-                let share = f(r.count / all.max(1.0) * 100.0, 0);
+                let share = f(r.count as f64 / all.max(1) as f64 * 100.0, 0);
                 if per_clone {
                     format!(
-                        "{} `{}` by the {} {} per clone ({share} %)",
+                        "{} `{}` by `{}` {} per clone ({share} %)",
                         r.verb,
-                        r.key().resource_path(),
-                        r.actor.label(),
-                        f(r.count / n, 1)
+                        r.resource,
+                        r.user,
+                        f(r.count as f64 / n, 1)
                     )
                 } else {
-                    format!(
-                        "{} `{}` by the {} {share} %",
-                        r.verb,
-                        r.key().resource_path(),
-                        r.actor.label()
-                    )
+                    format!("{} `{}` by `{}` {share} %", r.verb, r.resource, r.user)
                 }
             })
             .collect();
@@ -1124,15 +1312,14 @@ pub fn analysis(report: &Report) -> Vec<String> {
             format!(
                 "The most frequent requests at {} ({} per clone in all): {}.",
                 s.name,
-                f(all / n, 1),
+                f(all as f64 / n, 1),
                 top.join("; ")
             )
         } else {
             format!(
-                "The mix at {}{}, of {} requests in all: {}.",
-                s.name,
-                if s.timed_out { " †" } else { "" },
-                f(all, 0),
+                "The mix at {}, of {} requests in all: {}.",
+                marked(s),
+                all,
                 top.join("; ")
             )
         });
@@ -1140,18 +1327,12 @@ pub fn analysis(report: &Report) -> Vec<String> {
     let per_clone: Vec<String> = report
         .calibration
         .iter()
-        .map(|c| {
-            let all: f64 = c
-                .requests
-                .rows
-                .iter()
-                .filter(|r| r.actor != Actor::Excluded)
-                .map(|r| r.count)
-                .sum();
-            format!(
+        .filter_map(|c| {
+            let r = calibration_requests(c)?;
+            Some(format!(
                 "{} for clones one at a time",
-                f(all / c.clones.max(1) as f64, 1)
-            )
+                f(r.without_bench().total(), 1)
+            ))
         })
         .chain(
             report
@@ -1159,26 +1340,18 @@ pub fn analysis(report: &Report) -> Vec<String> {
                 .iter()
                 .filter(|s| s.error.is_none() && s.unrelated_vms == 0)
                 .filter_map(|s| {
-                    let all: f64 = s
-                        .requests
-                        .as_ref()?
-                        .rows
-                        .iter()
-                        .filter(|r| r.actor != Actor::Excluded)
-                        .map(|r| r.count)
-                        .sum();
+                    let r = scenario_requests(s)?;
                     Some(format!(
-                        "{} at {}{}",
-                        f(all / s.clones.max(1) as f64, 1),
-                        s.name,
-                        if s.timed_out { " †" } else { "" }
+                        "{} at {}",
+                        f(r.without_bench().total(), 1),
+                        marked(s)
                     ))
                 }),
         )
         .collect();
     if per_clone.len() > 1 {
         facts.push(format!(
-            "API requests per clone (every component, reads too): {}.",
+            "API requests per clone (every user but the bench, reads too): {}.",
             per_clone.join(", ")
         ));
     }
@@ -1207,8 +1380,8 @@ pub fn analysis(report: &Report) -> Vec<String> {
                 f(p.controller.peak_rss_mib, 1),
                 f(s.controller.ready_seconds, 1),
                 f(p.controller.ready_seconds, 1),
-                f(s.controller.cpu_ms_per_clone, 2),
-                f(p.controller.cpu_ms_per_clone, 2)
+                opt(controller_cpu_ms(s), 2),
+                opt(controller_cpu_ms(p), 2)
             ));
         }
     }
@@ -1261,39 +1434,134 @@ pub fn analysis(report: &Report) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::attribution::{EventTally, Writes};
-    use crate::model::{
-        Calibration, Controller, Engine, Limit, Machine, RawCreates, Requests, Settings,
-    };
-    use crate::stats::{Spread, latency};
+    use std::collections::BTreeMap;
 
-    fn report() -> Report {
-        let scenario = |clones: usize, unrelated: usize, cps: f64| Scenario {
+    use super::*;
+    use crate::model::{Controller, Engine, Settings};
+    use crate::stats::latency;
+
+    /// The audit rows of `n` clones: the controller writes 11 per clone (6 of them events),
+    /// dry-runs 1 and GETs 2, plus one watch; the stand-in writes 4 and GETs 1; kube-controller-manager
+    /// deletes 1; kube-apiserver and the bench make a few more; leases are left out.
+    fn audit_of(n: u64) -> AuditRequests {
+        let rows = [
+            (CONTROLLER_USER, "create", "events.events.k8s.io", 6 * n),
+            (
+                CONTROLLER_USER,
+                "patch",
+                "virtualmachineclones/status.clone.kubevirt.io",
+                3 * n,
+            ),
+            (
+                CONTROLLER_USER,
+                "create",
+                "virtualmachinesnapshots.snapshot.kubevirt.io",
+                n,
+            ),
+            (
+                CONTROLLER_USER,
+                "delete",
+                "virtualmachinesnapshots.snapshot.kubevirt.io",
+                n,
+            ),
+            (CONTROLLER_USER, "get", "virtualmachines.kubevirt.io", 2 * n),
+            (
+                CONTROLLER_USER,
+                "create (dry run)",
+                "virtualmachines.kubevirt.io",
+                n,
+            ),
+            (CONTROLLER_USER, "watch", "virtualmachines.kubevirt.io", 1),
+            (CONTROLLER_USER, "update", "leases.coordination.k8s.io", 50),
+            (
+                STAND_IN_USER,
+                "patch",
+                "virtualmachines/status.kubevirt.io",
+                4 * n,
+            ),
+            (STAND_IN_USER, "get", "namespaces", n),
+            (
+                "admin",
+                "delete",
+                "virtualmachinesnapshotcontents.snapshot.kubevirt.io",
+                n,
+            ),
+            ("system:apiserver", "get", "non-resource", 3),
+            (
+                BENCH_USER,
+                "create",
+                "virtualmachineclones.clone.kubevirt.io",
+                n,
+            ),
+            (
+                BENCH_USER,
+                "watch",
+                "virtualmachineclones.clone.kubevirt.io",
+                1,
+            ),
+        ];
+        AuditRequests {
+            rows: rows
+                .iter()
+                .map(|(user, verb, resource, count)| AuditRow {
+                    user: (*user).to_owned(),
+                    verb: verb.trim_end_matches(" (dry run)").to_owned(),
+                    resource: (*resource).to_owned(),
+                    dry_run: verb.ends_with(" (dry run)"),
+                    count: *count,
+                })
+                .collect(),
+            ..AuditRequests::default()
+        }
+    }
+
+    /// CPU of `n` clones: 40 ms per clone in all, 1.5 of them the controller's, over `wall`
+    /// seconds on 2 cores.
+    fn cpu_of(n: usize, wall: f64) -> CpuSeconds {
+        let n = n as f64;
+        let per_clone_ms = [
+            ("controller", 1.5),
+            ("stand-in", 3.5),
+            ("kube-apiserver", 30.0),
+            ("etcd", 3.0),
+            ("kube-controller-manager", 1.0),
+            ("bench", 1.0),
+        ];
+        CpuSeconds {
+            wall_seconds: wall,
+            cores_available: 2,
+            machine_busy: 2.0 * wall,
+            processes: per_clone_ms
+                .iter()
+                .map(|(p, ms)| ((*p).to_owned(), ms / 1000.0 * n))
+                .collect(),
+        }
+    }
+
+    fn scenario(clones: usize, unrelated: usize, cps: f64) -> Scenario {
+        let duration = clones as f64 / cps;
+        Scenario {
             name: crate::scenario::scenario_name(clones, unrelated, 1),
             clones,
             unrelated_vms: unrelated,
             succeeded: clones,
-            duration_seconds: clones as f64 / cps,
+            duration_seconds: duration,
             clones_per_second: cps,
             latency: latency(&[0.5, 1.0, 2.0]),
             latencies_seconds: vec![Some(0.5), Some(1.0), Some(2.0)],
-            writes: Some(Writes {
-                controller: 9.0,
-                controller_events: 3.0,
-                controller_without_events: 6.0,
-                needed: 20.0,
-                ..Writes::default()
-            }),
+            audit: Some(audit_of(clones as u64)),
+            cpu_seconds: Some(cpu_of(clones, duration)),
             controller: Controller {
-                cpu_ms_per_clone: 1.5,
                 peak_rss_mib: 40.0,
                 passes: 4.0 * clones as f64,
                 pass_seconds: 0.002 * clones as f64,
                 ..Controller::default()
             },
             ..Scenario::default()
-        };
+        }
+    }
+
+    fn report() -> Report {
         Report {
             command: "cargo xtask bench".into(),
             machine: Machine {
@@ -1315,49 +1583,20 @@ mod tests {
                 sizes: vec![100, 1000],
                 unrelated_vms: 10_000,
                 concurrency: 16,
-                raw_objects: 3000,
-                raw_runs: 3,
                 calibration_clones: 10,
-                sources: 1,
+                sources: 1000,
                 scenario_timeout_seconds: vec![180, 180],
                 controller_log_level: "warn".into(),
                 stand_in_latency: "0s".into(),
                 controller_bin: None,
             },
-            raw_creates: Some(RawCreates {
-                objects_per_run: 3000,
-                concurrency: 16,
-                runs: vec![900.0, 1000.0, 1100.0],
-                spread: Spread {
-                    min: 900.0,
-                    median: 1000.0,
-                    max: 1100.0,
-                },
-            }),
             calibration: Some(Calibration {
                 clones: 10,
                 succeeded: 10,
                 seconds: 5.0,
                 latency: latency(&[0.4]),
-                requests: Requests {
-                    rows: vec![],
-                    per_clone: BTreeMap::new(),
-                    bench_own: BTreeMap::new(),
-                    events: EventTally::default(),
-                },
-                writes: Writes {
-                    needed: 20.0,
-                    controller: 12.0,
-                    controller_without_events: 7.0,
-                    ..Writes::default()
-                },
-                controller_cpu_ms_per_clone: Some(30.0),
-            }),
-            limit: Some(Limit {
-                raw_creates_per_second: 1000.0,
-                writes_per_clone: 20.0,
-                clones_per_second: 50.0,
-                clones_per_second_with_create: 47.6,
+                audit: Some(audit_of(10)),
+                cpu_seconds: Some(cpu_of(10, 5.0)),
             }),
             scenarios: vec![
                 scenario(100, 0, 30.0),
@@ -1369,6 +1608,10 @@ mod tests {
             total_seconds: 60.0,
             logs_dir: "target/bench-logs".into(),
         }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
     }
 
     #[test]
@@ -1393,39 +1636,123 @@ mod tests {
     }
 
     #[test]
+    fn requests_by_user_add_up_to_every_users() {
+        let r = Requests::of(&audit_of(100), 100);
+        assert_eq!(r.controller.writes, 11.0);
+        assert_eq!(r.controller.event_writes, 6.0);
+        assert_eq!(r.controller.gets, 2.0);
+        assert_eq!(r.controller.dry_runs, 1.0);
+        assert!(close(r.controller.total(), 14.01));
+        assert_eq!(r.stand_in.writes, 4.0);
+        assert_eq!(r.stand_in.gets, 1.0);
+        // kube-controller-manager's delete and kube-apiserver's own reads.
+        assert_eq!(r.others.writes, 1.0);
+        assert_eq!(r.others.total(), 1.03);
+        assert_eq!(r.bench.total(), 1.01);
+        let sum = r.controller.total() + r.stand_in.total() + r.others.total() + r.bench.total();
+        assert!(
+            (r.all.total() - sum).abs() < 1e-9,
+            "{} vs {sum}",
+            r.all.total()
+        );
+        assert!((r.without_bench().total() - (sum - 1.01)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_cpu_ceiling_is_the_cores_over_every_processs_cpu_per_clone() {
+        let s = scenario(1000, 0, 20.0);
+        // 40 ms per clone on 2 cores: 50 clones/s; 20 clones/s is 40 % of it.
+        let (ceiling, share) = ceiling(&s).unwrap();
+        assert!((ceiling - 50.0).abs() < 1e-9);
+        assert!((share - 40.0).abs() < 1e-9);
+        assert_eq!(controller_cpu_ms(&s), Some(1.5));
+        let md = markdown(&report(), None, "");
+        assert!(
+            md.contains(
+                "| N=1000 | 20.0 | 1.50 | 3.50 | 30.00 | 3.00 | 1.00 | 1.00 | 40.00 | 50.0 | 40 |"
+            ),
+            "{md}"
+        );
+        // The calibration: 10 clones in 5 s.
+        assert!(
+            md.contains("| calibration (one at a time) | 2.0 | 1.50 |"),
+            "{md}"
+        );
+        assert!(CpuSeconds::default().ceiling(10).is_none());
+    }
+
+    #[test]
     fn checks_use_the_targets_scenarios_or_the_largest() {
         let checks = checks(&report());
-        assert_eq!(checks.len(), 6);
-        assert_eq!(checks[0].goal, 25.0);
+        let targets: Vec<&str> = checks.iter().map(|c| c.target.as_str()).collect();
+        assert_eq!(checks.len(), 7, "{targets:?}");
+        // Requests per clone at N=1000: 11 writes + 2 GETs + a watch ÷ 1000.
         assert_eq!(checks[0].scenario, "N=1000");
-        assert_eq!(checks[0].measured, Some(20.0));
-        assert!(checks[0].verdict.starts_with("**missed** by 5.00"));
-        assert_eq!(checks[2].measured, Some(9.0));
-        assert!(checks[2].verdict.starts_with("met"));
-        assert_eq!(checks[3].measured, Some(6.0));
-        // No N=5000 with 10,000 VMs: the largest of that series stands in.
+        assert!(close(checks[0].measured.unwrap(), 14.001));
+        assert!(checks[0].verdict.starts_with("**missed**"));
+        assert_eq!(checks[1].measured, Some(11.0));
+        assert_eq!(checks[2].measured, Some(2.0));
+        assert_eq!(checks[3].measured, Some(1.5));
+        assert!(
+            checks[3].verdict.starts_with("met"),
+            "{}",
+            checks[3].verdict
+        );
+        assert!(checks[3].verdict.ends_with("; 1.5× the 1 ms aim"));
+        // No N=5000: the largest of each series stands in.
+        assert_eq!(checks[4].scenario, "N=1000");
         assert_eq!(checks[5].scenario, "N=1000 + 10000 VMs");
+        assert_eq!(checks[6].measured, Some(40.0));
+        assert!(
+            checks[6]
+                .verdict
+                .starts_with("**missed** by 10 % (20 % short")
+        );
     }
 
     #[test]
     fn per_clone_targets_come_from_finished_scenarios() {
         let mut report = report();
         report.scenarios[1].timed_out = true;
-        report.scenarios[1].writes = Some(Writes {
-            controller: 2.0,
-            ..Writes::default()
-        });
+        report.scenarios[1].audit = Some(audit_of(10));
         let checks = checks(&report);
-        // Throughput stays at N=1000, marked; writes and CPU come from N=100, which finished.
-        assert_eq!(checks[0].scenario, "N=1000 †");
-        assert_eq!(checks[2].scenario, "N=100");
-        assert_eq!(checks[2].measured, Some(9.0));
+        // Throughput stays at N=1000, marked; requests and CPU come from N=100, which finished.
+        assert_eq!(checks[6].scenario, "N=1000 †");
+        assert_eq!(checks[0].scenario, "N=100");
+        assert!(close(checks[0].measured.unwrap(), 14.01));
+        assert_eq!(checks[3].scenario, "N=100");
         report.scenarios[0].timed_out = true;
         let checks = super::checks(&report);
-        assert_eq!(checks[2].scenario, "calibration (one at a time)");
-        assert_eq!(checks[2].measured, Some(12.0));
-        assert_eq!(checks[3].measured, Some(7.0));
-        assert_eq!(checks[4].measured, Some(30.0));
+        assert_eq!(checks[0].scenario, CALIBRATION);
+        assert!(close(checks[0].measured.unwrap(), 14.1));
+        assert_eq!(checks[3].scenario, CALIBRATION);
+        assert_eq!(checks[3].measured, Some(1.5));
+    }
+
+    /// The number of cells of a Markdown table row.
+    fn cells(line: &str) -> usize {
+        line.trim().trim_matches('|').split('|').count()
+    }
+
+    #[test]
+    fn every_table_row_has_as_many_cells_as_its_header() {
+        let md = markdown(&report(), None, "");
+        let mut header: Option<usize> = None;
+        for line in md.lines() {
+            if !line.starts_with('|') {
+                header = None;
+                continue;
+            }
+            match header {
+                None => header = Some(cells(line)),
+                Some(n) => assert_eq!(cells(line), n, "{line}"),
+            }
+        }
+        assert!(md.contains("| vmclone controller (`clone-controller`) | 7.00 | · | 3.00 | 1.00 | 1.00 | 2.00 | · | 0.00 | · | 11.00 | 2.00 | 14.00 |"), "{md}");
+        // kube-apiserver itself wrote nothing: 0.00, not -0.00.
+        assert!(md.contains("| kube-apiserver itself (`system:apiserver`) | · | · | · | · | · | 0.00 | · | · | · | 0.00 | 0.00 | 0.00 |"), "{md}");
+        assert!(!md.contains("-0.00"), "{md}");
+        assert!(md.contains("| **every user** |"), "{md}");
     }
 
     #[test]
@@ -1446,9 +1773,7 @@ mod tests {
             Some("The snapshot lock bounds it.")
         );
         assert!(
-            summary(&report).contains(
-                "API-server limit: 1000 creates/s / 20.0 writes per clone = 50.0 clones/s"
-            )
+            summary(&report).contains("throughput at N=1000 ≥ 50 % of its CPU ceiling [N=1000]")
         );
     }
 
@@ -1464,5 +1789,15 @@ mod tests {
     fn the_plot_has_one_line_per_scenario() {
         let svg = latency_svg(&report());
         assert_eq!(svg.matches("<polyline").count(), 3);
+    }
+
+    #[test]
+    fn the_committed_report_still_loads() {
+        // `--from-json` and `--kubevirt real` read docs/benchmarks.json back.
+        let text = include_str!("../../../docs/benchmarks.json");
+        let report: Report = serde_json::from_str(text).unwrap();
+        assert!(!report.scenarios.is_empty());
+        assert!(markdown(&report, None, "").contains("## CPU ceiling"));
+        let _: BTreeMap<String, serde_json::Value> = serde_json::from_str(text).unwrap();
     }
 }

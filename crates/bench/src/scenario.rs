@@ -1,5 +1,8 @@
-//! The measurements against the live testbed: raw create throughput, the calibration batch and
-//! the clone scenarios.
+//! The measurements against the live testbed: the calibration batch and the clone scenarios.
+//!
+//! The controller, the stand-in and the bench each talk to the API server as a user of their own
+//! ([`CONTROLLER_USER`], [`STAND_IN_USER`], [`BENCH_USER`]), so kube-apiserver's audit log tells
+//! whose every request was.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +13,7 @@ use clone_api::kubevirt::{
     VirtualMachineRestore, VirtualMachineSnapshot, VirtualMachineSnapshotContent,
 };
 use clone_api::v1beta1::VirtualMachineClone;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use kube::Client;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
@@ -19,18 +22,14 @@ use kube::api::{
 use serde_json::{Value, json};
 use testenv::{Supervised, TestEnv};
 
-use super::attribution::{
-    EventTally, attribute_all, per_clone_by_actor_and_verb, tally_events, total_writes,
-    writes_per_clone,
-};
+use super::audit::{self, AuditRequests, Moment};
 use super::live::{
-    CloneWatch, ControllerPorts, CpuSnapshot, Ledger, Progress, ServerPids, already_exists,
-    cpu_snapshot, http_get, list_events, run_parallel, scrape_apiserver, start_process,
-    wait_controller_ready,
+    CloneWatch, ControllerPorts, CpuSnapshot, Progress, ServerPids, already_exists, cpu_snapshot,
+    http_get, run_parallel, start_process, wait_controller_ready,
 };
-use super::model::{Calibration, Controller, CpuBreakdown, Requests, Scenario};
+use super::model::{Calibration, Controller, CpuSeconds, Scenario};
 use super::procfs;
-use super::prom::{self, RequestCounts};
+use super::prom;
 use super::stats;
 
 /// The source VM, as `cargo xtask demo` creates it (with one source; `vm-cirros-<k>` with more).
@@ -38,18 +37,28 @@ pub const SOURCE_VM: &str = "vm-cirros";
 /// A label the demo's source VM carries (and unrelated VMs do not).
 const SOURCE_LABEL: &str = "app=cirros";
 const CONTROLLER_LOG_LEVEL: &str = "warn";
+/// The controller's user (one of `testenv::IDENTITIES`).
+pub const CONTROLLER_USER: &str = "clone-controller";
+/// The stand-in's user.
+pub const STAND_IN_USER: &str = "kubevirt-sim";
+/// The bench's own user: its creates, watch, polls and cleanup.
+pub const BENCH_USER: &str = "bench";
 
 /// The testbed and what the bench runs on it.
 pub struct Bed {
     pub env: TestEnv,
+    /// The bench's client, as [`BENCH_USER`].
     pub client: Client,
-    pub ledger: Ledger,
+    /// kube-apiserver's audit log.
+    pub audit_log: PathBuf,
     pub controller_bin: PathBuf,
     pub sim_bin: PathBuf,
     pub logs: PathBuf,
     pub concurrency: u16,
     pub servers: ServerPids,
     pub clock_ticks: u64,
+    /// The machine's cores, for the CPU ceiling.
+    pub cores: usize,
     pub progress: Progress,
     pub keep_namespaces: bool,
     /// Source VMs per scenario; clone `i` clones source `i % sources`.
@@ -153,25 +162,20 @@ impl Bed {
         }
         let names = Arc::new(names);
         let count = names.len();
-        run_parallel(
-            count,
-            usize::from(self.concurrency),
-            move |i| {
-                let (api, names) = (api.clone(), names.clone());
-                async move {
-                    let patch = json!({"metadata": {"finalizers": null}});
-                    match api
-                        .patch(&names[i], &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                    {
-                        Ok(_) => Ok(()),
-                        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-                        Err(err) => Err(err.into()),
-                    }
+        run_parallel(count, usize::from(self.concurrency), move |i| {
+            let (api, names) = (api.clone(), names.clone());
+            async move {
+                let patch = json!({"metadata": {"finalizers": null}});
+                match api
+                    .patch(&names[i], &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                    Err(err) => Err(err.into()),
                 }
-            },
-            || {},
-        )
+            }
+        })
         .await
         .map(|_| ())
     }
@@ -187,47 +191,42 @@ impl Bed {
                 .clone(),
         );
         let (client, namespace, total) = (self.client.clone(), namespace.to_owned(), self.sources);
-        run_parallel(
-            total,
-            usize::from(self.concurrency),
-            move |k| {
-                let (client, namespace, items) = (client.clone(), namespace.clone(), items.clone());
-                async move {
-                    for item in items.iter() {
-                        let mut object = source_object(item, k, total);
-                        object["metadata"]["namespace"] = json!(namespace);
-                        let created = match item["kind"].as_str().unwrap_or_default() {
-                            "PersistentVolumeClaim" => {
-                                let pvc: PersistentVolumeClaim = serde_json::from_value(object)?;
-                                Api::<PersistentVolumeClaim>::namespaced(client.clone(), &namespace)
-                                    .create(&PostParams::default(), &pvc)
-                                    .await
-                                    .map(|_| ())
-                            }
-                            "VirtualMachine" => {
-                                let vm: DynamicObject = serde_json::from_value(object)?;
-                                Api::<DynamicObject>::namespaced_with(
-                                    client.clone(),
-                                    &namespace,
-                                    &vm_resource(),
-                                )
-                                .create(&PostParams::default(), &vm)
+        run_parallel(total, usize::from(self.concurrency), move |k| {
+            let (client, namespace, items) = (client.clone(), namespace.clone(), items.clone());
+            async move {
+                for item in items.iter() {
+                    let mut object = source_object(item, k, total);
+                    object["metadata"]["namespace"] = json!(namespace);
+                    let created = match item["kind"].as_str().unwrap_or_default() {
+                        "PersistentVolumeClaim" => {
+                            let pvc: PersistentVolumeClaim = serde_json::from_value(object)?;
+                            Api::<PersistentVolumeClaim>::namespaced(client.clone(), &namespace)
+                                .create(&PostParams::default(), &pvc)
                                 .await
                                 .map(|_| ())
-                            }
-                            other => bail!("unexpected {other} in the demo's source VM"),
-                        };
-                        match created {
-                            Ok(()) => {}
-                            Err(err) if already_exists(&err) => {}
-                            Err(err) => return Err(err).context("creating a source"),
                         }
+                        "VirtualMachine" => {
+                            let vm: DynamicObject = serde_json::from_value(object)?;
+                            Api::<DynamicObject>::namespaced_with(
+                                client.clone(),
+                                &namespace,
+                                &vm_resource(),
+                            )
+                            .create(&PostParams::default(), &vm)
+                            .await
+                            .map(|_| ())
+                        }
+                        other => bail!("unexpected {other} in the demo's source VM"),
+                    };
+                    match created {
+                        Ok(()) => {}
+                        Err(err) if already_exists(&err) => {}
+                        Err(err) => return Err(err).context("creating a source"),
                     }
-                    Ok(())
                 }
-            },
-            || {},
-        )
+                Ok(())
+            }
+        })
         .await
         .map(|_| ())
     }
@@ -289,7 +288,10 @@ impl Bed {
             &[
                 (
                     "KUBECONFIG",
-                    self.env.kubeconfig_path().display().to_string(),
+                    self.env
+                        .identity_kubeconfig(STAND_IN_USER)
+                        .display()
+                        .to_string(),
                 ),
                 ("RUST_LOG", CONTROLLER_LOG_LEVEL.to_owned()),
             ],
@@ -306,7 +308,10 @@ impl Bed {
     ) -> Result<(Supervised, ControllerPorts, f64)> {
         let args = vec![
             "--kubeconfig".to_owned(),
-            self.env.kubeconfig_path().display().to_string(),
+            self.env
+                .identity_kubeconfig(CONTROLLER_USER)
+                .display()
+                .to_string(),
             "--namespace".to_owned(),
             namespace.to_owned(),
             "--metrics-addr=127.0.0.1:0".to_owned(),
@@ -361,7 +366,6 @@ impl Bed {
                     Ok(())
                 }
             },
-            || {},
         )
         .await?;
         self.say(&format!(
@@ -418,7 +422,7 @@ impl Bed {
     }
 
     /// Waits until no temporary snapshot, restore or snapshot content is left in the namespace
-    /// (cleanup done, garbage collected). The lists go into the ledger.
+    /// (cleanup done, garbage collected).
     pub async fn wait_quiet(&self, namespace: &str, timeout: Duration) -> Result<f64> {
         let started = Instant::now();
         let probe = ListParams::default().limit(1);
@@ -429,26 +433,12 @@ impl Bed {
             Api::namespaced(self.client.clone(), namespace);
         loop {
             let mut left = Vec::new();
-            self.ledger.add(
-                "LIST",
-                "snapshot.kubevirt.io",
-                "virtualmachinesnapshots",
-                "",
-            );
             if !snapshots.list_metadata(&probe).await?.items.is_empty() {
                 left.push("snapshots");
             }
-            self.ledger
-                .add("LIST", "snapshot.kubevirt.io", "virtualmachinerestores", "");
             if !restores.list_metadata(&probe).await?.items.is_empty() {
                 left.push("restores");
             }
-            self.ledger.add(
-                "LIST",
-                "snapshot.kubevirt.io",
-                "virtualmachinesnapshotcontents",
-                "",
-            );
             if !contents.list_metadata(&probe).await?.items.is_empty() {
                 left.push("snapshot contents");
             }
@@ -463,34 +453,6 @@ impl Bed {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-    }
-
-    /// ConfigMaps created per second by `concurrency` creators.
-    pub async fn raw_creates(&self, namespace: &str, run: usize, count: usize) -> Result<f64> {
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
-        let started = Instant::now();
-        run_parallel(
-            count,
-            usize::from(self.concurrency),
-            move |i| {
-                let api = api.clone();
-                async move {
-                    let map: ConfigMap = serde_json::from_value(json!({
-                        "apiVersion": "v1", "kind": "ConfigMap",
-                        "metadata": {"name": format!("raw-{run}-{i:05}")},
-                        "data": {"key": "value"},
-                    }))?;
-                    match api.create(&PostParams::default(), &map).await {
-                        Ok(_) => Ok(()),
-                        Err(err) if already_exists(&err) => Ok(()),
-                        Err(err) => Err(err.into()),
-                    }
-                }
-            },
-            || {},
-        )
-        .await?;
-        Ok(count as f64 / started.elapsed().as_secs_f64())
     }
 
     fn clone_api(&self, namespace: &str) -> Api<VirtualMachineClone> {
@@ -521,7 +483,7 @@ impl Bed {
             "  controller pid {} ready in {ready_seconds:.1}s (health :{}, metrics :{}), stand-in pid {}",
             controller.pid().unwrap_or_default(), ports.health, ports.metrics, sim.pid().unwrap_or_default()
         ));
-        let watch = CloneWatch::start(self.client.clone(), namespace, self.ledger.clone()).await?;
+        let watch = CloneWatch::start(self.client.clone(), namespace).await?;
         Ok(Prepared {
             sim,
             controller,
@@ -531,101 +493,42 @@ impl Bed {
         })
     }
 
-    /// The start of a measurement window.
-    async fn window_start(&self, namespace: &str, prepared: &Prepared) -> Result<Mark> {
-        let events = list_events(&self.client, namespace, &self.ledger).await?;
-        let ledger = self.ledger.snapshot();
-        let requests = prom::request_totals(&prom::parse(&scrape_apiserver(&self.client).await?)?);
-        let cpu = cpu_snapshot(&self.servers, prepared.controller.pid(), prepared.sim.pid());
-        Ok(Mark {
-            events,
-            ledger,
-            requests,
-            cpu,
-        })
-    }
-
-    async fn mark(&self, prepared: &Prepared) -> Result<Mark> {
-        let requests = prom::request_totals(&prom::parse(&scrape_apiserver(&self.client).await?)?);
-        let ledger = self.ledger.snapshot();
-        let cpu = cpu_snapshot(&self.servers, prepared.controller.pid(), prepared.sim.pid());
-        Ok(Mark {
-            events: Vec::new(),
-            ledger,
-            requests,
-            cpu,
-        })
-    }
-
-    /// Requests between two marks, the bench's own taken out, attributed.
-    fn requests_between(
-        &self,
-        start: &Mark,
-        end: &Mark,
-        events: EventTally,
-        clones: usize,
-    ) -> Requests {
-        let own = prom::delta(&start.ledger, &end.ledger);
-        let counts = prom::subtract(&prom::delta(&start.requests, &end.requests), &own);
-        let rows = attribute_all(&counts, &events);
-        Requests {
-            per_clone: per_clone_by_actor_and_verb(&rows, clones),
-            rows,
-            bench_own: own
-                .iter()
-                .map(|(k, v)| (format!("{} {}", k.verb, k.resource_path()), *v))
-                .collect(),
-            events,
+    /// A moment of a measurement: the audit log's length and the clock, and CPU counters.
+    fn mark(&self, prepared: &Prepared) -> Mark {
+        Mark {
+            audit: Moment::now(&self.audit_log),
+            cpu: cpu_snapshot(&self.servers, prepared.controller.pid(), prepared.sim.pid()),
         }
     }
 
-    fn cpu_between(&self, start: &CpuSnapshot, end: &CpuSnapshot) -> CpuBreakdown {
-        let wall = match (start.at, end.at) {
-            (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
-            _ => 0.0,
-        };
-        let tick = self.clock_ticks.max(1) as f64;
-        let cores = |name: &str| -> f64 {
-            let a = start.processes.get(name).copied().unwrap_or(0);
-            let b = end.processes.get(name).copied().unwrap_or(a);
-            if wall > 0.0 {
-                b.saturating_sub(a) as f64 / tick / wall
-            } else {
-                0.0
-            }
-        };
-        let busy = if wall > 0.0 {
-            end.machine.busy.saturating_sub(start.machine.busy) as f64 / tick / wall
-        } else {
-            0.0
-        };
-        let mut cpu = CpuBreakdown {
-            wall_seconds: wall,
-            cores_available: std::thread::available_parallelism().map_or(1, usize::from),
-            machine_busy: busy,
-            kube_apiserver: cores("kube-apiserver"),
-            etcd: cores("etcd"),
-            kube_controller_manager: cores("kube-controller-manager"),
-            controller: cores("controller"),
-            stand_in: cores("stand-in"),
-            bench: cores("bench"),
-            other: 0.0,
-        };
-        cpu.other = (busy
-            - cpu.kube_apiserver
-            - cpu.etcd
-            - cpu.kube_controller_manager
-            - cpu.controller
-            - cpu.stand_in
-            - cpu.bench)
-            .max(0.0);
-        cpu
+    /// Every request received from `start` to `end`, from the audit log.
+    async fn requests_between(&self, start: &Mark, end: &Mark) -> Result<AuditRequests> {
+        // Blocking audit mode writes a request's event as it completes: a moment for the
+        // requests that were in flight at `end`.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        audit::tally_file(&self.audit_log, start.audit, end.audit.wall)
     }
 
-    fn controller_seconds(&self, start: &CpuSnapshot, end: &CpuSnapshot) -> f64 {
-        let a = start.processes.get("controller").copied().unwrap_or(0);
-        let b = end.processes.get("controller").copied().unwrap_or(a);
-        b.saturating_sub(a) as f64 / self.clock_ticks.max(1) as f64
+    /// CPU seconds of the machine and of every testbed process between two marks.
+    fn cpu_between(&self, start: &CpuSnapshot, end: &CpuSnapshot) -> CpuSeconds {
+        let tick = self.clock_ticks.max(1) as f64;
+        let seconds = |a: u64, b: u64| b.saturating_sub(a) as f64 / tick;
+        CpuSeconds {
+            wall_seconds: match (start.at, end.at) {
+                (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+                _ => 0.0,
+            },
+            cores_available: self.cores,
+            machine_busy: seconds(start.machine.busy, end.machine.busy),
+            processes: start
+                .processes
+                .iter()
+                .map(|(name, &a)| {
+                    let b = end.processes.get(name).copied().unwrap_or(a);
+                    ((*name).to_owned(), seconds(a, b))
+                })
+                .collect(),
+        }
     }
 
     /// Clones created one after the other, each waited for (succeeded and cleaned up): the
@@ -636,14 +539,12 @@ impl Bed {
             "calibration: {clones} clones one after the other in {namespace}"
         ));
         let prepared = self.prepare(namespace, 0).await?;
-        let start = self.window_start(namespace, &prepared).await?;
+        let start = self.mark(&prepared);
         let api = self.clone_api(namespace);
         let began = Instant::now();
         let mut latencies = Vec::new();
         for i in 0..clones {
             let name = format!("clone-{i:05}");
-            self.ledger
-                .add("POST", "clone.kubevirt.io", "virtualmachineclones", "");
             api.create(
                 &PostParams::default(),
                 &clone_object(&name, i, self.sources)?,
@@ -673,21 +574,17 @@ impl Bed {
             self.wait_quiet(namespace, Duration::from_secs(60)).await?;
         }
         let seconds = began.elapsed().as_secs_f64();
-        let end = self.mark(&prepared).await?;
-        let events_after = list_events(&self.client, namespace, &self.ledger).await?;
-        let tally = tally_events(&start.events, &events_after);
-        let requests = self.requests_between(&start, &end, tally, clones);
-        let writes = writes_per_clone(&requests.rows, clones);
-        let cpu_ms = self.controller_seconds(&start.cpu, &end.cpu) * 1000.0 / clones.max(1) as f64;
+        let end = self.mark(&prepared);
+        let cpu = self.cpu_between(&start.cpu, &end.cpu);
+        let requests = self.requests_between(&start, &end).await;
         let seen = prepared.finish(self, namespace).await;
         Ok(Calibration {
             clones,
             succeeded: seen.succeeded.len(),
             seconds,
             latency: stats::latency(&latencies),
-            requests,
-            writes,
-            controller_cpu_ms_per_clone: Some(cpu_ms),
+            audit: Some(requests?),
+            cpu_seconds: Some(cpu),
         })
     }
 
@@ -720,7 +617,7 @@ impl Bed {
         scenario.controller.log = prepared.controller.log_path().display().to_string();
         scenario.stand_in_log = prepared.sim.log_path().display().to_string();
 
-        let start = self.window_start(&namespace, &prepared).await?;
+        let start = self.mark(&prepared);
         self.say(&format!(
             "  creating {clones} clones with {} creators",
             self.concurrency
@@ -728,7 +625,6 @@ impl Bed {
         let began = Instant::now();
         let creators = {
             let api = self.clone_api(&namespace);
-            let ledger = self.ledger.clone();
             let sources = self.sources;
             tokio::spawn(run_parallel(
                 clones,
@@ -747,7 +643,6 @@ impl Bed {
                         }
                     }
                 },
-                move || ledger.add("POST", "clone.kubevirt.io", "virtualmachineclones", ""),
             ))
         };
         let mut creators = Some(creators);
@@ -803,7 +698,7 @@ impl Bed {
                 bail!("the clones were not all created within {timeout:?}")
             }
         };
-        let in_flight = self.mark(&prepared).await?;
+        let in_flight = self.mark(&prepared);
         let (succeeded_at, failed) = {
             let seen = prepared
                 .watch
@@ -869,7 +764,8 @@ impl Bed {
                 scenario.cleanup_seconds = quiet_timeout.as_secs_f64();
             }
         }
-        let end = self.mark(&prepared).await?;
+        let end = self.mark(&prepared);
+        scenario.cpu_seconds = Some(self.cpu_between(&start.cpu, &end.cpu));
         scenario.controller.peak_rss_mib = procfs::process_peak_rss_kib(
             prepared.controller.pid().unwrap_or_default(),
         )
@@ -890,31 +786,19 @@ impl Bed {
             scenario.controller.passes = total("vmclone_reconcile_duration_seconds_count");
             scenario.controller.pass_seconds = total("vmclone_reconcile_duration_seconds_sum");
         }
-        let events_after = list_events(&self.client, &namespace, &self.ledger).await?;
-        let tally = tally_events(&start.events, &events_after);
-        let requests = self.requests_between(&start, &end, tally, clones);
-        scenario.writes = Some(writes_per_clone(&requests.rows, clones));
-        scenario.requests = Some(requests);
-        let flight = self.requests_between(&start, &in_flight, EventTally::default(), clones);
+        scenario.audit = Some(self.requests_between(&start, &end).await?);
+        // Counts (per clone of one clone) of every user together, leases left out.
+        let flight = audit::sum_except(
+            &audit::per_clone_by_user(&self.requests_between(&start, &in_flight).await?, 1),
+            &[],
+        );
         let flight_seconds = in_flight
             .cpu
             .at
-            .map_or(0.0, |t| t.duration_since(began).as_secs_f64());
-        scenario.writes_per_second_in_flight =
-            total_writes(&flight.rows) / flight_seconds.max(1e-9);
-        scenario.requests_per_second_in_flight = flight
-            .rows
-            .iter()
-            .filter(|r| r.actor != super::attribution::Actor::Excluded)
-            .map(|r| r.count)
-            .sum::<f64>()
-            / flight_seconds.max(1e-9);
-        scenario.controller.cpu_seconds_in_flight =
-            self.controller_seconds(&start.cpu, &in_flight.cpu);
-        scenario.controller.cpu_seconds = self.controller_seconds(&start.cpu, &end.cpu);
-        scenario.controller.cpu_ms_per_clone =
-            scenario.controller.cpu_seconds * 1000.0 / clones.max(1) as f64;
-        scenario.cpu = Some(self.cpu_between(&start.cpu, &end.cpu));
+            .map_or(0.0, |t| t.duration_since(began).as_secs_f64())
+            .max(1e-9);
+        scenario.writes_per_second_in_flight = flight.writes / flight_seconds;
+        scenario.requests_per_second_in_flight = flight.total() / flight_seconds;
         prepared.controller_log_summary(&mut scenario.controller);
         let _ = prepared.finish(self, &namespace).await;
         Ok(())
@@ -985,12 +869,10 @@ pub fn log_summary(text: &str) -> (usize, usize, Vec<String>) {
     (warnings, errors, excerpt)
 }
 
-/// A point in time of a measurement.
+/// A moment of a measurement: where the audit log was, the clock, and CPU counters.
 #[derive(Debug, Clone)]
 struct Mark {
-    events: Vec<super::attribution::EventSeen>,
-    ledger: RequestCounts,
-    requests: RequestCounts,
+    audit: Moment,
     cpu: CpuSnapshot,
 }
 

@@ -10,33 +10,6 @@ pub fn percentile_sorted(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, n) - 1]
 }
 
-/// Minimum, median (mean of the two middle values for an even count) and maximum.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Spread {
-    pub min: f64,
-    pub median: f64,
-    pub max: f64,
-}
-
-pub fn spread(values: &[f64]) -> Option<Spread> {
-    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
-    if sorted.is_empty() {
-        return None;
-    }
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    let median = if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    };
-    Some(Spread {
-        min: sorted[0],
-        median,
-        max: sorted[n - 1],
-    })
-}
-
 /// The latency summary of a scenario, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
@@ -87,20 +60,6 @@ mod tests {
         // p99 of 1000 values is the 990th.
         let many: Vec<f64> = (1..=1000).rev().map(f64::from).collect();
         assert_eq!(percentile(&many, 99.0), Some(990.0));
-    }
-
-    #[test]
-    fn spreads() {
-        assert_eq!(
-            spread(&[5.0, 1.0, 3.0]),
-            Some(Spread {
-                min: 1.0,
-                median: 3.0,
-                max: 5.0
-            })
-        );
-        assert_eq!(spread(&[4.0, 1.0]).map(|s| s.median), Some(2.5));
-        assert_eq!(spread(&[]), None);
     }
 
     #[test]

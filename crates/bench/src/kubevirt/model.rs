@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::audit::AuditRequests;
+use crate::audit::AuditRequests;
 use crate::model::Machine;
 use crate::stats::Latency;
 

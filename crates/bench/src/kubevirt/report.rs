@@ -2,11 +2,11 @@
 //! [`KubeVirtReport`]. Every ratio and per-clone figure is computed here or in the bench, never
 //! by hand.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::audit::{self, PerClone};
 use super::model::{Comparison, KubeVirtReport, Path, Ratio, Run};
+use crate::audit::{self, PerClone};
 use crate::report::{f, load, opt, write_machine_rows};
 
 pub const TITLE: &str = "Against KubeVirt's own clone controller";
@@ -149,43 +149,22 @@ fn results_row(report: &KubeVirtReport, run: &Run) -> String {
 
 /// The users in the order the tables show them: the clone controllers, KubeVirt, the rest.
 fn users(report: &KubeVirtReport) -> Vec<String> {
-    const ORDER: [&str; 6] = [
-        "clone-controller",
-        "virt-controller",
-        "virt-api",
-        "admin",
-        "system:apiserver",
-        "bench",
-    ];
-    let mut seen: BTreeSet<String> = BTreeSet::new();
-    for run in &report.runs {
-        if let Some(requests) = &run.requests {
-            seen.extend(requests.rows.iter().map(|r| r.user.clone()));
-        }
-    }
-    let mut out: Vec<String> = ORDER
-        .iter()
-        .filter(|u| seen.contains(**u))
-        .map(|u| (*u).to_owned())
-        .collect();
-    out.extend(seen.into_iter().filter(|u| !ORDER.contains(&u.as_str())));
-    out
+    audit::users_in_order(report.runs.iter().filter_map(|r| r.requests.as_ref()))
 }
 
 /// Requests per clone of every user but the bench (the cost of making the clones).
 fn without_bench(by_user: &BTreeMap<String, PerClone>) -> PerClone {
-    by_user
-        .iter()
-        .filter(|(u, _)| u.as_str() != "bench")
-        .fold(PerClone::default(), |a, (_, b)| PerClone {
-            writes: a.writes + b.writes,
-            reads: a.reads + b.reads,
-        })
+    audit::sum_except(by_user, &["bench"])
+}
+
+/// Writes as this section counts them: dry runs included (write requests, only never stored).
+fn writes(v: PerClone) -> f64 {
+    v.writes + v.dry_runs
 }
 
 fn per_clone_cell(value: Option<PerClone>) -> String {
     match value {
-        Some(v) if v.total() > 0.0 => format!("{} / {}", f(v.writes, 2), f(v.reads, 2)),
+        Some(v) if v.total() > 0.0 => format!("{} / {}", f(writes(v), 2), f(v.reads, 2)),
         Some(_) => "·".to_owned(),
         None => "–".to_owned(),
     }
@@ -314,17 +293,17 @@ pub fn facts(report: &KubeVirtReport) -> Vec<String> {
             let without = get(&v_users, "virt-controller");
             out.push(format!(
                 "N={n}, API requests per clone (writes / reads, every component but the bench): vmclone run {} / {}, upstream run {} / {}. The clone controller's own: vmclone's process {} / {}; upstream's is inside virt-controller, whose requests were {} / {} with upstream's clone controller and {} / {} without it (a difference of {} / {}, upstream's clone controller's share if the rest of virt-controller did the same work in both runs).",
-                f(v.writes, 1),
+                f(writes(v), 1),
                 f(v.reads, 1),
-                f(u.writes, 1),
+                f(writes(u), 1),
                 f(u.reads, 1),
-                f(get(&v_users, "clone-controller").writes, 1),
+                f(writes(get(&v_users, "clone-controller")), 1),
                 f(get(&v_users, "clone-controller").reads, 1),
-                f(get(&u_users, "virt-controller").writes, 1),
+                f(writes(get(&u_users, "virt-controller")), 1),
                 f(get(&u_users, "virt-controller").reads, 1),
-                f(get(&v_users, "virt-controller").writes, 1),
+                f(writes(get(&v_users, "virt-controller")), 1),
                 f(get(&v_users, "virt-controller").reads, 1),
-                f(with.writes - without.writes, 1),
+                f(writes(with) - writes(without), 1),
                 f(with.reads - without.reads, 1),
             ));
         }
@@ -465,7 +444,7 @@ pub fn markdown(report: &KubeVirtReport, previous: &str) -> String {
         "**The bare path.** No clone controller: the bench creates a `VirtualMachineSnapshot` of each source (`snapshot-<i>`) and, as soon as its watch sees it `readyToUse`, a `VirtualMachineRestore` of it to a new VM `target-<i>` (no patches). Its time runs from the first snapshot create to the last restore seen complete. It leaves its snapshots and restores in place (the clone controllers delete theirs), so it is the least a clone controller can take on this path.",
         "**Duration and throughput.** From the first create call to the last clone seen `Succeeded` by the bench's watch; clones/s = clones that succeeded ÷ duration; × bare path = duration ÷ the bare path's at the same N.",
         "**Lag.** Per clone, from the moment the bench's watch on restores first saw the clone's restore (`tmp-restore-<clone UID>`, found by its owner reference) with `status.complete: true` to the moment its watch on clones first saw the clone `Succeeded` (both on the bench's monotonic clock). Both controllers delete the restore in the pass that marks the clone `Succeeded`. Latency: a clone's create call returned → `Succeeded` seen (bare path: snapshot create returned → restore complete seen).",
-        "**API requests.** kube-apiserver's audit log, every request received from the first create to the end of cleanup (all snapshots, restores and contents gone; the bare path: the last restore complete), each audit ID once, attributed by user. Writes: `create`, `update`, `patch` (server-side apply too), `delete`; reads: `get`, `list`, `watch` and non-resource requests. Leases (leader election, API server identity) are left out of the per-clone figures. Shown as writes / reads per clone.",
+        "**API requests.** kube-apiserver's audit log, every request received from the first create to the end of cleanup (all snapshots, restores and contents gone; the bare path: the last restore complete), each audit ID once, attributed by user. Writes: `create`, `update`, `patch` (server-side apply too), `delete`, dry runs included; reads: `get`, `list`, `watch` and non-resource requests. Leases (leader election, API server identity) are left out of the per-clone figures. Shown as writes / reads per clone.",
         "**CPU and memory.** `utime + stime` of `/proc/<pid>/stat` over the same window ÷ N, and `VmHWM` (peak RSS over the process's life) at its end. virt-controller's pid is found through `/proc/*/cmdline` (its kubeconfig is inside the run's control-plane folder). Upstream's clone controller runs inside virt-controller, so for the upstream run only virt-controller's figures exist; they are given for every run, so that the vmclone run's virt-controller (clone threads 0) shows what the rest of KubeVirt costs on the same path.",
     ] {
         let _ = writeln!(md, "- {line}");
@@ -614,7 +593,7 @@ pub fn markdown(report: &KubeVirtReport, previous: &str) -> String {
                     md,
                     "| {} | {} | `{}` | {} | {} |",
                     row.user,
-                    row.verb,
+                    row.verb_label(),
                     row.resource,
                     f(row.count as f64 / run.clones.max(1) as f64, 2),
                     row.count
@@ -742,7 +721,7 @@ pub fn markdown(report: &KubeVirtReport, previous: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubevirt::audit::{AuditRequests, AuditRow};
+    use crate::audit::{AuditRequests, AuditRow};
     use crate::model::Machine;
     use crate::stats;
 
@@ -857,18 +836,28 @@ mod tests {
                     user: "clone-controller".into(),
                     verb: "patch".into(),
                     resource: "virtualmachineclones/status.clone.kubevirt.io".into(),
+                    dry_run: false,
                     count: 300,
+                },
+                AuditRow {
+                    user: "clone-controller".into(),
+                    verb: "create".into(),
+                    resource: "virtualmachines.kubevirt.io".into(),
+                    dry_run: true,
+                    count: 100,
                 },
                 AuditRow {
                     user: "bench".into(),
                     verb: "create".into(),
                     resource: "virtualmachineclones.clone.kubevirt.io".into(),
+                    dry_run: false,
                     count: 100,
                 },
                 AuditRow {
                     user: "virt-controller".into(),
                     verb: "update".into(),
                     resource: "leases.coordination.k8s.io".into(),
+                    dry_run: false,
                     count: 9,
                 },
             ],
@@ -888,9 +877,14 @@ mod tests {
         );
         assert!(md.contains("| 100 | 3.00 | 13.33 | 4.44 |"), "{md}");
         assert!(md.contains("My words."));
-        // 300 status patches for 100 clones; the bench's creates are not the controller's.
-        assert!(md.contains("| 3.00 / 0.00 |"), "{md}");
-        assert!(md.contains("| 3.00 / 0.00 | 9 |"), "{md}");
+        // 300 status patches and 100 dry runs for 100 clones (a dry run counts as a write
+        // here); the bench's creates are not the controller's.
+        assert!(md.contains("| 4.00 / 0.00 |"), "{md}");
+        assert!(md.contains("| 4.00 / 0.00 | 9 |"), "{md}");
+        assert!(
+            md.contains("| clone-controller | create (dry run) | `virtualmachines.kubevirt.io` | 1.00 | 100 |"),
+            "{md}"
+        );
         assert!(md.contains("vmclone finished in 22 % of upstream's time (4.44× as fast)"));
         assert!(md.contains("p50 0.30 s, p99 0.40 s, max 0.40 s"), "{md}");
         assert_eq!(hand_written(&md).as_deref(), Some("My words."));
