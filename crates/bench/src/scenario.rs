@@ -772,19 +772,11 @@ impl Bed {
         .unwrap_or(0) as f64
             / 1024.0;
         if let Ok((200, body)) = http_get(prepared.ports.metrics, "/metrics").await
-            && let Ok(samples) = prom::parse(&body)
+            && let Ok(metrics) = prom::controller_metrics(&body)
         {
-            scenario.controller.reconciles =
-                prom::sum_by_label(&samples, "vmclone_reconciles_total", "result");
-            let total = |name: &str| -> f64 {
-                samples
-                    .iter()
-                    .filter(|s| s.name == name)
-                    .map(|s| s.value)
-                    .sum()
-            };
-            scenario.controller.passes = total("vmclone_reconcile_duration_seconds_count");
-            scenario.controller.pass_seconds = total("vmclone_reconcile_duration_seconds_sum");
+            scenario.controller.reconciles = metrics.reconciles;
+            scenario.controller.passes = metrics.passes;
+            scenario.controller.pass_seconds = metrics.pass_seconds;
         }
         scenario.audit = Some(self.requests_between(&start, &end).await?);
         // Counts (per clone of one clone) of every user together, leases left out.
