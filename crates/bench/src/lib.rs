@@ -75,9 +75,10 @@ pub struct Args {
     /// Clones run one after the other to measure what one clone costs without contention.
     #[arg(long, default_value_t = 10)]
     calibration_clones: usize,
-    /// Source VMs per namespace; clone i clones source i mod K. The default, one, is the
-    /// golden-image case: every clone's snapshot waits for the source VM's snapshot lock.
-    #[arg(long, default_value_t = 1)]
+    /// Source VMs per namespace; clone i clones source i mod K. With 1 (the golden-image case)
+    /// every clone's snapshot waits for that one VM's snapshot lock, which measures the lock
+    /// rather than the controller.
+    #[arg(long, default_value_t = 1000)]
     sources: usize,
     /// Seconds a scenario may take at most; unfinished clones are then reported as such
     /// (default: the larger of 180 and 60 + N / 10, i.e. it gives up below about 10 clones/s;
@@ -93,6 +94,30 @@ pub struct Args {
     /// benchmarks-kubevirt.json, with the rest from the output folder's benchmarks.json.
     #[arg(long, value_name = "JSON")]
     from_json: Option<PathBuf>,
+}
+
+/// The sizes when `--sizes` is not given.
+const DEFAULT_SIZES: [usize; 3] = [100, 1000, 5000];
+
+/// What a run of the stand-in bench measures with, as the report records it.
+fn settings(args: &Args, sizes: &[usize]) -> Settings {
+    Settings {
+        sizes: sizes.to_vec(),
+        unrelated_vms: args.unrelated_vms,
+        concurrency: args.concurrency,
+        calibration_clones: args.calibration_clones,
+        sources: args.sources,
+        scenario_timeout_seconds: sizes
+            .iter()
+            .map(|&n| args.scenario_timeout.unwrap_or_else(|| default_timeout(n)))
+            .collect(),
+        controller_log_level: "warn".into(),
+        stand_in_latency: "0s".into(),
+        controller_bin: args
+            .controller_bin
+            .as_ref()
+            .map(|p| p.display().to_string()),
+    }
 }
 
 /// The larger of 180 s and 60 s + N / 10 clones per second.
@@ -186,7 +211,7 @@ pub fn run(args: Args) -> Result<()> {
             .build()?;
         return runtime.block_on(kubevirt::bench(&args));
     }
-    let sizes = args.sizes.clone().unwrap_or_else(|| vec![100, 1000, 5000]);
+    let sizes = args.sizes.clone().unwrap_or_else(|| DEFAULT_SIZES.to_vec());
     if sizes.is_empty() || sizes.contains(&0) {
         bail!("--sizes needs positive numbers of clones");
     }
@@ -345,23 +370,7 @@ async fn bench(args: Args, sizes: Vec<usize>) -> Result<()> {
     let report = Report {
         command,
         machine,
-        settings: Settings {
-            sizes: sizes.clone(),
-            unrelated_vms: args.unrelated_vms,
-            concurrency: args.concurrency,
-            calibration_clones: args.calibration_clones,
-            sources: args.sources,
-            scenario_timeout_seconds: sizes
-                .iter()
-                .map(|&n| args.scenario_timeout.unwrap_or_else(|| default_timeout(n)))
-                .collect(),
-            controller_log_level: "warn".into(),
-            stand_in_latency: "0s".into(),
-            controller_bin: args
-                .controller_bin
-                .as_ref()
-                .map(|p| p.display().to_string()),
-        },
+        settings: settings(&args, &sizes),
         calibration,
         scenarios,
         engine,
@@ -519,4 +528,37 @@ fn write_markdown_and_plot(
         report::latency_svg(report),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn the_default_run_is_the_committed_reports() {
+        // `cargo xtask bench` without flags measures with the settings docs/benchmarks.json was
+        // generated with, so running it reproduces the committed report.
+        let committed: Report =
+            serde_json::from_str(include_str!("../../../docs/benchmarks.json")).unwrap();
+        let args = Cli::try_parse_from(["bench"]).unwrap().args;
+        assert_eq!(
+            serde_json::to_value(settings(&args, &DEFAULT_SIZES)).unwrap(),
+            serde_json::to_value(&committed.settings).unwrap()
+        );
+        let flags = Cli::try_parse_from(["bench", "--sources", "1"])
+            .unwrap()
+            .args;
+        assert_ne!(
+            settings(&flags, &DEFAULT_SIZES).sources,
+            committed.settings.sources
+        );
+    }
 }
