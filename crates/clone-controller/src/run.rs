@@ -73,6 +73,23 @@ fn owning_clone<K: Resource>(object: &K) -> Option<ObjectRef<VirtualMachineClone
         .map(|o| ObjectRef::new(&o.name).within(ns))
 }
 
+/// The clone that controls a temporary snapshot or restore, while the change can matter to it
+/// (`project::wakes_on_child_change`).
+fn owning_clone_for<K: Resource>(
+    clones: &Store<VirtualMachineClone>,
+    child: &K,
+) -> Vec<ObjectRef<VirtualMachineClone>> {
+    let name = child.meta().name.as_deref().unwrap_or_default();
+    owning_clone(child)
+        .filter(|r| {
+            clones
+                .get(r)
+                .is_none_or(|c| project::wakes_on_child_change(&c, name))
+        })
+        .into_iter()
+        .collect()
+}
+
 /// Whether a change of a clone's target VM (`deleted`: its deletion) wakes the clone.
 fn wakes(
     clones: &Store<VirtualMachineClone>,
@@ -304,10 +321,13 @@ pub async fn run_with(
     let (claims, claims_synced, claim_stream) =
         cached_watch(api::<PersistentVolumeClaim>(&client, ns), project::claim);
     let claim_stream = changes_only(claim_stream, claims.clone());
+    // A content's status moves only its resourceVersion here: only its creation and deletion wake
+    // (the snapshot's readiness follows the content's and wakes the clone itself).
     let (contents, contents_synced, content_stream) = cached_watch(
         api::<PartialObjectMeta<VirtualMachineSnapshotContent>>(&client, ns),
-        slim,
+        |content| project::content_metadata(&mut content.metadata),
     );
+    let content_stream = changes_only(content_stream, contents.clone());
 
     let caches = Caches {
         clones: clones.clone(),
@@ -379,12 +399,16 @@ pub async fn run_with(
     // snapshot watch keeps the way back.
     let content_owners = ContentOwners::default();
     let by_snapshot = {
-        let (index, snapshots, content_owners) =
-            (index.clone(), snapshots.clone(), content_owners.clone());
+        let (index, snapshots, content_owners, clones) = (
+            index.clone(),
+            snapshots.clone(),
+            content_owners.clone(),
+            clones.clone(),
+        );
         move |snapshot: VirtualMachineSnapshot| {
             let present = snapshots.get(&ObjectRef::from_obj(&snapshot)).is_some();
             content_owners.note(&snapshot, present);
-            let mut refs: Vec<_> = owning_clone(&snapshot).into_iter().collect();
+            let mut refs = owning_clone_for(&clones, &snapshot);
             let key = Key::SourceSnapshot(
                 snapshot.namespace().unwrap_or_default(),
                 snapshot.name_any(),
@@ -393,7 +417,10 @@ pub async fn run_with(
             refs
         }
     };
-    let by_restore = |restore: VirtualMachineRestore| owning_clone(&restore);
+    let by_restore = {
+        let clones = clones.clone();
+        move |restore: VirtualMachineRestore| owning_clone_for(&clones, &restore)
+    };
     // A VM wakes the clones it is the source of (only those before their snapshot: see the
     // index) and the clones it is the target of, where its change can matter to them.
     let by_vm = {
@@ -451,7 +478,7 @@ pub async fn run_with(
         }
     };
     let by_content = {
-        let (index, snapshots) = (index.clone(), snapshots.clone());
+        let (index, snapshots, clones) = (index.clone(), snapshots.clone(), clones.clone());
         move |content: PartialObjectMeta<VirtualMachineSnapshotContent>| {
             let ns = content.namespace().unwrap_or_default();
             let Some(snapshot) = content_owners
@@ -460,7 +487,7 @@ pub async fn run_with(
             else {
                 return Vec::new();
             };
-            let mut refs: Vec<_> = owning_clone(snapshot.as_ref()).into_iter().collect();
+            let mut refs = owning_clone_for(&clones, snapshot.as_ref());
             refs.extend(index.get(&Key::SourceSnapshot(ns, snapshot.name_any())));
             refs
         }

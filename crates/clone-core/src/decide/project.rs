@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use clone_api::kubevirt::{VirtualMachineRestore, VirtualMachineSnapshot};
+use clone_api::kubevirt::{CONDITION_FAILURE, VirtualMachineRestore, VirtualMachineSnapshot};
 use clone_api::names::{
     CREATED_BY_CLONE_ANNOTATION, LAST_RESTORE_UID_ANNOTATION, RESTORE_NAME_ANNOTATION,
 };
@@ -34,16 +34,40 @@ fn keep_metadata(meta: &mut ObjectMeta, annotations: &[&str]) {
         .filter(|kept| !kept.is_empty());
 }
 
-/// A snapshot as `decide` reads it: its identity, owners, spec and status.
+/// A snapshot as `decide` reads it: its identity, owners and spec, and of its status the phase,
+/// readiness, error, `Failure` condition (without its times) and content name. KubeVirt rewrites
+/// the rest (the `Progressing` and `Ready` conditions, indications, volume lists, times) as the
+/// snapshot progresses; none of it decides.
 pub fn snapshot(snapshot: &mut VirtualMachineSnapshot) {
     keep_metadata(&mut snapshot.metadata, &[]);
+    if let Some(status) = &mut snapshot.status {
+        status.source_uid = None;
+        status.creation_time = None;
+        status.extra = Default::default();
+        status.conditions.retain(|c| c.type_ == CONDITION_FAILURE);
+        for condition in &mut status.conditions {
+            condition.last_probe_time = None;
+            condition.last_transition_time = None;
+        }
+    }
 }
 
 /// A restore as `decide` reads it: without `spec.patches` (the clone wrote them; nothing reads
-/// them back) and the metadata it never reads.
+/// them back), the restore time and the status fields it does not model, and the metadata it
+/// never reads. Condition times stay: a restore stalled on one error times out from them.
 pub fn restore(restore: &mut VirtualMachineRestore) {
     keep_metadata(&mut restore.metadata, &[]);
     restore.spec.patches = None;
+    if let Some(status) = &mut restore.status {
+        status.restore_time = None;
+        status.extra = Default::default();
+    }
+}
+
+/// A snapshot content's metadata as the controller keeps it: identity and owners (its
+/// resourceVersion says when to read it again).
+pub fn content_metadata(meta: &mut ObjectMeta) {
+    keep_metadata(meta, &[]);
 }
 
 /// A VM's metadata as `decide` reads it (the target guard): identity, owners and the two
@@ -80,6 +104,18 @@ pub fn wakes_on_target_change(clone: &VirtualMachineClone, deleted: bool) -> boo
     }
 }
 
+/// Whether a change of the temporary snapshot or restore `child` (or of the snapshot's content)
+/// can change what the clone does: not once the clone finished and its status no longer names
+/// it (it released it: the child's own deletion is then of no interest).
+pub fn wakes_on_child_change(clone: &VirtualMachineClone, child: &str) -> bool {
+    let Some(status) = &clone.status else {
+        return true;
+    };
+    !status.phase.is_terminal()
+        || status.snapshot_name.as_deref() == Some(child)
+        || status.restore_name.as_deref() == Some(child)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +135,7 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&pvc).unwrap(),
             json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
                 "metadata": {"name": "p", "namespace": "ns",
                              "annotations": {"restore.kubevirt.io/name": "tmp-restore-u"}},
                 "status": {"phase": "Bound"},
@@ -139,5 +176,26 @@ mod tests {
         assert!(!wakes_on_target_change(&clone("Succeeded"), false));
         assert!(wakes_on_target_change(&clone("Succeeded"), true));
         assert!(!wakes_on_target_change(&clone("Failed"), true));
+    }
+
+    #[test]
+    fn a_finished_clone_wakes_for_the_children_it_still_names_only() {
+        let clone = |status: serde_json::Value| -> VirtualMachineClone {
+            serde_json::from_value(json!({
+                "apiVersion": "clone.kubevirt.io/v1beta1", "kind": "VirtualMachineClone",
+                "metadata": {"name": "c", "namespace": "ns"},
+                "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "vm"}},
+                "status": status,
+            }))
+            .unwrap()
+        };
+        let working = clone(json!({"phase": "SnapshotInProgress", "snapshotName": "s"}));
+        assert!(wakes_on_child_change(&working, "s"));
+        assert!(wakes_on_child_change(&working, "r"));
+        let cleaning = clone(json!({"phase": "Succeeded", "restoreName": "r"}));
+        assert!(wakes_on_child_change(&cleaning, "r"));
+        assert!(!wakes_on_child_change(&cleaning, "s"));
+        let released = clone(json!({"phase": "Failed"}));
+        assert!(!wakes_on_child_change(&released, "s"));
     }
 }
