@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::observe::{World, observe};
+use crate::reads::Created;
 
 fn observed<'a>(
     ctx: &Context,
@@ -224,18 +225,8 @@ async fn execute(
         Action::Nothing => Ok(None),
         Action::CreateSnapshot(snapshot) => {
             let api = Api::<VirtualMachineSnapshot>::namespaced(client, ns);
-            Ok(
-                match create(&api, snapshot.as_ref(), Child::Snapshot).await? {
-                    Ok(created) => {
-                        if let Some(mut created) = created {
-                            project::snapshot(&mut created);
-                            ctx.reads.snapshots.insert(created);
-                        }
-                        None
-                    }
-                    Err(refusal) => Some(Feedback::Refused(refusal)),
-                },
-            )
+            let (project, created) = (project::snapshot, &ctx.reads.snapshots);
+            create_child(&api, snapshot, Child::Snapshot, project, created).await
         }
         Action::CreateRestore(restore, target) => {
             if let Some(target) = target
@@ -244,18 +235,8 @@ async fn execute(
                 return Ok(Some(Feedback::Refused(refusal)));
             }
             let api = Api::<VirtualMachineRestore>::namespaced(client, ns);
-            Ok(
-                match create(&api, restore.as_ref(), Child::Restore).await? {
-                    Ok(created) => {
-                        if let Some(mut created) = created {
-                            project::restore(&mut created);
-                            ctx.reads.restores.insert(created);
-                        }
-                        None
-                    }
-                    Err(refusal) => Some(Feedback::Refused(refusal)),
-                },
-            )
+            let (project, created) = (project::restore, &ctx.reads.restores);
+            create_child(&api, restore, Child::Restore, project, created).await
         }
         Action::CreateTargetVM(vm) => {
             // `VirtualMachine` keeps every field it does not model, so the manifest goes out whole.
@@ -364,6 +345,30 @@ fn rejection(child: Child, status: kube::core::Status) -> CreateRejection {
         reason: status.reason,
         message: status.message,
     }
+}
+
+/// Creates a temporary child and remembers it, projected as its cache would hold it, until its
+/// watch delivers it; a refusal goes back to the decision.
+async fn create_child<K>(
+    api: &Api<K>,
+    object: &K,
+    child: Child,
+    project: fn(&mut K),
+    created: &Created<K>,
+) -> Result<Option<Feedback>>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    Ok(match create(api, object, child).await? {
+        Ok(Some(mut object)) => {
+            project(&mut object);
+            created.insert(object);
+            None
+        }
+        Ok(None) => None,
+        Err(refusal) => Some(Feedback::Refused(refusal)),
+    })
 }
 
 /// Creates a child: `Ok(Some(created))`, or `Ok(None)` when it already exists; `Err` with the

@@ -1307,6 +1307,75 @@ impl RefuseRealCreates {
     }
 }
 
+/// A controller context over caches fed by hand, not by watches: these clones, these VMs'
+/// metadata and the cluster's KubeVirt CR, everything else empty. Its API calls go through
+/// `client`. Also the handle that completes once the context is dropped and every event it queued
+/// is created.
+async fn hand_fed_context(
+    h: &Harness,
+    client: kube::Client,
+    clones: &[VirtualMachineClone],
+    vms: Vec<kube::core::PartialObjectMeta<VirtualMachine>>,
+) -> (
+    Arc<clone_controller::context::Context>,
+    tokio::task::JoinHandle<()>,
+) {
+    use clone_api::kubevirt::KubeVirt;
+    use clone_controller::context::{Caches, CloneMemory, Context, Synced};
+    use kube::runtime::reflector;
+    use kube::runtime::watcher::Event;
+
+    let (synced, mark) = Synced::new::<()>();
+    mark(&Event::InitDone);
+    let (clone_store, mut clone_writer) = reflector::store::<VirtualMachineClone>();
+    for clone in clones {
+        clone_writer.apply_watcher_event(&Event::Apply(clone.clone()));
+    }
+    let (vm_store, mut vm_writer) = reflector::store();
+    for vm in vms {
+        vm_writer.apply_watcher_event(&Event::Apply(vm));
+    }
+    let (kubevirts, mut kubevirt_writer) = reflector::store::<KubeVirt>();
+    for kv in Api::<KubeVirt>::all(h.client.clone())
+        .list(&Default::default())
+        .await
+        .unwrap()
+    {
+        kubevirt_writer.apply_watcher_event(&Event::Apply(kv));
+    }
+    let caches = Caches {
+        clones: clone_store,
+        index: Default::default(),
+        snapshots: reflector::store().0,
+        restores: reflector::store().0,
+        vms: vm_store,
+        contents: reflector::store().0,
+        claims: reflector::store().0,
+        kubevirts,
+        data_volumes: reflector::store().0,
+        synced: vec![synced],
+    };
+    let telemetry = clone_controller::telemetry::Telemetry::default();
+    // Events are published off the pass.
+    let (publisher, flushed) =
+        clone_controller::events::Publisher::start(h.client.clone(), Some("hand-fed".into()));
+    let ctx = Context::new(
+        client,
+        clone_controller::Config {
+            namespace: Some(h.ns.clone()),
+            ..Default::default()
+        },
+        caches,
+        publisher,
+        telemetry.clone(),
+        clone_controller::leader::Leadership::always(),
+        Arc::new(CloneMemory::new(
+            telemetry.metrics.clone_state_entries.clone(),
+        )),
+    );
+    (Arc::new(ctx), flushed)
+}
+
 /// A pass woken from a cache that still holds the clone as it was before our last status write
 /// must not redo that write's transition: here the same stale clone is reconciled twice, as a
 /// wake-up by the new snapshot would before the clone's watch delivers the write. Without the
@@ -1314,11 +1383,6 @@ impl RefuseRealCreates {
 /// `SnapshotCreated` a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_from_a_stale_cache_does_not_repeat_the_last_transition() {
-    use clone_api::kubevirt::{KubeVirt, VirtualMachineRestore};
-    use clone_controller::context::{Caches, CloneMemory, Context, Synced};
-    use kube::runtime::reflector;
-    use kube::runtime::watcher::Event;
-
     let h = Harness::without_controller("stale").await.unwrap();
     h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     h.wait_snapshot_support_known("vm").await.unwrap();
@@ -1334,53 +1398,7 @@ async fn a_pass_from_a_stale_cache_does_not_repeat_the_last_transition() {
     let stale = std::sync::Arc::new(h.api::<VirtualMachineClone>().get("c").await.unwrap());
 
     // Caches fed by hand: the KubeVirt CR, the clone as first seen, nothing else (yet).
-    fn synced() -> Synced {
-        let (synced, mark) = Synced::new::<()>();
-        mark(&Event::InitDone);
-        synced
-    }
-    let (clones, mut clone_writer) = reflector::store::<VirtualMachineClone>();
-    clone_writer.apply_watcher_event(&Event::Apply((*stale).clone()));
-    let (kubevirts, mut kubevirt_writer) = reflector::store::<KubeVirt>();
-    for kv in Api::<KubeVirt>::all(h.client.clone())
-        .list(&Default::default())
-        .await
-        .unwrap()
-    {
-        kubevirt_writer.apply_watcher_event(&Event::Apply(kv));
-    }
-    let caches = Caches {
-        clones,
-        index: Default::default(),
-        snapshots: reflector::store::<VirtualMachineSnapshot>().0,
-        restores: reflector::store::<VirtualMachineRestore>().0,
-        vms: reflector::store().0,
-        contents: reflector::store().0,
-        claims: reflector::store().0,
-        kubevirts,
-        data_volumes: reflector::store().0,
-        synced: vec![synced()],
-    };
-    let telemetry = clone_controller::telemetry::Telemetry::default();
-    // Events are published off the pass; `flushed` resolves once every queued one is created.
-    let (publisher, flushed) = clone_controller::events::Publisher::start(
-        h.client.clone(),
-        Some("stale-cache-test".into()),
-    );
-    let ctx = std::sync::Arc::new(Context::new(
-        h.client.clone(),
-        clone_controller::Config {
-            namespace: Some(h.ns.clone()),
-            ..Default::default()
-        },
-        caches,
-        publisher,
-        telemetry.clone(),
-        clone_controller::leader::Leadership::always(),
-        std::sync::Arc::new(CloneMemory::new(
-            telemetry.metrics.clone_state_entries.clone(),
-        )),
-    ));
+    let (ctx, flushed) = hand_fed_context(&h, h.client.clone(), &[(*stale).clone()], vec![]).await;
 
     clone_controller::reconcile::reconcile(stale.clone(), ctx.clone())
         .await
@@ -1440,12 +1458,6 @@ async fn recording_client(env: &testenv::TestEnv) -> (kube::Client, Arc<Mutex<Ve
 /// reading it back. Every request the controller sends is recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_read_a_shared_source_once_and_trust_their_own_creates() {
-    use clone_api::kubevirt::{KubeVirt, VirtualMachineRestore};
-    use clone_controller::context::{Caches, CloneMemory, Context, Synced};
-    use kube::core::PartialObjectMeta;
-    use kube::runtime::reflector;
-    use kube::runtime::watcher::Event;
-
     let h = Harness::without_controller("reads").await.unwrap();
     h.create_source_vm("vm", "sim-snapshot").await.unwrap();
     h.wait_snapshot_support_known("vm").await.unwrap();
@@ -1466,54 +1478,10 @@ async fn passes_read_a_shared_source_once_and_trust_their_own_creates() {
     }
 
     // Caches fed by hand: the clones as created, the source VM's metadata, the KubeVirt CR.
-    let synced = || {
-        let (synced, mark) = Synced::new::<()>();
-        mark(&Event::InitDone);
-        synced
-    };
-    let (clone_store, mut clone_writer) = reflector::store::<VirtualMachineClone>();
-    for clone in &clones {
-        clone_writer.apply_watcher_event(&Event::Apply((**clone).clone()));
-    }
-    let (vms, mut vm_writer) = reflector::store::<PartialObjectMeta<VirtualMachine>>();
     let source = h.api::<VirtualMachine>().get_metadata("vm").await.unwrap();
-    vm_writer.apply_watcher_event(&Event::Apply(source));
-    let (kubevirts, mut kubevirt_writer) = reflector::store::<KubeVirt>();
-    for kv in Api::<KubeVirt>::all(h.client.clone())
-        .list(&Default::default())
-        .await
-        .unwrap()
-    {
-        kubevirt_writer.apply_watcher_event(&Event::Apply(kv));
-    }
-    let caches = Caches {
-        clones: clone_store,
-        index: Default::default(),
-        snapshots: reflector::store::<VirtualMachineSnapshot>().0,
-        restores: reflector::store::<VirtualMachineRestore>().0,
-        vms,
-        contents: reflector::store().0,
-        claims: reflector::store().0,
-        kubevirts,
-        data_volumes: reflector::store().0,
-        synced: vec![synced()],
-    };
     let (client, sent) = recording_client(h.env).await;
-    let telemetry = clone_controller::telemetry::Telemetry::default();
-    let ctx = Arc::new(Context::new(
-        client,
-        clone_controller::Config {
-            namespace: Some(h.ns.clone()),
-            ..Default::default()
-        },
-        caches,
-        clone_controller::events::Publisher::start(h.client.clone(), Some("reads-test".into())).0,
-        telemetry.clone(),
-        clone_controller::leader::Leadership::always(),
-        Arc::new(CloneMemory::new(
-            telemetry.metrics.clone_state_entries.clone(),
-        )),
-    ));
+    let clone_objects: Vec<_> = clones.iter().map(|c| (**c).clone()).collect();
+    let (ctx, _) = hand_fed_context(&h, client, &clone_objects, vec![source]).await;
 
     // Each clone twice: its first pass takes the snapshot, its second (from the same stale
     // caches) follows it.
