@@ -1,10 +1,11 @@
 //! Wiring: the caches, the watches that wake clones, and the controller loop.
 //!
-//! Clones are the primary resource. Snapshots and restores are cached in full (they are small);
-//! VMs only by metadata (a cluster may hold thousands, and the clone needs the full object only of
-//! its source, which it reads directly). PVCs and snapshot contents are watched by metadata only,
-//! to wake the clone they belong to. Every related object is mapped back to clones by name, owner
-//! reference or the `restore.kubevirt.io/name` annotation.
+//! Clones are the primary resource. Every other cache holds the projection `decide` reads
+//! (`clone_core::decide::project`): snapshots, restores and PVCs their few read fields, VMs and
+//! snapshot contents their metadata (a cluster may hold thousands of VMs, and a content holds a
+//! whole VM; `reads` fetches the source VM and the content whole when needed). A watch wakes a
+//! clone only when the projection changed, and every related object is mapped back to clones by
+//! name, owner reference or the `restore.kubevirt.io/name` annotation.
 
 use std::collections::HashMap;
 use std::future::Future;
