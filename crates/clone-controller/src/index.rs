@@ -1,11 +1,13 @@
 //! An index from the objects a clone refers to (its source VM or snapshot, its target VM, its
 //! UID) to the clones, kept up to date from the clone watch. Watches on VMs, snapshots, PVCs and
-//! contents look clones up here instead of scanning every clone on every event.
+//! contents look clones up here instead of scanning every clone on every event; `ContentOwners`
+//! leads a snapshot content (which has no owner) back to the snapshot that names it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use clone_api::extensions::CloneExtensions;
+use clone_api::kubevirt::VirtualMachineSnapshot;
 use clone_api::names;
 use clone_api::v1beta1::VirtualMachineClone;
 use clone_core::decide;
@@ -108,6 +110,34 @@ impl CloneIndex {
                 .unwrap_or_default(),
             Err(_) => Vec::new(),
         }
+    }
+}
+
+/// The snapshot that names each snapshot content, `(namespace, content)` → snapshot, kept by the
+/// snapshot watch.
+#[derive(Debug, Clone, Default)]
+pub struct ContentOwners(Arc<RwLock<HashMap<(String, String), String>>>);
+
+impl ContentOwners {
+    /// Records where `snapshot`'s content leads (`present`), or forgets it (deleted).
+    pub fn note(&self, snapshot: &VirtualMachineSnapshot, present: bool) {
+        let key = (
+            snapshot.namespace().unwrap_or_default(),
+            decide::content_name(snapshot),
+        );
+        if let Ok(mut owners) = self.0.write() {
+            if present {
+                owners.insert(key, snapshot.name_any());
+            } else {
+                owners.remove(&key);
+            }
+        }
+    }
+
+    /// The snapshot that names `content` in `ns`.
+    pub fn get(&self, ns: &str, content: &str) -> Option<String> {
+        let owners = self.0.read().ok()?;
+        owners.get(&(ns.to_owned(), content.to_owned())).cloned()
     }
 }
 

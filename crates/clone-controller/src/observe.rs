@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::index::Key;
-use crate::reads::Created;
+use crate::reads::{Created, get_opt};
 
 /// What was read for one clone; `clone_core::decide::Observed` borrows from it. Objects from the
 /// caches are shared with them, not copied.
@@ -55,17 +55,6 @@ pub struct World {
     pub target_full: Option<VirtualMachine>,
     /// DataVolume strategy: the target's DataVolumes by name.
     pub data_volumes: BTreeMap<String, DataVolume>,
-}
-
-async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>>
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    api.get_opt(name).await.map_err(|source| Error::Read {
-        what: format!("{} {name}", K::kind(&Default::default())),
-        source,
-    })
 }
 
 fn cached<K>(store: &Store<K>, ns: &str, name: &str) -> Option<Arc<K>>

@@ -28,6 +28,18 @@ const CREATED_GRACE: Duration = Duration::from_secs(30);
 
 type Key = (String, String);
 
+/// A direct read of `name`; `None` when it does not exist.
+pub(crate) async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    api.get_opt(name).await.map_err(|source| Error::Read {
+        what: format!("{} {name}", K::kind(&Default::default())),
+        source,
+    })
+}
+
 /// What every pass shares to read less.
 #[derive(Debug, Default)]
 pub struct Reads {
@@ -78,10 +90,7 @@ where
         {
             return Ok(Some(held));
         }
-        let read = api.get_opt(name).await.map_err(|source| Error::Read {
-            what: format!("{} {name}", K::kind(&Default::default())),
-            source,
-        })?;
+        let read = get_opt(api, name).await?;
         let Ok(mut objects) = self.objects.lock() else {
             return Ok(read.map(Arc::new));
         };
@@ -106,16 +115,6 @@ where
             .get(key)
             .filter(|held| held.meta().resource_version.as_deref() == Some(version))
             .cloned()
-    }
-
-    /// How many objects are held.
-    pub fn len(&self) -> usize {
-        self.objects.lock().map_or(0, |o| o.len())
-    }
-
-    /// Whether none is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -168,16 +167,6 @@ impl<K: Resource> Created<K> {
             objects.remove(&(ns, name));
         }
     }
-
-    /// How many children are remembered.
-    pub fn len(&self) -> usize {
-        self.objects.lock().map_or(0, |o| o.len())
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
@@ -202,6 +191,5 @@ mod tests {
         assert!(created.get("ns", "other").is_none());
         created.seen(&snapshot("s"));
         assert!(created.get("ns", "s").is_none());
-        assert!(created.is_empty());
     }
 }

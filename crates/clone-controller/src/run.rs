@@ -27,7 +27,7 @@ use clone_api::kubevirt::{
 };
 use clone_api::names::{self, RESTORE_NAME_ANNOTATION, TEMP_RESTORE_PREFIX};
 use clone_api::v1beta1::VirtualMachineClone;
-use clone_core::decide::{self, project};
+use clone_core::decide::project;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::Api;
@@ -41,7 +41,7 @@ use tracing::{debug, info, warn};
 
 use crate::context::{Caches, CloneMemory, Config, Context, Synced};
 use crate::events::{FLUSH_DEADLINE, Publisher};
-use crate::index::{CloneIndex, Key};
+use crate::index::{CloneIndex, ContentOwners, Key};
 use crate::leader::{self, Leadership};
 use crate::reconcile::{error_policy, reconcile};
 use crate::telemetry::Telemetry;
@@ -100,32 +100,6 @@ fn wakes(
     clones
         .get(clone)
         .is_none_or(|c| project::wakes_on_target_change(&c, deleted))
-}
-
-/// The snapshot that names each snapshot content, `(namespace, content)` → snapshot, kept by the
-/// snapshot watch.
-#[derive(Debug, Clone, Default)]
-struct ContentOwners(Arc<std::sync::RwLock<HashMap<(String, String), String>>>);
-
-impl ContentOwners {
-    fn note(&self, snapshot: &VirtualMachineSnapshot, present: bool) {
-        let key = (
-            snapshot.namespace().unwrap_or_default(),
-            decide::content_name(snapshot),
-        );
-        if let Ok(mut owners) = self.0.write() {
-            if present {
-                owners.insert(key, snapshot.name_any());
-            } else {
-                owners.remove(&key);
-            }
-        }
-    }
-
-    fn get(&self, ns: &str, content: &str) -> Option<String> {
-        let owners = self.0.read().ok()?;
-        owners.get(&(ns.to_owned(), content.to_owned())).cloned()
-    }
 }
 
 /// A cache fed by a watch, holding each object as `project` leaves it, and a signal that turns
