@@ -15,7 +15,7 @@
 //! Every component runs as a user of its own (`testenv::IDENTITIES`; the bench as `bench`), so
 //! the audit log attributes every request exactly. Numbers are reported, never asserted.
 
-mod model;
+pub(crate) mod model;
 mod report;
 mod watch;
 
@@ -46,6 +46,8 @@ use crate::{repo, target_dir};
 
 /// The file the real-backend report is written to, beside `benchmarks.json`.
 pub const JSON_FILE: &str = "benchmarks-kubevirt.json";
+/// An earlier run of the real-backend bench to compare with (see [`super::report::Before`]).
+pub const BEFORE_FILE: &str = "benchmarks-kubevirt-before.json";
 /// The sizes when `--sizes` is not given.
 pub const DEFAULT_SIZES: [usize; 2] = [50, 100];
 /// virt-controller's clone workers when upstream's clone controller is on (testenv starts it
@@ -308,9 +310,13 @@ pub async fn bench(args: &super::Args) -> Result<()> {
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(out.join(JSON_FILE), json + "\n")?;
     println!("{}", report::summary(&report));
-    super::rewrite_markdown(&out)?;
+    let section = if super::rewrite_markdown_if_reported(&out)? {
+        "and the KubeVirt section of benchmarks.md"
+    } else {
+        "(no benchmarks.md: the folder has no benchmarks.json to render it with)"
+    };
     progress.say(&format!(
-        "wrote {}/{JSON_FILE} and the KubeVirt section of benchmarks.md; logs in {}",
+        "wrote {}/{JSON_FILE} {section}; logs in {}",
         out.display(),
         logs.display()
     ));
@@ -1159,15 +1165,7 @@ pub fn json_log_summary(
 
 /// The report of an earlier `--kubevirt real` run in `out`, if there is one.
 pub fn load(out: &FsPath) -> Result<Option<KubeVirtReport>> {
-    let path = out.join(JSON_FILE);
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .with_context(|| format!("parsing {}", path.display()))
+    super::load_json(&out.join(JSON_FILE))
 }
 
 /// The section of `benchmarks.md` (see [`report::markdown`]).

@@ -496,6 +496,22 @@ fn write_outputs(out: &Path, report: &Report) -> Result<()> {
     write_markdown_and_plot(out, report, kubevirt::load(out)?.as_ref())
 }
 
+/// An earlier run's report to compare with (see [`report::Before`]), put beside
+/// `benchmarks.json` by hand: `--out` of a run with `--controller-bin`, renamed.
+pub const BEFORE_FILE: &str = "benchmarks-before.json";
+
+/// A JSON file that may be absent.
+fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .with_context(|| format!("parsing {}", path.display()))
+}
+
 /// The report of the last `cargo xtask bench` in `out`.
 fn load_report(out: &Path) -> Result<Report> {
     let path = out.join("benchmarks.json");
@@ -514,6 +530,17 @@ fn rewrite_markdown(out: &Path) -> Result<()> {
     write_markdown_and_plot(out, &report, kubevirt::load(out)?.as_ref())
 }
 
+/// Like [`rewrite_markdown`], but a folder without a main report (`benchmarks.json`) is not an
+/// error: only `--kubevirt real` ran there, so there is no benchmarks.md to put its section in.
+/// Returns whether benchmarks.md was written.
+fn rewrite_markdown_if_reported(out: &Path) -> Result<bool> {
+    if !out.join("benchmarks.json").exists() {
+        return Ok(false);
+    }
+    rewrite_markdown(out)?;
+    Ok(true)
+}
+
 fn write_markdown_and_plot(
     out: &Path,
     report: &Report,
@@ -522,7 +549,14 @@ fn write_markdown_and_plot(
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let md_path = out.join("benchmarks.md");
     let previous = std::fs::read_to_string(&md_path).unwrap_or_default();
-    std::fs::write(&md_path, report::markdown(report, kubevirt, &previous))?;
+    let before = report::Before {
+        report: load_json(&out.join(BEFORE_FILE))?,
+        kubevirt: load_json(&out.join(kubevirt::BEFORE_FILE))?,
+    };
+    std::fs::write(
+        &md_path,
+        report::markdown(report, kubevirt, &before, &previous),
+    )?;
     std::fs::write(
         out.join("benchmarks-latency.svg"),
         report::latency_svg(report),
@@ -540,6 +574,17 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         args: Args,
+    }
+
+    #[test]
+    fn a_folder_without_a_main_report_gets_no_markdown_and_no_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!rewrite_markdown_if_reported(dir.path()).unwrap());
+        assert!(!dir.path().join("benchmarks.md").exists());
+        // A main report that is there but unreadable is still an error.
+        std::fs::write(dir.path().join("benchmarks.json"), "{").unwrap();
+        let err = rewrite_markdown_if_reported(dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("parsing"), "{err:#}");
     }
 
     #[test]

@@ -542,7 +542,114 @@ pub fn latency_svg(report: &Report) -> String {
 
 /// `benchmarks.md`: the report of `cargo xtask bench`, then, if there is one, the section of
 /// the last `cargo xtask bench --kubevirt real` run.
-pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &str) -> String {
+/// An earlier run to compare with: the same bench with an earlier controller (`--controller-bin`)
+/// on the same machine, read from `benchmarks-before.json` and `benchmarks-kubevirt-before.json`
+/// beside the report.
+#[derive(Debug, Default)]
+pub struct Before {
+    pub report: Option<Report>,
+    pub kubevirt: Option<KubeVirtReport>,
+}
+
+/// vmclone's duration ÷ the bare path's at N=`clones` on real KubeVirt.
+fn times_bare(kubevirt: &KubeVirtReport, clones: usize) -> Option<f64> {
+    use super::kubevirt::model::Path;
+    kubevirt
+        .comparisons
+        .iter()
+        .find(|c| c.clones == clones)?
+        .controllers
+        .iter()
+        .find(|r| r.path == Path::Vmclone)?
+        .times_bare
+}
+
+/// The targets and the figures the issue asks about, before and after.
+fn before_and_after(
+    md: &mut String,
+    after: &Report,
+    kubevirt: Option<&KubeVirtReport>,
+    before: &Before,
+) {
+    let Some(earlier) = &before.report else {
+        return;
+    };
+    let _ = writeln!(md, "\n### Before and after\n");
+    let _ = writeln!(
+        md,
+        "The same bench, run back to back on the same machine with the controller built from an \
+         earlier commit (`{}`, commit `{}` of the workspace): \
+         [benchmarks-before.json](benchmarks-before.json){}. The verdict is the after run's.\n",
+        earlier
+            .settings
+            .controller_bin
+            .as_deref()
+            .unwrap_or("this workspace's build"),
+        short_commit(&earlier.machine.git_commit),
+        if before.kubevirt.is_some() {
+            " and [benchmarks-kubevirt-before.json](benchmarks-kubevirt-before.json)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        md,
+        "| measure | before | after | target | verdict (after) |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---|");
+    let cell = |check: &Check| format!("{} [{}]", opt(check.measured, 2), check.scenario);
+    for (b, a) in checks(earlier).iter().zip(checks(after).iter()) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} {} | {} |",
+            a.target,
+            cell(b),
+            cell(a),
+            f(a.goal, 2),
+            a.unit,
+            a.verdict
+        );
+    }
+    let passes = |r: &Report| {
+        completed(r, 1000)
+            .filter(|s| s.controller.passes > 0.0 && s.clones > 0)
+            .map(|s| s.controller.passes / s.clones as f64)
+    };
+    let rate = |r: &Report| pick(r, 1000, false).map(|s| s.clones_per_second);
+    let ceiling_rate = |r: &Report| pick(r, 1000, false).and_then(ceiling).map(|(c, _)| c);
+    for (measure, b, a) in [
+        ("passes per clone, N=1000", passes(earlier), passes(after)),
+        ("throughput, N=1000 (clones/s)", rate(earlier), rate(after)),
+        (
+            "CPU ceiling, N=1000 (clones/s)",
+            ceiling_rate(earlier),
+            ceiling_rate(after),
+        ),
+    ] {
+        let _ = writeln!(md, "| {measure} | {} | {} | – | – |", opt(b, 2), opt(a, 2));
+    }
+    if let (Some(b), Some(a)) = (&before.kubevirt, kubevirt) {
+        let (b, a) = (times_bare(b, 100), times_bare(a, 100));
+        let _ = writeln!(
+            md,
+            "| real KubeVirt, N=100: vmclone's time ÷ the bare path's | {} | {} | 1.20 × | {} |",
+            opt(b, 2),
+            opt(a, 2),
+            verdict(a, 1.2, false, "×")
+        );
+    }
+}
+
+fn short_commit(commit: &str) -> &str {
+    commit.get(..7).unwrap_or(commit)
+}
+
+pub fn markdown(
+    report: &Report,
+    kubevirt: Option<&KubeVirtReport>,
+    before: &Before,
+    previous: &str,
+) -> String {
     let mut md = String::new();
     let m = &report.machine;
     let _ = writeln!(md, "# Benchmarks\n");
@@ -803,6 +910,7 @@ pub fn markdown(report: &Report, kubevirt: Option<&KubeVirtReport>, previous: &s
             check.verdict
         );
     }
+    before_and_after(&mut md, report, kubevirt, before);
     if let Some(cal) = &report.calibration {
         let _ = writeln!(
             md,
@@ -1666,7 +1774,7 @@ mod tests {
         assert!((ceiling - 50.0).abs() < 1e-9);
         assert!((share - 40.0).abs() < 1e-9);
         assert_eq!(controller_cpu_ms(&s), Some(1.5));
-        let md = markdown(&report(), None, "");
+        let md = markdown(&report(), None, &Before::default(), "");
         assert!(
             md.contains(
                 "| N=1000 | 20.0 | 1.50 | 3.50 | 30.00 | 3.00 | 1.00 | 1.00 | 40.00 | 50.0 | 40 |"
@@ -1736,7 +1844,7 @@ mod tests {
 
     #[test]
     fn every_table_row_has_as_many_cells_as_its_header() {
-        let md = markdown(&report(), None, "");
+        let md = markdown(&report(), None, &Before::default(), "");
         let mut header: Option<usize> = None;
         for line in md.lines() {
             if !line.starts_with('|') {
@@ -1758,14 +1866,14 @@ mod tests {
     #[test]
     fn the_markdown_keeps_the_hand_written_analysis() {
         let report = report();
-        let first = markdown(&report, None, "");
+        let first = markdown(&report, None, &Before::default(), "");
         assert!(first.contains("_Not written yet"));
         assert!(first.contains("| N=1000 + 10000 VMs |"));
         let edited = first.replace(
             "_Not written yet: add profiling results and conclusions here._",
             "The snapshot lock bounds it.",
         );
-        let second = markdown(&report, None, &edited);
+        let second = markdown(&report, None, &Before::default(), &edited);
         assert!(second.contains("The snapshot lock bounds it."));
         assert!(!second.contains("_Not written yet"));
         assert_eq!(
@@ -1779,10 +1887,50 @@ mod tests {
 
     #[test]
     fn passes_per_clone_and_their_mean_duration_are_reported() {
-        let md = markdown(&report(), None, "");
+        let md = markdown(&report(), None, &Before::default(), "");
         assert!(md.contains("| passes per clone | ms per pass |"), "{md}");
         // 4 passes per clone, 2 ms of passes per clone: 0.5 ms per pass.
         assert!(md.contains("| 4.00 | 0.50 |"), "{md}");
+    }
+
+    #[test]
+    fn an_earlier_run_beside_the_report_gets_a_before_and_after_table() {
+        let after = report();
+        assert!(!markdown(&after, None, &Before::default(), "").contains("### Before and after"));
+        // The earlier controller: twice the passes and half the throughput at N=1000.
+        let mut earlier = report();
+        earlier.machine.git_commit = "1c0ae3c0123".into();
+        earlier.settings.controller_bin = Some("/old/clone-controller".into());
+        for s in &mut earlier.scenarios {
+            s.controller.passes *= 2.0;
+            s.clones_per_second /= 2.0;
+        }
+        let before = Before {
+            report: Some(earlier),
+            kubevirt: None,
+        };
+        let md = markdown(&after, None, &before, "");
+        assert!(md.contains("### Before and after"), "{md}");
+        assert!(
+            md.contains("(`/old/clone-controller`, commit `1c0ae3c`"),
+            "{md}"
+        );
+        // 14 controller requests per clone both times (the fixture's audit).
+        assert!(
+            md.contains(
+                "| controller requests per clone ≤ 11 (writes, dry runs, GETs, lists and watches) \
+                 | 14.00 [N=1000] | 14.00 [N=1000] | 11.00 requests | **missed**"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| passes per clone, N=1000 | 8.00 | 4.00 | – | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| throughput, N=1000 (clones/s) | 10.00 | 20.00 | – | – |"),
+            "{md}"
+        );
     }
 
     #[test]
@@ -1797,7 +1945,7 @@ mod tests {
         let text = include_str!("../../../docs/benchmarks.json");
         let report: Report = serde_json::from_str(text).unwrap();
         assert!(!report.scenarios.is_empty());
-        assert!(markdown(&report, None, "").contains("## CPU ceiling"));
+        assert!(markdown(&report, None, &Before::default(), "").contains("## CPU ceiling"));
         let _: BTreeMap<String, serde_json::Value> = serde_json::from_str(text).unwrap();
     }
 }
