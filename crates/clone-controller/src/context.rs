@@ -147,6 +147,8 @@ pub struct Context {
     pub memory: Arc<CloneMemory>,
     /// Whole objects reused while unchanged, and children created but not cached yet.
     pub reads: crate::reads::Reads,
+    /// The source VMs our temporary snapshots hold.
+    pub source_holds: crate::index::SourceHolds,
 }
 
 impl std::fmt::Debug for Context {
@@ -183,6 +185,7 @@ impl Context {
             leadership,
             memory,
             reads: crate::reads::Reads::default(),
+            source_holds: crate::index::SourceHolds::default(),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! leads a snapshot content (which has no owner) back to the snapshot that names it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use clone_api::extensions::CloneExtensions;
 use clone_api::kubevirt::VirtualMachineSnapshot;
@@ -141,6 +142,106 @@ impl ContentOwners {
     }
 }
 
+/// This controller's temporary snapshots that hold their source VM, by `(namespace, VM)`: kept by
+/// the snapshot watch, plus reservations made just before a create so that two passes in flight
+/// cannot both start a snapshot of one VM (see [`decide::held_source`] and
+/// [`decide::Observed::source_held_by`]).
+#[derive(Debug, Clone, Default)]
+pub struct SourceHolds(Arc<Mutex<HashMap<(String, String), Holders>>>);
+
+/// The snapshots holding one VM, by name (one, unless they were created before this controller
+/// started or by an earlier version).
+type Holders = HashMap<String, Holding>;
+
+/// How a snapshot holds its VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holding {
+    /// The watch showed it in progress.
+    Seen,
+    /// Reserved at this instant for a create the watch has not shown yet. A reservation whose
+    /// create failed, or whose snapshot was gone before the watch showed it, stops counting after
+    /// [`RESERVATION_GRACE`].
+    Reserved(Instant),
+}
+
+/// How long a reservation counts without the watch showing its snapshot.
+const RESERVATION_GRACE: Duration = Duration::from_secs(30);
+
+impl SourceHolds {
+    /// Records what the watch shows of one of the namespace's snapshots (`present`: not deleted).
+    /// Returns the VM it freed, if no snapshot of ours holds that VM any more: the clones waiting
+    /// for it can go.
+    pub fn note(&self, snapshot: &VirtualMachineSnapshot, present: bool) -> Option<Key> {
+        let ns = snapshot.namespace().unwrap_or_default();
+        let name = snapshot.name_any();
+        let Ok(mut holds) = self.0.lock() else {
+            return None;
+        };
+        if present && let Some(vm) = decide::held_source(snapshot) {
+            holds
+                .entry((ns, vm.to_owned()))
+                .or_default()
+                .insert(name, Holding::Seen);
+            return None;
+        }
+        let vm = snapshot.spec.source.name.clone();
+        let key = (ns, vm);
+        let holders = holds.get_mut(&key)?;
+        holders.remove(&name)?;
+        if !holders.is_empty() {
+            return None;
+        }
+        holds.remove(&key);
+        Some(Key::SourceVm(key.0, key.1))
+    }
+
+    /// Reserves `snapshot`'s source VM for it, unless another of our snapshots holds the VM:
+    /// then that snapshot's name.
+    pub fn reserve(&self, snapshot: &VirtualMachineSnapshot) -> Result<(), String> {
+        let Some(vm) = decide::held_source(snapshot) else {
+            return Ok(());
+        };
+        let key = (snapshot.namespace().unwrap_or_default(), vm.to_owned());
+        let name = snapshot.name_any();
+        let Ok(mut holds) = self.0.lock() else {
+            return Ok(());
+        };
+        let holders = holds.entry(key).or_default();
+        holders.retain(|_, holding| match holding {
+            Holding::Seen => true,
+            Holding::Reserved(at) => at.elapsed() < RESERVATION_GRACE,
+        });
+        if let Some(other) = holders.keys().find(|other| **other != name) {
+            return Err(other.clone());
+        }
+        holders
+            .entry(name)
+            .or_insert_with(|| Holding::Reserved(Instant::now()));
+        Ok(())
+    }
+
+    /// Drops the reservation of a snapshot whose create failed.
+    pub fn release(&self, snapshot: &VirtualMachineSnapshot) {
+        let Some(vm) = decide::held_source(snapshot) else {
+            return;
+        };
+        let key = (snapshot.namespace().unwrap_or_default(), vm.to_owned());
+        if let Ok(mut holds) = self.0.lock()
+            && let Some(holders) = holds.get_mut(&key)
+        {
+            if matches!(
+                holders.get(&snapshot.name_any()),
+                Some(Holding::Reserved(_))
+            ) {
+                holders.remove(&snapshot.name_any());
+            }
+            if holders.is_empty() {
+                holds.remove(&key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +339,66 @@ mod tests {
         );
         // Still found by UID (their temporary objects) whatever the phase.
         assert_eq!(names(Key::Uid("uid-a".into())), ["a"]);
+    }
+
+    fn temp_snapshot(name: &str, vm: &str, phase: Option<&str>) -> VirtualMachineSnapshot {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": vm}},
+            "status": phase.map(|p| json!({"phase": p})),
+        }))
+        .expect("snapshot")
+    }
+
+    #[test]
+    fn one_snapshot_of_ours_holds_a_vm_until_the_watch_shows_it_done() {
+        let holds = SourceHolds::default();
+        let (a, b) = (
+            temp_snapshot("tmp-snapshot-a", "vm", None),
+            temp_snapshot("tmp-snapshot-b", "vm", None),
+        );
+        assert_eq!(holds.reserve(&a), Ok(()));
+        // Reserving again for the same snapshot is fine; another snapshot of the VM waits.
+        assert_eq!(holds.reserve(&a), Ok(()));
+        assert_eq!(holds.reserve(&b), Err("tmp-snapshot-a".to_owned()));
+        // Another VM is free.
+        assert_eq!(
+            holds.reserve(&temp_snapshot("tmp-snapshot-c", "other", None)),
+            Ok(())
+        );
+
+        // The watch shows `a` in progress, then succeeded: the VM is freed once.
+        assert_eq!(
+            holds.note(
+                &temp_snapshot("tmp-snapshot-a", "vm", Some("InProgress")),
+                true
+            ),
+            None
+        );
+        assert_eq!(holds.reserve(&b), Err("tmp-snapshot-a".to_owned()));
+        let done = temp_snapshot("tmp-snapshot-a", "vm", Some("Succeeded"));
+        assert_eq!(
+            holds.note(&done, true),
+            Some(Key::SourceVm("ns".into(), "vm".into()))
+        );
+        assert_eq!(holds.note(&done, true), None);
+        assert_eq!(holds.reserve(&b), Ok(()));
+
+        // A failed create gives the VM back; so does a deletion the watch shows.
+        holds.release(&b);
+        let d = temp_snapshot("tmp-snapshot-d", "vm", None);
+        assert_eq!(holds.reserve(&d), Ok(()));
+        assert_eq!(holds.note(&d, true), None);
+        holds.release(&d);
+        assert_eq!(
+            holds.reserve(&b),
+            Err("tmp-snapshot-d".to_owned()),
+            "seen, not reserved"
+        );
+        assert_eq!(
+            holds.note(&d, false),
+            Some(Key::SourceVm("ns".into(), "vm".into()))
+        );
+        assert_eq!(holds.reserve(&b), Ok(()));
     }
 }

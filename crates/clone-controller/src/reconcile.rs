@@ -56,6 +56,7 @@ fn observed<'a>(
         target_full: world.target_full.as_ref(),
         data_volumes: world.data_volumes.clone(),
         access: None,
+        source_held_by: None,
     }
 }
 
@@ -99,13 +100,22 @@ async fn reconcile_clone(clone: &Arc<VirtualMachineClone>, ctx: &Arc<Context>) -
     let now = Time(jiff::Timestamp::now());
     let mut observation = observed(ctx, clone, &world, now);
     let mut decision = decide(&observation);
+    // Clones of one VM take their snapshots one after the other (`Observed::source_held_by`).
+    // Reserving the VM here, with no await since the decision, keeps two passes in flight from
+    // both starting one.
+    if let Action::CreateSnapshot(snapshot) = &decision.action
+        && let Err(holder) = ctx.source_holds.reserve(snapshot)
+    {
+        observation.source_held_by = Some(holder);
+        decision = decide(&observation);
+    }
     debug!(clone = %clone.name_any(), ns, action = ?action_name(&decision.action), "decided");
 
     // What an action tells the decision goes back into it: an access review's answer, or a
     // refused creation. Each can come once per pass (a decision that knows the answer never asks
     // again, and never creates what was just refused), so this ends after at most two more.
     let mut refused = None;
-    while let Some(feedback) = execute(ctx, clone, &ns, &decision.action).await? {
+    while let Some(feedback) = execute_holding(ctx, clone, &ns, &decision.action).await? {
         match feedback {
             Feedback::Access(access) if observation.access.is_none() => {
                 observation.access = Some(access);
@@ -210,6 +220,22 @@ enum Feedback {
     Refused(CreateRejection),
     /// The answer of an access review.
     Access(Access),
+}
+
+/// [`execute`], giving the source VM back when a snapshot was not created.
+async fn execute_holding(
+    ctx: &Context,
+    clone: &VirtualMachineClone,
+    ns: &str,
+    action: &Action,
+) -> Result<Option<Feedback>> {
+    let result = execute(ctx, clone, ns, action).await;
+    if let Action::CreateSnapshot(snapshot) = action
+        && matches!(result, Err(_) | Ok(Some(Feedback::Refused(_))))
+    {
+        ctx.source_holds.release(snapshot);
+    }
+    result
 }
 
 /// Executes an action. Returns what the next decision of this pass must know: a refusal when the

@@ -380,10 +380,15 @@ pub async fn run_with(
             content_owners.clone(),
             clones.clone(),
         );
+        let source_holds = ctx.source_holds.clone();
         move |snapshot: VirtualMachineSnapshot| {
             let present = snapshots.get(&ObjectRef::from_obj(&snapshot)).is_some();
             content_owners.note(&snapshot, present);
             let mut refs = owning_clone_for(&clones, &snapshot);
+            // A freed VM wakes the clones waiting to snapshot it.
+            if let Some(freed) = source_holds.note(&snapshot, present) {
+                refs.extend(index.get(&freed));
+            }
             let key = Key::SourceSnapshot(
                 snapshot.namespace().unwrap_or_default(),
                 snapshot.name_any(),

@@ -26,7 +26,10 @@ use anyhow::ensure;
 use clone_api::kubevirt::{VirtualMachine, VirtualMachineSnapshot};
 use clone_api::v1beta1::{ClonePhase, VirtualMachineClone};
 use common::{Backend, CLONE_TIMEOUT, Harness, clone_manifest, count, seed_clone_manifest};
+use futures::StreamExt;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
+use kube::runtime::watcher;
 use serde_json::{Value, json};
 use testenv::wait_for;
 
@@ -281,6 +284,74 @@ async fn golden_image_five_clones(backend: Backend) {
         after.metadata.resource_version, golden.metadata.resource_version,
         "the golden snapshot changed"
     );
+    h.stop().await;
+}
+
+/// KubeVirt snapshots a VM one at a time, and a snapshot waiting for its VM runs down its
+/// `failureDeadline`: clones of one VM take their temporary snapshots one after the other. A
+/// watch records every temporary snapshot: none appears while another still holds the VM.
+async fn clones_of_one_vm_take_their_snapshots_one_at_a_time(backend: Backend) {
+    // Each KubeVirt step a second slow on the stand-in (its storage on KubeVirt), so a snapshot
+    // is still in progress when the next clone's pass comes.
+    let mut h = Harness::slow_on(backend, "onevm", std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    h.start_controller();
+    h.create_source_vm("vm-one", "sim-snapshot").await.unwrap();
+    // Every snapshot event in order: (name, phase, deleted).
+    let seen = Arc::new(Mutex::new(Vec::<(String, Option<String>, bool)>::new()));
+    let recorder = tokio::spawn({
+        let (seen, api) = (seen.clone(), h.api::<VirtualMachineSnapshot>());
+        async move {
+            let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+            while let Some(Ok(event)) = events.next().await {
+                let (snapshot, deleted) = match event {
+                    watcher::Event::Apply(s) | watcher::Event::InitApply(s) => (s, false),
+                    watcher::Event::Delete(s) => (s, true),
+                    watcher::Event::Init | watcher::Event::InitDone => continue,
+                };
+                let phase = snapshot.status.as_ref().and_then(|s| s.phase.clone());
+                seen.lock()
+                    .unwrap()
+                    .push((snapshot.name_any(), phase, deleted));
+            }
+        }
+    });
+    for i in 0..3 {
+        let manifest = clone_manifest(
+            &format!("one-{i}"),
+            "VirtualMachine",
+            "vm-one",
+            None,
+            json!({}),
+        );
+        h.create(&manifest).await.unwrap();
+    }
+    for i in 0..3 {
+        h.wait_phase(&format!("one-{i}"), ClonePhase::Succeeded)
+            .await
+            .unwrap();
+    }
+    recorder.abort();
+    let seen = seen.lock().unwrap().clone();
+    let (mut holding, mut started) = (BTreeSet::new(), BTreeSet::new());
+    for (name, phase, deleted) in &seen {
+        if !name.starts_with("tmp-snapshot-") {
+            continue;
+        }
+        if started.insert(name.clone()) {
+            assert!(
+                holding.is_empty(),
+                "{name} was created while {holding:?} held vm-one: {seen:?}"
+            );
+        }
+        if *deleted || matches!(phase.as_deref(), Some("Succeeded" | "Failed")) {
+            holding.remove(name);
+        } else {
+            holding.insert(name.clone());
+        }
+    }
+    assert_eq!(started.len(), 3, "{seen:?}");
     h.stop().await;
 }
 
@@ -1562,6 +1633,7 @@ async fn deleted_failing_clones_leave_no_state_behind() {
 testenv::on_both_backends!(
     the_seed_flow_with_kubectl,
     golden_image_five_clones,
+    clones_of_one_vm_take_their_snapshots_one_at_a_time,
     an_existing_vm_is_never_touched,
     two_clones_racing_for_one_target,
     a_clone_waits_for_its_source_and_warns_once,

@@ -301,6 +301,7 @@ impl World {
             target_full: None,
             data_volumes: Default::default(),
             access: None,
+            source_held_by: None,
         }
     }
 }

@@ -121,6 +121,7 @@ impl World {
             target_full: self.target.as_ref(),
             data_volumes: self.data_volumes.clone(),
             access: self.access,
+            source_held_by: None,
         })
     }
 

@@ -163,6 +163,7 @@ struct World {
     claims: BTreeMap<String, String>,
     rivals: Vec<Rival>,
     rejection: Option<CreateRejection>,
+    source_held_by: Option<String>,
 }
 
 impl World {
@@ -179,6 +180,7 @@ impl World {
             claims: BTreeMap::new(),
             rivals: vec![],
             rejection: None,
+            source_held_by: None,
         }
     }
 
@@ -221,6 +223,7 @@ impl World {
             target_full: None,
             data_volumes: Default::default(),
             access: None,
+            source_held_by: self.source_held_by.clone(),
         })
     }
 
@@ -553,6 +556,43 @@ fn the_earliest_clone_claiming_a_target_wins() {
 // ---------------------------------------------------------------------------------------------
 // Snapshot
 // ---------------------------------------------------------------------------------------------
+
+/// KubeVirt takes one snapshot of a VM at a time, and a snapshot waiting for its VM runs down
+/// its `failureDeadline`: a clone whose source is held by another clone's snapshot waits before
+/// creating its own, and creates it once the source is free.
+#[test]
+fn a_clone_waits_while_another_clones_snapshot_holds_its_source() {
+    let mut w = World::vm_source();
+    w.source_held_by = Some("tmp-snapshot-other".into());
+    let d = w.decide();
+    assert_eq!(d.action, Action::Nothing);
+    assert_eq!(d.status.phase, ClonePhase::Unset);
+    let message = "waiting for snapshot tmp-snapshot-other of VM vm-cirros to finish: KubeVirt \
+                   takes one snapshot of a VM at a time";
+    assert_eq!(
+        condition(&d, "Ready"),
+        ("False".into(), "NotStarted".into(), message.into())
+    );
+    assert_eq!(d.status.snapshot_name, None);
+    assert!(d.events.is_empty());
+
+    // A clone whose snapshot exists follows it whatever holds the source.
+    let mut started = World::vm_source().phase(ClonePhase::SnapshotInProgress, Some(SNAP), None);
+    started.temp_snapshot = Some(snapshot(
+        SNAP,
+        json!({"readyToUse": false, "phase": "InProgress"}),
+    ));
+    started.source_held_by = Some("tmp-snapshot-other".into());
+    let d = started.decide();
+    assert_working(
+        &d,
+        ClonePhase::SnapshotInProgress,
+        &format!("waiting for snapshot {SNAP} to be ready"),
+    );
+
+    w.source_held_by = None;
+    assert!(matches!(w.decide().action, Action::CreateSnapshot(_)));
+}
 
 /// Upstream §7.1 #5 and #6.
 #[test]

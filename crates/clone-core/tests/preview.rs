@@ -156,6 +156,7 @@ fn observed<'a>(
         target_full: None,
         data_volumes: BTreeMap::new(),
         access: None,
+        source_held_by: None,
     }
 }
 

@@ -22,6 +22,21 @@ pub struct Lookups {
     pub source_namespace: String,
 }
 
+/// The source VM a temporary snapshot of this controller holds, while it holds it. KubeVirt takes
+/// one snapshot of a VM at a time: it locks the VM when the snapshot starts and frees it when the
+/// snapshot's phase leaves `InProgress` (`Succeeded` or `Failed`); a snapshot created meanwhile
+/// waits for the VM while its `failureDeadline` runs. See [`super::Observed::source_held_by`].
+pub fn held_source(snapshot: &VirtualMachineSnapshot) -> Option<&str> {
+    let name = snapshot.metadata.name.as_deref()?;
+    let source = &snapshot.spec.source;
+    let phase = snapshot.status.as_ref().and_then(|s| s.phase.as_deref());
+    let done = matches!(phase, Some("Succeeded" | "Failed"));
+    (name.starts_with(names::TEMP_SNAPSHOT_PREFIX)
+        && source.kind == names::VIRTUAL_MACHINE_KIND
+        && !done)
+        .then_some(source.name.as_str())
+}
+
 /// The names a clone needs looked up.
 pub fn lookups(clone: &VirtualMachineClone) -> Lookups {
     let uid = clone.metadata.uid.as_deref().unwrap_or_default();
@@ -88,4 +103,34 @@ pub fn content_name(snapshot: &VirtualMachineSnapshot) -> String {
                 snapshot.metadata.uid.as_deref().unwrap_or_default(),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn snapshot(name: &str, kind: &str, phase: Option<&str>) -> VirtualMachineSnapshot {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"source": {"apiGroup": "kubevirt.io", "kind": kind, "name": "vm"}},
+            "status": phase.map(|p| json!({"phase": p})),
+        }))
+        .expect("snapshot")
+    }
+
+    #[test]
+    fn a_temporary_snapshot_holds_its_vm_until_it_succeeds_or_fails() {
+        for phase in [None, Some("InProgress"), Some("Unknown")] {
+            let held = snapshot("tmp-snapshot-1", "VirtualMachine", phase);
+            assert_eq!(held_source(&held), Some("vm"), "{phase:?}");
+        }
+        for phase in ["Succeeded", "Failed"] {
+            let done = snapshot("tmp-snapshot-1", "VirtualMachine", Some(phase));
+            assert_eq!(held_source(&done), None, "{phase}");
+        }
+        // Only this controller's temporary snapshots count: a user's is KubeVirt's business.
+        let users = snapshot("nightly", "VirtualMachine", Some("InProgress"));
+        assert_eq!(held_source(&users), None);
+    }
 }

@@ -41,7 +41,7 @@ mod source;
 pub use crate::gate::{FeatureGate, GateMode, snapshot_gate};
 pub(crate) use build::with_run_strategy;
 pub use build::{Restored, restore_patches, restored_vm, user_patch_conflict};
-pub use lookups::{Lookups, content_name, lookups, source_matters, target_name};
+pub use lookups::{Lookups, content_name, held_source, lookups, source_matters, target_name};
 pub use plan::ReadPlan;
 pub use source::{
     Hold, check_content, data_volume_plan, data_volume_source_check, snapshot_source_check,
@@ -138,6 +138,11 @@ pub struct Observed<'a> {
     pub data_volumes: BTreeMap<String, DataVolume>,
     /// Cross-namespace: the answer to the [`AccessReview`] this pass asked for.
     pub access: Option<Access>,
+    /// Another clone's temporary snapshot of the same source VM that is still in progress (its
+    /// name). KubeVirt snapshots a VM one at a time, and a snapshot waiting for the VM runs down
+    /// its `failureDeadline` (5 minutes) while it waits, so clones of one VM take their
+    /// snapshots one after the other: this one waits before creating its own.
+    pub source_held_by: Option<String>,
 }
 
 /// The `SubjectAccessReview`s a cross-namespace clone needs before anything is created: may the

@@ -38,6 +38,13 @@ impl<'a> Pass<'_, 'a> {
             if let Some(rejection) = self.rejection(Child::Snapshot) {
                 return Some(rejection);
             }
+            if let Some(holder) = &self.o.source_held_by {
+                let vm = &self.o.clone.spec.source.name;
+                return Some(self.working(format!(
+                    "waiting for snapshot {holder} of VM {vm} to finish: KubeVirt takes one \
+                     snapshot of a VM at a time"
+                )));
+            }
             self.action = Action::CreateSnapshot(Box::new(self.build_snapshot()));
             self.status.phase = ClonePhase::SnapshotInProgress;
             self.status.snapshot_name = Some(name.clone());
