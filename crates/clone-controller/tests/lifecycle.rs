@@ -1526,7 +1526,8 @@ async fn recording_client(env: &testenv::TestEnv) -> (kube::Client, Arc<Mutex<Ve
 /// The passes that follow their own creates read nothing again: a source VM shared by three
 /// clones is read once while the VM cache shows it unchanged, and the pass right after a
 /// snapshot's create, before the snapshot's watch event arrived, takes it as created instead of
-/// reading it back. Every request the controller sends is recorded.
+/// reading it back (the other two clones wait for that snapshot). Every request the controller
+/// sends is recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_read_a_shared_source_once_and_trust_their_own_creates() {
     let h = Harness::without_controller("reads").await.unwrap();
@@ -1563,12 +1564,28 @@ async fn passes_read_a_shared_source_once_and_trust_their_own_creates() {
                 .unwrap();
         }
     }
-    for name in ["a", "b", "c"] {
-        let clone = h.api::<VirtualMachineClone>().get(name).await.unwrap();
-        assert_eq!(
-            clone.status.unwrap().phase,
-            ClonePhase::SnapshotInProgress,
-            "{name}"
+    // `a` took the snapshot; `b` and `c` wait for it (clones of one VM snapshot it one at a time).
+    let a = h.api::<VirtualMachineClone>().get("a").await.unwrap();
+    assert_eq!(a.status.unwrap().phase, ClonePhase::SnapshotInProgress);
+    let held_by = format!("tmp-snapshot-{}", a.metadata.uid.unwrap());
+    for name in ["b", "c"] {
+        let status = h
+            .api::<VirtualMachineClone>()
+            .get(name)
+            .await
+            .unwrap()
+            .status
+            .unwrap();
+        assert_eq!(status.phase, ClonePhase::Unset, "{name}");
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        let message = ready.message.as_deref().unwrap_or_default();
+        assert!(
+            message.contains(&format!("waiting for snapshot {held_by} of VM vm")),
+            "{name}: {ready:?}"
         );
     }
     let sent = sent.lock().unwrap().clone();
@@ -1583,7 +1600,7 @@ async fn passes_read_a_shared_source_once_and_trust_their_own_creates() {
         .iter()
         .filter(|line| line.starts_with("POST ") && line.ends_with("/virtualmachinesnapshots"))
         .count();
-    assert_eq!(creates, 3, "one snapshot per clone: {sent:#?}");
+    assert_eq!(creates, 1, "one snapshot of the VM at a time: {sent:#?}");
 }
 
 /// Per-clone state is bounded: clones that keep failing hold a backoff entry each, and deleting
