@@ -1962,6 +1962,19 @@ proptest! {
         let first = decide(&world.observed());
         check_decision(&world.observed(), &first)?;
         check_next_passes(&world, &first)?;
+        // Another clone's snapshot holding the source VM changes one thing: no snapshot is
+        // created (the pass waits instead).
+        let mut held = world.observed();
+        held.source_held_by = Some("tmp-snapshot-other".into());
+        let gated = decide(&held);
+        prop_assert!(
+            !matches!(gated.action, Action::CreateSnapshot(_)),
+            "created a snapshot of a held VM"
+        );
+        check_decision(&held, &gated)?;
+        if !matches!(first.action, Action::CreateSnapshot(_)) {
+            prop_assert_eq!(&gated, &first);
+        }
     }
 }
 
