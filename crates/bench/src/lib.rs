@@ -69,7 +69,9 @@ pub struct Args {
     no_build: bool,
     /// The `clone-controller` binary to measure instead of this workspace's release build (for
     /// example one built from an earlier commit, to measure before and after a change on the same
-    /// machine with the same stand-in). Recorded in the report.
+    /// machine with the same stand-in). Recorded in the report. Its benchmarks.json (or
+    /// benchmarks-kubevirt.json), copied beside the main report as benchmarks-before.json (or
+    /// benchmarks-kubevirt-before.json), adds a before-and-after table to benchmarks.md.
     #[arg(long, value_name = "PATH")]
     controller_bin: Option<PathBuf>,
     /// Clones run one after the other to measure what one clone costs without contention.
@@ -515,13 +517,12 @@ fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 /// The report of the last `cargo xtask bench` in `out`.
 fn load_report(out: &Path) -> Result<Report> {
     let path = out.join("benchmarks.json");
-    let text = std::fs::read_to_string(&path).with_context(|| {
+    load_json(&path)?.with_context(|| {
         format!(
-            "reading {} (benchmarks.md is generated from it and benchmarks-kubevirt.json)",
+            "no {} (benchmarks.md is generated from it and benchmarks-kubevirt.json)",
             path.display()
         )
-    })?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    })
 }
 
 /// Writes benchmarks.md (and the plot) again from the JSON reports in `out`.

@@ -1,7 +1,8 @@
 //! An index from the objects a clone refers to (its source VM or snapshot, its target VM, its
 //! UID) to the clones, kept up to date from the clone watch. Watches on VMs, snapshots, PVCs and
 //! contents look clones up here instead of scanning every clone on every event; `ContentOwners`
-//! leads a snapshot content (which has no owner) back to the snapshot that names it.
+//! leads a snapshot content (which has no owner) back to the snapshot that names it, and
+//! `SourceHolds` says which of this controller's snapshots holds each source VM.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
