@@ -597,14 +597,14 @@ fn before_and_after(
         "| measure | before | after | target | verdict (after) |"
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---|");
-    let cell = |check: &Check| format!("{} [{}]", opt(check.measured, 2), check.scenario);
+    let figure = |check: &Check| format!("{} [{}]", opt(check.measured, 2), check.scenario);
     for (b, a) in checks(earlier).iter().zip(checks(after).iter()) {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} {} | {} |",
             a.target,
-            cell(b),
-            cell(a),
+            figure(b),
+            figure(a),
             f(a.goal, 2),
             a.unit,
             a.verdict

@@ -165,6 +165,11 @@ enum Holding {
     Reserved(Instant),
 }
 
+/// `(namespace, VM)` of a snapshot's source: a snapshot lives beside its VM.
+fn vm_key(snapshot: &VirtualMachineSnapshot, vm: &str) -> (String, String) {
+    (snapshot.namespace().unwrap_or_default(), vm.to_owned())
+}
+
 /// How long a reservation counts without the watch showing its snapshot.
 const RESERVATION_GRACE: Duration = Duration::from_secs(30);
 
@@ -173,20 +178,18 @@ impl SourceHolds {
     /// Returns the VM it freed, if no snapshot of ours holds that VM any more: the clones waiting
     /// for it can go.
     pub fn note(&self, snapshot: &VirtualMachineSnapshot, present: bool) -> Option<Key> {
-        let ns = snapshot.namespace().unwrap_or_default();
         let name = snapshot.name_any();
         let Ok(mut holds) = self.0.lock() else {
             return None;
         };
         if present && let Some(vm) = decide::held_source(snapshot) {
             holds
-                .entry((ns, vm.to_owned()))
+                .entry(vm_key(snapshot, vm))
                 .or_default()
                 .insert(name, Holding::Seen);
             return None;
         }
-        let vm = snapshot.spec.source.name.clone();
-        let key = (ns, vm);
+        let key = vm_key(snapshot, &snapshot.spec.source.name);
         let holders = holds.get_mut(&key)?;
         holders.remove(&name)?;
         if !holders.is_empty() {
@@ -202,7 +205,7 @@ impl SourceHolds {
         let Some(vm) = decide::held_source(snapshot) else {
             return Ok(());
         };
-        let key = (snapshot.namespace().unwrap_or_default(), vm.to_owned());
+        let key = vm_key(snapshot, vm);
         let name = snapshot.name_any();
         let Ok(mut holds) = self.0.lock() else {
             return Ok(());
@@ -226,7 +229,7 @@ impl SourceHolds {
         let Some(vm) = decide::held_source(snapshot) else {
             return;
         };
-        let key = (snapshot.namespace().unwrap_or_default(), vm.to_owned());
+        let key = vm_key(snapshot, vm);
         if let Ok(mut holds) = self.0.lock()
             && let Some(holders) = holds.get_mut(&key)
         {
