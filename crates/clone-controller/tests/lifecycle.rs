@@ -1289,7 +1289,14 @@ async fn a_restore_kubevirt_keeps_retrying_fails_after_the_stall_timeout(backend
             && message.contains(RefuseRealCreates::MESSAGE),
         "{message}"
     );
-    let events = h.events("c").await.unwrap();
+    // Events are published off the pass, after the status write the test saw: wait for them.
+    let events = wait_for("the RestoreFailed event", CLONE_TIMEOUT, || async {
+        let events = h.events("c").await?;
+        ensure!(count(&events, "RestoreFailed") > 0, "{events:?}");
+        Ok(events)
+    })
+    .await
+    .unwrap();
     assert_eq!(count(&events, "RestoreError"), 1, "{events:?}");
     assert_eq!(count(&events, "RestoreFailed"), 1, "{events:?}");
     wait_for("the temporary objects released", CLONE_TIMEOUT, || async {
