@@ -6,9 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 /// The fields of an audit event the bench reads.
@@ -184,6 +185,9 @@ pub fn tally(log: impl BufRead, start: jiff::Timestamp, end: jiff::Timestamp) ->
 pub struct Moment {
     /// The log's length in bytes.
     pub offset: u64,
+    /// The log's inode (0 for a missing log): a rotated log is a new file, and the offset means
+    /// nothing in it.
+    pub inode: u64,
     pub wall: jiff::Timestamp,
 }
 
@@ -191,19 +195,36 @@ impl Moment {
     /// Now. The log's length is taken before the clock, so every request received from now on is
     /// written past `offset` (a missing log has length 0).
     pub fn now(log: &Path) -> Self {
-        let offset = std::fs::metadata(log).map_or(0, |m| m.len());
+        let (offset, inode) = std::fs::metadata(log).map_or((0, 0), |m| (m.len(), m.ino()));
         Self {
             offset,
+            inode,
             wall: jiff::Timestamp::now(),
         }
     }
 }
 
 /// [`tally`] of the audit log at `path` for the requests received from `start` to `end`,
-/// reading only what was written after `start`.
+/// reading only what was written after `start`. Fails if the log is no longer the file it was
+/// at `start` (kube-apiserver rotated it): counting what is left would undercount silently.
 pub fn tally_file(path: &Path, start: Moment, end: jiff::Timestamp) -> Result<AuditRequests> {
     let mut file = std::fs::File::open(path)
         .with_context(|| format!("opening the audit log {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading the metadata of the audit log {}", path.display()))?;
+    if start.inode != 0 && (meta.ino() != start.inode || meta.len() < start.offset) {
+        bail!(
+            "the audit log {} was rotated during the measurement (it was {} bytes at its start, \
+             inode {}; now {} bytes, inode {}): kube-apiserver needs a larger \
+             --audit-log-maxsize",
+            path.display(),
+            start.offset,
+            start.inode,
+            meta.len(),
+            meta.ino()
+        );
+    }
     file.seek(SeekFrom::Start(start.offset))
         .with_context(|| format!("seeking in the audit log {}", path.display()))?;
     Ok(tally(BufReader::new(file), start.wall, end))
@@ -444,6 +465,32 @@ mod tests {
         format!(
             r#"{{"kind":"Event","auditID":"{id}","stage":"ResponseComplete","verb":"{verb}","user":{{"username":"{user}"}}{object_ref},"requestReceivedTimestamp":"{at}"}}"#
         )
+    }
+
+    #[test]
+    fn a_log_rotated_during_the_window_is_an_error_not_an_undercount() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let old = line("o", "bench", "create", None, "2026-11-30T01:00:00Z");
+        std::fs::write(&path, format!("{old}\n{old}\n")).unwrap();
+        let start = Moment::now(&path);
+        assert_ne!(start.inode, 0);
+        // kube-apiserver renames the full log away and starts a new one, here longer than the
+        // offset the window began at, so only the inode tells.
+        std::fs::rename(&path, dir.path().join("audit-rotated.log")).unwrap();
+        let fresh = line(
+            "n",
+            "clone-controller",
+            "create",
+            None,
+            "2099-01-01T00:00:00Z",
+        );
+        std::fs::write(&path, format!("{fresh}\n{fresh}\n{fresh}\n")).unwrap();
+        let error = tally_file(&path, start, ts("2100-01-01T00:00:00Z"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("was rotated"), "{error}");
+        assert!(error.contains("--audit-log-maxsize"), "{error}");
     }
 
     #[test]
