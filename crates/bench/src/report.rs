@@ -577,8 +577,8 @@ fn before_and_after(
     let _ = writeln!(md, "\n### Before and after\n");
     let _ = writeln!(
         md,
-        "The same bench, run back to back on the same machine with the controller built from an \
-         earlier commit (`{}`, commit `{}` of the workspace): \
+        "The same bench, run back to back on the same machine with another controller binary \
+         (`{}`, run by the bench, stand-in and testbed of commit `{}`): \
          [benchmarks-before.json](benchmarks-before.json){}. The verdict is the after run's.\n",
         earlier
             .settings
@@ -1912,7 +1912,10 @@ mod tests {
         let md = markdown(&after, None, &before, "");
         assert!(md.contains("### Before and after"), "{md}");
         assert!(
-            md.contains("(`/old/clone-controller`, commit `1c0ae3c`"),
+            md.contains(
+                "(`/old/clone-controller`, run by the bench, stand-in and testbed of commit \
+                 `1c0ae3c`)"
+            ),
             "{md}"
         );
         // 14 controller requests per clone both times (the fixture's audit).
