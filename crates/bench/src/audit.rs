@@ -494,6 +494,21 @@ mod tests {
     }
 
     #[test]
+    fn a_log_shorter_than_where_the_window_began_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let old = line("o", "bench", "create", None, "2026-11-30T01:00:00Z");
+        std::fs::write(&path, format!("{old}\n{old}\n")).unwrap();
+        let start = Moment::now(&path);
+        // The same file, cut short (copytruncate-style rotation keeps the inode).
+        std::fs::write(&path, format!("{old}\n")).unwrap();
+        let error = tally_file(&path, start, ts("2100-01-01T00:00:00Z"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("was rotated"), "{error}");
+    }
+
+    #[test]
     fn a_window_is_read_from_where_the_log_was_when_it_began() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
